@@ -1,0 +1,91 @@
+"""Named cases and file loading: :func:`load_case`, :func:`load_matpower`, :func:`save_matpower`."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gridphysics.errors import UnknownCaseError
+from gridphysics.matpower import load_matpower_dict, write_matpower
+from gridphysics.network import Network
+from gridphysics.ppc import from_ppc, to_ppc
+
+
+def cases_dir() -> Path:
+    """The case folder: ``gridphysics/_cases`` in a wheel, ``cases/`` in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_cases", here.parent / "cases"):
+        if (candidate / "catalogue.toml").is_file():
+            return candidate
+    raise UnknownCaseError(  # pragma: no cover - only a broken install gets here
+        f"the case catalogue is missing (looked in {here / '_cases'} and {here.parent / 'cases'})"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def catalogue() -> dict[str, dict[str, Any]]:
+    """The named cases: ``{name: {"file", "source", "aliases"}}``."""
+    with open(cases_dir() / "catalogue.toml", "rb") as fh:
+        return tomllib.load(fh)["cases"]
+
+
+def case_names() -> list[str]:
+    """Names accepted by :func:`load_case` (aliases not included)."""
+    return sorted(catalogue())
+
+
+def _resolve_name(name: str) -> str | None:
+    key = name.strip().lower()
+    for case, entry in catalogue().items():
+        if key == case or key in entry.get("aliases", []):
+            return case
+    return None
+
+
+def load_matpower(path: str | os.PathLike, *, name: str | None = None) -> Network:
+    """Parse a MATPOWER ``.m`` case file into a :class:`~gridphysics.Network`.
+
+    Raises:
+        MatpowerParseError: the file is malformed (the message names the line).
+        NetworkError: the data is inconsistent (duplicate bus ids, unknown buses, no slack).
+    """
+    path = Path(path)
+    case = load_matpower_dict(path)
+    return from_ppc(case, name=name or path.stem)
+
+
+def save_matpower(network: Network, path: str | os.PathLike) -> None:
+    """Write ``network`` as a MATPOWER version-2 ``.m`` file."""
+    path = Path(path)
+    write_matpower(to_ppc(network), path)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_named(case: str) -> Network:
+    entry = catalogue()[case]
+    return load_matpower(cases_dir() / entry["file"], name=case)
+
+
+def load_case(name_or_path: str | os.PathLike) -> Network:
+    """A named case (``"ieee118"``, ``"pegase1354"``, MATPOWER names like ``"case118"``)
+    or a path to a MATPOWER ``.m`` file.
+
+    Raises:
+        UnknownCaseError: neither a catalogued name nor an existing file; the message
+            lists the names.
+    """
+    text = os.fspath(name_or_path)
+    case = _resolve_name(text)
+    if case is not None:
+        return _load_named(case)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return load_matpower(path)
+    raise UnknownCaseError(
+        f"unknown case {text!r}: not a catalogued name and no such file. Named cases: "
+        + ", ".join(case_names())
+        + " (MATPOWER names like 'case118' work too), or pass a path to a .m file"
+    )

@@ -1,0 +1,79 @@
+"""Import from pandapower through pandapower's own conversion to its internal case.
+
+Using pandapower's ``_pd2ppc`` (the conversion ``rundcpp`` runs) means every element
+model — transformers (T model), three-winding transformers, switches, wards,
+static generators, storage, impedances — is exactly pandapower's. The resulting
+network is indexed like pandapower's internal ``net._ppc``: bus ``i`` of the
+network is row ``i`` of ``net._ppc["bus"]``; map pandapower element indices with
+``net._pd2ppc_lookups`` after the import.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import numpy as np
+
+from gridphysics.errors import UnsupportedError
+from gridphysics.network import Network
+from gridphysics.ppc import from_ppc
+
+
+def pandapower_ppc(net: Any) -> tuple[dict, dict]:
+    """pandapower's internal ``(ppc, ppci)`` for ``net`` with ``rundcpp``'s default options.
+
+    Works on a copy: ``net`` itself is not modified.
+    """
+    try:
+        from pandapower.auxiliary import _init_rundcpp_options
+        from pandapower.pd2ppc import _pd2ppc
+    except ImportError as exc:  # pragma: no cover - pandapower is a dependency
+        raise UnsupportedError(f"from_pandapower needs pandapower: {exc}") from None
+    net = copy.deepcopy(net)
+    _init_rundcpp_options(
+        net,
+        trafo_model="t",
+        trafo_loading="current",
+        recycle=None,
+        check_connectivity=True,
+        switch_rx_ratio=2,
+        trafo3w_losses="hv",
+    )
+    level = logging.getLogger("pandapower").level
+    logging.getLogger("pandapower").setLevel(logging.ERROR)
+    try:
+        ppc, ppci = _pd2ppc(net)
+    finally:
+        logging.getLogger("pandapower").setLevel(level)
+    return ppc, ppci
+
+
+def from_pandapower(net: Any, *, name: str | None = None) -> Network:
+    """Build a :class:`~gridphysics.Network` from a pandapower network.
+
+    Element models and the slack generators (external grids and ``gen`` with
+    ``slack=True``, sharing a bus's balancing power equally, as pandapower does)
+    are taken from pandapower's internal case. Isolated buses stay in the network as
+    type-4 buses and are reported as isolated by the solvers.
+
+    Raises:
+        UnsupportedError: the net has elements gridphysics does not model yet
+            (DC buses and lines, VSC, SVC, TCSC, SSC).
+    """
+    ppc, ppci = pandapower_ppc(net)
+    for key in ("bus_dc", "branch_dc", "vsc", "svc", "tcsc", "ssc"):
+        if np.shape(ppc.get(key, np.zeros((0, 1))))[0] > 0:
+            raise UnsupportedError(
+                f"this pandapower net has {key} elements, which gridphysics does not model yet"
+            )
+    ref_gens = np.asarray(ppci["internal"]["ref_gens"], dtype=np.int64)
+    gen = np.asarray(ppc["gen"])
+    if gen.shape[0] != ppci["gen"].shape[0]:
+        # ppci keeps the in-service rows of ppc in order.
+        on = np.flatnonzero(gen[:, 7] > 0)
+        ref_gens = on[ref_gens]
+    case = {"baseMVA": ppc["baseMVA"], "bus": ppc["bus"], "gen": gen, "branch": ppc["branch"]}
+    label = name or str(getattr(net, "name", "") or "pandapower")
+    return from_ppc(case, name=label, slack_gens=ref_gens)
