@@ -1,0 +1,502 @@
+"""Read and write MATPOWER case files (``.m``) without MATLAB.
+
+:func:`parse_matpower` is a small parser for the subset of MATLAB that case files use:
+a ``function`` header, assignments of numbers, quoted strings, numeric matrices
+(``[...]``) and cell arrays of strings (``{...}``), ``%`` and ``%{ ... %}`` comments and
+``...`` continuations. Nothing is evaluated: a matrix holds literal numbers only, so
+``[1 - 2]`` is an error rather than ``-1``. Both the version-2 struct form
+(``function mpc = case9`` with ``mpc.bus = [...]``) and the version-1 form
+(``function [baseMVA, bus, gen, branch, areas, gencost] = case9`` with bare
+assignments) are read; as in MATLAB, only the function's outputs count.
+
+The result is a PYPOWER-style dict. Every problem raises
+:class:`~gridphysics.errors.MatpowerParseError`, naming the line where possible.
+:func:`format_matpower` writes a version-2 file that reads back bit-exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from gridphysics.errors import CaseFormatError, MatpowerParseError
+
+__all__ = ["format_matpower", "load_matpower_dict", "parse_matpower", "write_matpower"]
+
+_REQUIRED = ("baseMVA", "bus", "gen", "branch")
+_TABLES = ("bus", "gen", "branch", "gencost", "areas")
+_KNOWN = frozenset((*_REQUIRED, "version", "gencost", "areas", "bus_name"))
+_MIN_COLS = {"bus": 13, "gen": 10, "branch": 11}
+
+_NUM = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eEdD][+-]?[0-9]+)?|Inf|inf|NaN|nan)")
+_D_TO_E = str.maketrans("dD", "ee")
+_LINE_SPECIAL = re.compile(r"[%'\"]|\.\.\.")
+_SPECIAL = re.compile(r"[\[\](){}'\"]")
+_STMT_SPECIAL = re.compile(r"[\[\](){}'\";,\n]")
+_ROW = re.compile(r"[^;\n]+")
+_TOKEN = re.compile(r"[^\s;]+")
+_EMPTY_ITEM = re.compile(r"(?:\A|[;\n,])[^\S\n]*,")
+_SEP = re.compile(r"[\s;,]*")
+_FUNC = re.compile(r"function\b")
+_HEADER = re.compile(r"function\s*(?:\[([^\]\n]*)\]|([A-Za-z]\w*))\s*=", re.ASCII)
+_ASSIGN = re.compile(r"([A-Za-z]\w*(?:\.[A-Za-z]\w*)*)[^\S\n]*(=(?!=)|\()[^\S\n]*", re.ASCII)
+_TRAILER = re.compile(r"[^\S\n]*(?:[;,]|\n|\Z)")
+_IDENT = re.compile(r"[A-Za-z]\w*", re.ASCII)
+_OPENER = {")": "(", "]": "[", "}": "{"}
+
+
+def _is_transpose(s: str, i: int) -> bool:
+    """MATLAB's rule: ``'`` right after a name, number, closer or quote is a transpose."""
+    if i == 0:
+        return False
+    prev = s[i - 1]
+    return (prev.isascii() and prev.isalnum()) or prev in "_)]}.'"
+
+
+def _string_end(s: str, i: int) -> int:
+    """Index of the quote closing the string literal opening at ``s[i]``; -1 if none."""
+    quote, j = s[i], i + 1
+    newline = s.find("\n", j)
+    while True:
+        k = s.find(quote, j)
+        if k < 0 or 0 <= newline < k:
+            return -1
+        if not s.startswith(quote, k + 1):
+            return k
+        j = k + 2  # a doubled quote stands for one quote character
+
+
+def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
+    """Drop the comment of one physical line; also say whether it ends in ``...``."""
+    if "'" not in line and '"' not in line:
+        cut, dots = line.find("%"), line.find("...")
+        if dots >= 0 and (cut < 0 or dots < cut):
+            return line[:dots], True
+        return (line if cut < 0 else line[:cut]), False
+    i = 0
+    while (m := _LINE_SPECIAL.search(line, i)) is not None:
+        i = m.start()
+        ch = line[i]
+        if ch == "%":
+            return line[:i], False
+        if ch == ".":
+            return line[:i], True
+        if ch == "'" and _is_transpose(line, i):
+            i += 1
+            continue
+        end = _string_end(line, i)
+        if end < 0:
+            raise MatpowerParseError("string is never closed", line=lineno, path=path)
+        i = end + 1
+    return line, False
+
+
+class _Parser:
+    """Parses comment-free source (``src``), mapping offsets back to line numbers."""
+
+    def __init__(self, text: str, path: str | None) -> None:
+        self.path = path
+        text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+        parts: list[str] = []
+        self.starts: list[int] = []
+        offset = block = 0
+        for lineno, line in enumerate(text.split("\n"), 1):
+            self.starts.append(offset)
+            stripped = line.strip() if (block or "%" in line) else ""
+            if stripped == "%{":  # block comments nest; the markers must stand alone
+                block += 1
+                code, cont = "", False
+            elif block:
+                block -= stripped == "%}"
+                code, cont = "", False
+            else:
+                code, cont = _strip_line(line, lineno, path)
+            parts.append(code)
+            parts.append(" " if cont else "\n")
+            offset += len(code) + 1
+        self.src = "".join(parts)
+
+    def error(self, message: str, offset: int | None) -> MatpowerParseError:
+        """Build an error for the line holding ``src[offset]``."""
+        line = None if offset is None else bisect.bisect_right(self.starts, offset)
+        return MatpowerParseError(message, line=line, path=self.path)
+
+    def match_close(self, start: int, label: str) -> tuple[int, int | None]:
+        """Find the bracket closing ``src[start]``; also the first nested/quoted item."""
+        src, stack, pos = self.src, [start], start + 1
+        nested: int | None = None
+        while (m := _SPECIAL.search(src, pos)) is not None:
+            i, ch = m.start(), m.group()
+            pos = i + 1
+            if ch in "([{":
+                stack.append(i)
+            elif ch in ")]}":
+                top = stack.pop()
+                if src[top] != _OPENER[ch]:
+                    line = bisect.bisect_right(self.starts, top)
+                    raise self.error(
+                        f"{label}: '{ch}' does not match '{src[top]}' of line {line}", i
+                    )
+                if not stack:
+                    return i, nested
+            elif ch == '"' or not _is_transpose(src, i):
+                end = _string_end(src, i)
+                if end < 0:
+                    raise self.error(f"{label}: string is never closed", i)
+                pos = end + 1
+            nested = i if nested is None else nested
+        raise self.error(f"{label}: '{src[start]}' is never closed", start)
+
+    def statement_end(self, pos: int) -> int:
+        """Offset of the ``;``, ``,`` or newline that ends the statement at ``pos``."""
+        src = self.src
+        while (m := _STMT_SPECIAL.search(src, pos)) is not None:
+            i, ch = m.start(), m.group()
+            if ch in ";,\n":
+                return i
+            if ch in "([{":
+                pos = self.match_close(i, "statement")[0] + 1
+            elif ch in ")]}":
+                raise self.error(f"unmatched '{ch}'", i)
+            elif ch == "'" and _is_transpose(src, i):
+                pos = i + 1
+            else:
+                end = _string_end(src, i)
+                if end < 0:
+                    raise self.error("string is never closed", i)
+                pos = end + 1
+        return len(src)
+
+    def matrix(self, start: int, close: int, label: str) -> np.ndarray:
+        """Convert the literal numeric matrix ``src[start:close+1]`` in bulk."""
+        base, body = start + 1, self.src[start + 1 : close]
+        if "," in body:
+            if (m := _EMPTY_ITEM.search(body)) is not None:
+                raise self.error(f"{label} has an empty value before ','", base + m.end() - 1)
+            body = body.replace(",", " ")
+        ncols, flat, nrows = -1, [], 0
+        for m in _ROW.finditer(body):
+            tokens = m.group().split()
+            if not tokens:
+                continue
+            if ncols < 0:
+                ncols = len(tokens)
+            elif len(tokens) != ncols:
+                self.check_tokens(body[: m.end()], base, label)
+                first = base + m.start() + len(m.group()) - len(m.group().lstrip())
+                raise self.error(
+                    f"{label} row {nrows + 1} has {len(tokens)} values, "
+                    f"expected {ncols} like the rows before it",
+                    first,
+                )
+            flat.extend(tokens)
+            nrows += 1
+        if nrows == 0:
+            return np.zeros((0, 0))
+        unique = set(flat)
+        if any(_NUM.fullmatch(t) is None for t in unique):
+            self.check_tokens(body, base, label)
+        cache = {t: float(t.translate(_D_TO_E)) for t in unique}
+        values = np.fromiter(map(cache.__getitem__, flat), dtype=np.float64, count=len(flat))
+        return values.reshape(nrows, ncols)
+
+    def check_tokens(self, body: str, base: int, label: str) -> None:
+        """Raise for the first token of ``body`` that is not a number."""
+        for m in _TOKEN.finditer(body):
+            if _NUM.fullmatch(m.group()) is None:
+                shown = m.group() if len(m.group()) <= 40 else m.group()[:40] + "..."
+                raise self.error(f"{label}: cannot read {shown!r} as a number", base + m.start())
+
+    def cell_strings(self, start: int, close: int, label: str) -> list[str]:
+        """The quoted strings of the cell array ``src[start:close+1]``."""
+        body, pos, names = self.src[start + 1 : close], 0, []
+        while (pos := _SEP.match(body, pos).end()) < len(body):
+            end = _string_end(body, pos) if body[pos] in "'\"" else -1
+            if end < 0:
+                raise self.error(f"{label} must hold quoted strings only", start + 1 + pos)
+            quote = body[pos]
+            names.append(body[pos + 1 : end].replace(quote * 2, quote))
+            pos = end + 1
+        return names
+
+    def value(self, field: str, label: str, pos: int) -> tuple[Any, int]:
+        """Read the right-hand side at ``pos``: (value or None to skip, next offset)."""
+        src, known = self.src, field in _KNOWN
+        ch = src[pos] if pos < len(src) else "\n"
+        if ch in "[{":
+            close, nested = self.match_close(pos, label)
+            tail = _TRAILER.match(src, close + 1)
+            if known:
+                want = {"bus_name": "{", "version": ""}.get(field, "[")
+                if ch != want or (ch == "[" and nested is not None) or tail is None:
+                    kind = {"[": "a numeric matrix", "{": "a cell array of strings"}.get(want)
+                    where = pos if ch != want else close + 1 if tail is None else nested
+                    raise self.error(f"{label} must be {kind or 'a quoted string'}", where)
+            if tail is None:
+                return None, self.statement_end(close + 1)
+            if ch == "{":
+                return (self.cell_strings(pos, close, label) if known else None), close + 1
+            if known:
+                return self.matrix(pos, close, label), close + 1
+            try:
+                return self.matrix(pos, close, label), close + 1
+            except MatpowerParseError:
+                return None, close + 1  # an unknown matrix of non-numbers is skipped
+        if ch in "'\"":
+            end = _string_end(src, pos)
+            if end < 0:
+                raise self.error(f"{label}: string is never closed", pos)
+            if _TRAILER.match(src, end + 1) is None or (known and field != "version"):
+                if known:
+                    raise self.error(f"{label} has an unexpected string value", pos)
+                return None, self.statement_end(end + 1)
+            text = src[pos + 1 : end].replace(ch * 2, ch)
+            return (text if field == "version" else None), end + 1
+        end = self.statement_end(pos)
+        text = src[pos:end].strip()
+        if _NUM.fullmatch(text) is not None:
+            number = float(text.translate(_D_TO_E))
+            if field in _TABLES:
+                return np.array([[number]]), end
+            if field == "version":
+                return (str(int(number)) if number.is_integer() else repr(number)), end
+            if field != "bus_name":
+                return number, end
+        if known:
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise self.error(f"{label}: cannot read {shown!r} as a value", pos)
+        return None, end
+
+    def parse(self) -> dict[str, Any]:
+        """Walk the statements and assemble the case dict."""
+        src, pos, n = self.src, 0, len(self.src)
+        outputs: set[str] | None = None  # None: no function header (a script)
+        found: dict[str, tuple[Any, int, str]] = {}
+        bare = False
+        while (pos := _SEP.match(src, pos).end()) < n:
+            if _FUNC.match(src, pos):
+                if outputs is not None:
+                    break  # a subfunction: not part of the case
+                header = _HEADER.match(src, pos)
+                names = (header.group(1) or header.group(2) or "") if header else ""
+                outputs = set(_IDENT.findall(names))
+                end = src.find("\n", pos)
+                pos = n if end < 0 else end
+                continue
+            m = _ASSIGN.match(src, pos)
+            if m is None:
+                pos = self.statement_end(pos)
+                continue
+            label, parts = m.group(1), m.group(1).split(".")
+            field = None
+            if len(parts) == 1 and (outputs is None or parts[0] in outputs):
+                field = parts[0]
+            elif len(parts) == 2 and parts[0] in (outputs if outputs is not None else {"mpc"}):
+                field = parts[1]
+            if m.group(2) == "(":
+                if field in _KNOWN:
+                    raise self.error(f"indexed assignment to {label} is not supported", pos)
+                pos = self.statement_end(pos)
+                continue
+            if field is None:
+                pos = self.statement_end(m.end())
+                continue
+            value, pos = self.value(field, label, m.end())
+            if value is not None:
+                found[field] = (value, m.start(), label)
+                bare = bare or (len(parts) == 1 and field in _REQUIRED)
+        return self.assemble(found, bare)
+
+    def assemble(self, found: dict[str, tuple[Any, int, str]], bare: bool) -> dict[str, Any]:
+        """Check the tables against MATPOWER's rules and build the result."""
+        missing = [f"mpc.{k}" for k in _REQUIRED if k not in found]
+        if missing:
+            raise self.error(f"required table missing: {', '.join(missing)}", None)
+        case: dict[str, Any] = {}
+        base, at, label = found["baseMVA"]
+        if isinstance(base, np.ndarray):
+            base = float(base[0, 0]) if base.shape == (1, 1) else math.nan
+        if not (math.isfinite(base) and base > 0):
+            raise self.error(f"{label} must be one positive finite number", at)
+        for name in _TABLES:
+            if name not in found:
+                continue
+            table, at, label = found[name]
+            need = _MIN_COLS.get(name, 0)
+            if table.size == 0 and name in ("gen", "branch", "gencost", "areas"):
+                table = np.zeros((0, need or (4 if name == "gencost" else 0)))
+            elif table.shape[1] < need:
+                raise self.error(
+                    f"{label} has {table.shape[1]} columns, MATPOWER needs at least {need}", at
+                )
+            case[name] = table
+        gen_cols = case["gen"].shape[1]
+        version = found.get("version", ("1" if bare or gen_cols < 21 else "2",))[0]
+        if "gencost" in case:
+            self.check_gencost(case["gencost"], case["gen"].shape[0], *found["gencost"][1:])
+        if "bus_name" in found:
+            names, at, label = found["bus_name"]
+            if len(names) != case["bus"].shape[0]:
+                msg = f"{label} has {len(names)} names for {case['bus'].shape[0]} buses"
+                raise self.error(msg, at)
+            case["bus_name"] = names
+        head = {"version": version, "baseMVA": base}
+        extra = {k: v[0] for k, v in found.items() if k not in _KNOWN}
+        return head | case | extra
+
+    def check_gencost(self, gc: np.ndarray, n_gen: int, at: int, label: str) -> None:
+        """MATPOWER's gencost rules: row count and enough columns for NCOST."""
+        if gc.shape[0] not in (n_gen, 2 * n_gen):
+            msg = f"{label} has {gc.shape[0]} rows, expected {n_gen} or {2 * n_gen} (one or two per generator)"
+            raise self.error(msg, at)
+        if gc.shape[0] and gc.shape[1] < 4:
+            raise self.error(f"{label} has {gc.shape[1]} columns, MATPOWER needs at least 4", at)
+        model, ncost = gc[:, 0], gc[:, 3]
+        costed = (model == 1) | (model == 2)
+        bad = costed & ~(np.isfinite(ncost) & (ncost >= 0) & (ncost == np.floor(ncost)))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise self.error(f"{label} row {row + 1}: NCOST must be a whole number", at)
+        with np.errstate(all="ignore"):
+            need = 4 + np.where(model == 1, 2.0, 1.0) * np.where(costed, ncost, 0.0)
+        short = costed & (need > gc.shape[1])
+        if short.any():
+            row = int(np.argmax(short))
+            raise self.error(
+                f"{label} row {row + 1} (MODEL {model[row]:g}, NCOST {ncost[row]:g}) needs "
+                f"{need[row]:g} columns, the matrix has {gc.shape[1]}",
+                at,
+            )
+
+
+def parse_matpower(text: str, *, path: str | None = None) -> dict[str, Any]:
+    """Parse the text of a MATPOWER case file into a PYPOWER-style case dict.
+
+    Returns ``version`` (str), ``baseMVA`` (float), ``bus``, ``gen``, ``branch`` and,
+    when present, ``gencost``, ``areas`` (2-D float64 arrays with every column of the
+    file) and ``bus_name`` (list of str). Other numeric fields of the case struct
+    (``mpc.dcline``, ...) are kept under their names; anything else is skipped.
+
+    Raises:
+        MatpowerParseError: on any malformed input, with the line number where known.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_matpower expects str, got {type(text).__name__}")
+    parser = _Parser(text, path)
+    return parser.parse()
+
+
+def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a MATPOWER ``.m`` file (UTF-8, bad bytes replaced) and parse it."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        text = f.read()
+    return parse_matpower(text, path=os.fspath(path))
+
+
+_SECTIONS = {
+    "bus": ("bus data", "bus_i type Pd Qd Gs Bs area Vm Va baseKV zone Vmax Vmin"),
+    "gen": (
+        "generator data",
+        "bus Pg Qg Qmax Qmin Vg mBase status Pmax Pmin Pc1 Pc2 Qc1min Qc1max Qc2min Qc2max "
+        "ramp_agc ramp_10 ramp_30 ramp_q apf",
+    ),
+    "branch": ("branch data", "fbus tbus r x b rateA rateB rateC ratio angle status angmin angmax"),
+    "gencost": ("generator cost data", "2 startup shutdown n c(n-1) ... c0"),
+    "areas": ("area data", "area refbus"),
+}
+_PWL_HEADER = "1 startup shutdown n x1 y1 ... xn yn"
+_RESULT_COLUMNS = {
+    "bus": "lam_P lam_Q mu_Vmax mu_Vmin",
+    "gen": "mu_Pmax mu_Pmin mu_Qmax mu_Qmin",
+    "branch": "Pf Qf Pt Qt mu_Sf mu_St mu_angmin mu_angmax",
+}
+
+
+def _number(v: float) -> str:
+    """Spell a float so that it parses back to the same bits (NaN payloads aside)."""
+    if v != v:
+        return "NaN"
+    if math.isinf(v):
+        return "Inf" if v > 0 else "-Inf"
+    if v == 0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
+    if v.is_integer() and abs(v) < 1e16:
+        return str(int(v))
+    return repr(v)
+
+
+def _table(case: dict[str, Any], name: str) -> np.ndarray:
+    """``case[name]`` as a 2-D float64 array (real part of complex input)."""
+    try:
+        arr = np.atleast_2d(np.real(np.asarray(case[name]))).astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CaseFormatError(f"case[{name!r}] is not a numeric array: {exc}") from exc
+    if arr.ndim != 2:
+        raise CaseFormatError(f"case[{name!r}] must be 2-D, got shape {arr.shape}")
+    return arr
+
+
+def format_matpower(case: dict[str, Any], name: str = "case") -> str:
+    """Write ``case`` as the text of a MATPOWER version-2 case file (``function mpc = name``).
+
+    Numbers are written so that :func:`parse_matpower` gives back the same float64
+    values; complex arrays (pandapower's ppc) contribute their real part.
+    """
+    if _IDENT.fullmatch(name) is None:
+        raise CaseFormatError(f"{name!r} is not a valid MATLAB function name")
+    for key in _REQUIRED:
+        if key not in case:
+            raise CaseFormatError(f"case has no {key!r}")
+    base = _table(case, "baseMVA")
+    if base.size != 1:
+        raise CaseFormatError(f"case['baseMVA'] must be one number, got shape {base.shape}")
+    out = [
+        f"function mpc = {name}",
+        f"%{name.upper()}  MATPOWER case written by gridphysics.",
+        "",
+        "%% MATPOWER Case Format : Version 2",
+        "mpc.version = '2';",
+        "",
+        "%%-----  Power Flow Data  -----%%",
+        "%% system MVA base",
+        f"mpc.baseMVA = {_number(float(base[0, 0]))};",
+    ]
+    for key in _TABLES:
+        if key not in case or case[key] is None:
+            continue
+        arr = _table(case, key)
+        title, heads = _SECTIONS[key]
+        if key == "gencost" and arr.size and arr[0, 0] == 1:
+            heads = _PWL_HEADER
+        heads = (heads + " " + _RESULT_COLUMNS.get(key, "")).split()[: max(arr.shape[1], 2)]
+        out += ["", f"%% {title}", "%\t" + "\t".join(heads), f"mpc.{key} = ["]
+        # spell each distinct bit pattern once (keeps -0.0 apart from 0.0)
+        bits, inverse = np.unique(arr.view(np.int64).ravel(), return_inverse=True)
+        words = np.array([_number(v) for v in bits.view(np.float64).tolist()], dtype=object)
+        for row in words[inverse.reshape(arr.shape)].tolist():
+            out.append("\t" + "\t".join(row) + ";")
+        out.append("];")
+    if case.get("bus_name") is not None:
+        out += ["", "%% bus names", "mpc.bus_name = {"]
+        for bus_name in case["bus_name"]:
+            text = str(bus_name)
+            if "\n" in text or "\r" in text:
+                raise CaseFormatError(f"bus name {text!r} contains a line break")
+            out.append("\t'" + text.replace("'", "''") + "';")
+        out.append("};")
+    return "\n".join(out) + "\n"
+
+
+def write_matpower(case: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``case`` to ``path`` as a MATPOWER file named after the file's stem."""
+    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    name = re.sub(r"\W", "_", stem, flags=re.ASCII)
+    if _IDENT.fullmatch(name) is None:
+        name = "case_" + name
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(format_matpower(case, name))
