@@ -158,8 +158,9 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     share = jnp.where(weight_at_bus > 0, weight / jnp.where(weight_at_bus > 0, weight_at_bus, 1), 0)
     gen_p = gen.p_mw * gen.status + share * mismatch[topo.gen_bus]
 
-    converged = jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(p_spec_mw))
-    converged &= jnp.all(jnp.isfinite(b))
+    degenerate = live & ((br.x_pu == 0) | (br.tap == 0))
+    checks = jnp.concatenate([theta, p_spec_mw, b, br.status, gen_p])
+    converged = jnp.all(jnp.isfinite(checks)) & ~jnp.any(degenerate)
     nan = jnp.asarray(jnp.nan, dtype)
 
     def ok(x: jax.Array, valid: jax.Array | bool = True) -> jax.Array:

@@ -71,6 +71,14 @@ def _string_end(s: str, i: int) -> int:
         j = k + 2  # a doubled quote stands for one quote character
 
 
+def _skip_quote(s: str, i: int) -> int:
+    """Offset just past the transpose or string literal at ``s[i]``; -1 if left open."""
+    if s[i] == "'" and _is_transpose(s, i):
+        return i + 1
+    end = _string_end(s, i)
+    return -1 if end < 0 else end + 1
+
+
 def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
     """Drop the comment of one physical line; also say whether it ends in ``...``."""
     if "'" not in line and '"' not in line:
@@ -80,19 +88,10 @@ def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
         return (line if cut < 0 else line[:cut]), False
     i = 0
     while (m := _LINE_SPECIAL.search(line, i)) is not None:
-        i = m.start()
-        ch = line[i]
-        if ch == "%":
-            return line[:i], False
-        if ch == ".":
-            return line[:i], True
-        if ch == "'" and _is_transpose(line, i):
-            i += 1
-            continue
-        end = _string_end(line, i)
-        if end < 0:
+        if line[m.start()] in "%.":
+            return line[: m.start()], line[m.start()] == "."
+        if (i := _skip_quote(line, m.start())) < 0:
             raise MatpowerParseError("string is never closed", line=lineno, path=path)
-        i = end + 1
     return line, False
 
 
@@ -144,11 +143,8 @@ class _Parser:
                     )
                 if not stack:
                     return i, nested
-            elif ch == '"' or not _is_transpose(src, i):
-                end = _string_end(src, i)
-                if end < 0:
-                    raise self.error(f"{label}: string is never closed", i)
-                pos = end + 1
+            elif (pos := _skip_quote(src, i)) < 0:
+                raise self.error(f"{label}: string is never closed", i)
             nested = i if nested is None else nested
         raise self.error(f"{label}: '{src[start]}' is never closed", start)
 
@@ -163,13 +159,8 @@ class _Parser:
                 pos = self.match_close(i, "statement")[0] + 1
             elif ch in ")]}":
                 raise self.error(f"unmatched '{ch}'", i)
-            elif ch == "'" and _is_transpose(src, i):
-                pos = i + 1
-            else:
-                end = _string_end(src, i)
-                if end < 0:
-                    raise self.error("string is never closed", i)
-                pos = end + 1
+            elif (pos := _skip_quote(src, i)) < 0:
+                raise self.error("string is never closed", i)
         return len(src)
 
     def matrix(self, start: int, close: int, label: str) -> np.ndarray:
@@ -234,18 +225,22 @@ class _Parser:
             if known:
                 want = {"bus_name": "{", "version": ""}.get(field, "[")
                 if ch != want or (ch == "[" and nested is not None) or tail is None:
-                    kind = {"[": "a numeric matrix", "{": "a cell array of strings"}.get(want)
-                    where = pos if ch != want else close + 1 if tail is None else nested
-                    raise self.error(f"{label} must be {kind or 'a quoted string'}", where)
+                    if ch != want:
+                        kind = {"[": "a numeric matrix", "{": "a cell array of strings"}.get(want)
+                        raise self.error(f"{label} must be {kind or 'a quoted string'}", pos)
+                    if tail is None:
+                        raise self.error(f"{label}: unexpected text after '{src[close]}'", close)
+                    msg = f"{label} must hold literal numbers only (no nesting, strings or calls)"
+                    raise self.error(msg, nested)
             if tail is None:
                 return None, self.statement_end(close + 1)
             if ch == "{":
                 return (self.cell_strings(pos, close, label) if known else None), close + 1
-            if known:
-                return self.matrix(pos, close, label), close + 1
             try:
                 return self.matrix(pos, close, label), close + 1
             except MatpowerParseError:
+                if known:
+                    raise
                 return None, close + 1  # an unknown matrix of non-numbers is skipped
         if ch in "'\"":
             end = _string_end(src, pos)
@@ -300,7 +295,8 @@ class _Parser:
                 field = parts[1]
             if m.group(2) == "(":
                 if field in _KNOWN:
-                    raise self.error(f"indexed assignment to {label} is not supported", pos)
+                    msg = f"indexed assignment to {label} is not supported (no MATLAB code is run)"
+                    raise self.error(msg, pos)
                 pos = self.statement_end(pos)
                 continue
             if field is None:
@@ -398,23 +394,21 @@ def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     return parse_matpower(text, path=os.fspath(path))
 
 
+# section title and column names (solved-case columns included; cut to the table's width)
 _SECTIONS = {
-    "bus": ("bus data", "bus_i type Pd Qd Gs Bs area Vm Va baseKV zone Vmax Vmin"),
-    "gen": (
-        "generator data",
-        "bus Pg Qg Qmax Qmin Vg mBase status Pmax Pmin Pc1 Pc2 Qc1min Qc1max Qc2min Qc2max "
-        "ramp_agc ramp_10 ramp_30 ramp_q apf",
-    ),
-    "branch": ("branch data", "fbus tbus r x b rateA rateB rateC ratio angle status angmin angmax"),
+    "bus": ("bus data", "bus_i type Pd Qd Gs Bs area Vm Va baseKV zone Vmax Vmin lam_P lam_Q"),
+    "gen": ("generator data", "bus Pg Qg Qmax Qmin Vg mBase status Pmax Pmin Pc1 Pc2"),
+    "branch": ("branch data", "fbus tbus r x b rateA rateB rateC ratio angle status angmin"),
     "gencost": ("generator cost data", "2 startup shutdown n c(n-1) ... c0"),
     "areas": ("area data", "area refbus"),
 }
-_PWL_HEADER = "1 startup shutdown n x1 y1 ... xn yn"
-_RESULT_COLUMNS = {
-    "bus": "lam_P lam_Q mu_Vmax mu_Vmin",
-    "gen": "mu_Pmax mu_Pmin mu_Qmax mu_Qmin",
-    "branch": "Pf Qf Pt Qt mu_Sf mu_St mu_angmin mu_angmax",
+_MORE_HEADS = {
+    "bus": " mu_Vmax mu_Vmin",
+    "gen": " Qc1min Qc1max Qc2min Qc2max ramp_agc ramp_10 ramp_30 ramp_q apf mu_Pmax mu_Pmin"
+    " mu_Qmax mu_Qmin",
+    "branch": " angmax Pf Qf Pt Qt mu_Sf mu_St mu_angmin mu_angmax",
 }
+_PWL_HEADER = "1 startup shutdown n x1 y1 ... xn yn"
 
 
 def _number(v: float) -> str:
@@ -473,7 +467,7 @@ def format_matpower(case: dict[str, Any], name: str = "case") -> str:
         title, heads = _SECTIONS[key]
         if key == "gencost" and arr.size and arr[0, 0] == 1:
             heads = _PWL_HEADER
-        heads = (heads + " " + _RESULT_COLUMNS.get(key, "")).split()[: max(arr.shape[1], 2)]
+        heads = (heads + _MORE_HEADS.get(key, "")).split()[: max(arr.shape[1], 2)]
         out += ["", f"%% {title}", "%\t" + "\t".join(heads), f"mpc.{key} = ["]
         # spell each distinct bit pattern once (keeps -0.0 apart from 0.0)
         bits, inverse = np.unique(arr.view(np.int64).ravel(), return_inverse=True)

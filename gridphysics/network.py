@@ -439,13 +439,6 @@ class Network:
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self
         t = self.topology
-        finite_fields = {
-            "load": ("p_mw", "q_mvar", "status"),
-            "gen": ("p_mw", "q_mvar", "vm_pu", "status", "slack_weight"),
-            "shunt": ("g_mw", "b_mvar", "status"),
-            "branch": ("r_pu", "x_pu", "b_pu", "g_pu", "tap", "shift_rad", "status"),
-            "bus": ("vm_pu", "va_rad"),
-        }
         id_of = {
             "load": lambda i: f"load {i} at bus {t.bus_ids[t.load_bus[i]]}",
             "gen": lambda i: f"generator {i} at bus {t.bus_ids[t.gen_bus[i]]}",
@@ -455,7 +448,7 @@ class Network:
             ),
             "bus": lambda i: f"bus {t.bus_ids[i]} (index {i})",
         }
-        for group, fields in finite_fields.items():
+        for group, fields in _FINITE_FIELDS.items():
             data = getattr(self, group)
             for key in fields:
                 arr = np.asarray(getattr(data, key))
@@ -484,6 +477,15 @@ class Network:
                 f"{id_of['branch'](int(bad[0]))} has tap ratio 0; use 1.0 for a nominal ratio"
             )
         return self
+
+
+_FINITE_FIELDS = {
+    "load": ("p_mw", "q_mvar", "status"),
+    "gen": ("p_mw", "q_mvar", "vm_pu", "status", "slack_weight"),
+    "shunt": ("g_mw", "b_mvar", "status"),
+    "branch": ("r_pu", "x_pu", "b_pu", "g_pu", "tap", "shift_rad", "status"),
+    "bus": ("vm_pu", "va_rad"),
+}
 
 
 def make_group(group: str, dtype: Any = None, **fields: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gridphysics.errors import UnsupportedError
+from gridphysics.errors import CaseFormatError, NoSlackError, UnsupportedError
 from gridphysics.network import Network
 from gridphysics.ppc import from_ppc
 
@@ -45,6 +45,16 @@ def pandapower_ppc(net: Any) -> tuple[dict, dict]:
     logging.getLogger("pandapower").setLevel(logging.ERROR)
     try:
         ppc, ppci = _pd2ppc(net)
+    except UserWarning as exc:  # pandapower signals a missing slack this way
+        if "reference bus" in str(exc).lower():
+            raise NoSlackError(
+                "the pandapower net has no reference bus: add an ext_grid or a gen with slack=True"
+            ) from None
+        raise CaseFormatError(f"pandapower could not convert the net: {exc}") from None
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError) as exc:
+        raise CaseFormatError(
+            f"pandapower could not convert the net ({type(exc).__name__}: {exc})"
+        ) from None
     finally:
         logging.getLogger("pandapower").setLevel(level)
     return ppc, ppci

@@ -24,10 +24,10 @@ class SolveOptions:
         linear_solver: ``"dense"`` or ``"klu"``; ``None`` picks by size and backend
             as documented in :func:`gridphysics.linalg.choose_backend` (KLU for more
             than ``linalg.DENSE_MAX_N`` unknowns on CPU in float64, dense otherwise).
-        validate: check concrete inputs before solving and raise a
-            :class:`~gridphysics.errors.NetworkError` naming a bad element (NaN
-            injections, zero-reactance branches). Skipped automatically under ``jit``
-            / ``vmap``, where bad inputs give ``converged=False`` instead.
+        validate: when a solve outside ``jit`` does not converge, look for bad input
+            and raise a :class:`~gridphysics.errors.NetworkError` naming the element
+            (NaN injections, zero-reactance branches). Under ``jit`` / ``vmap`` bad
+            inputs give ``converged=False`` and NaN results instead.
     """
 
     linear_solver: linalg.Backend | None = None
@@ -78,6 +78,7 @@ def solve(
             f"solve() needs a gridphysics.Network, got {type(network).__name__}; build one with "
             "gridphysics.load_case(), from_ppc() or from_pandapower()"
         )
-    if options.validate and not _is_traced(network):
-        network.validate()
-    return _solve_jit(network, method, options.linear_solver)
+    result = _solve_jit(network, method, options.linear_solver)
+    if options.validate and not _is_traced(network) and not bool(result.converged):
+        network.validate()  # raises a NetworkError naming the bad element, if there is one
+    return result

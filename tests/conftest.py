@@ -1,0 +1,72 @@
+"""Shared test helpers: pandapower network enumeration and quiet pandapower runs."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import warnings
+
+import pytest
+
+import gridphysics  # noqa: F401  (enables float64 before any test builds arrays)
+
+
+def pandapower_network_names() -> list[str]:
+    """Every function in pandapower.networks that builds a net without arguments."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    names = []
+    for name, fn in inspect.getmembers(pn, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        if all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            names.append(name)
+    del pp
+    return sorted(names)
+
+
+def quiet_pandapower():
+    logging.getLogger("pandapower").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module="pandapower")
+
+
+def build_pandapower_net(name: str):
+    """The named pandapower.networks net, or None if it is not a pandapowerNet."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    quiet_pandapower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = getattr(pn, name)()
+    return net if isinstance(net, pp.pandapowerNet) else None
+
+
+def run_rundcpp(net):
+    """A copy of ``net`` after pandapower's rundcpp, or the exception it raised."""
+    import pandapower as pp
+
+    net = copy.deepcopy(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pp.rundcpp(net)
+        except Exception as exc:  # pandapower raises many types; the test inspects it
+            return exc
+    return net
+
+
+@pytest.fixture(scope="session")
+def ieee14():
+    return gridphysics.load_case("ieee14")
+
+
+@pytest.fixture(scope="session")
+def ieee118():
+    return gridphysics.load_case("ieee118")
