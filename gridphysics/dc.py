@@ -150,7 +150,7 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
 
     # Injections: scheduled at free buses (the solve balances them), measured from
     # the branch flows at reference buses, whose imbalance the slack units take.
-    p_ref = jnp.sum(jnp.append(p_from, 0.0)[s.ref_branch] * s.ref_sign, axis=1)
+    p_ref = jnp.sum(jnp.append(p_from, 0.0)[s.ref_branch] * jnp.asarray(s.ref_sign, dtype), axis=1)
     p_bus = p_spec_mw.at[s.is_ref.nonzero()[0]].set(p_ref) if len(s.ref_branch) else p_spec_mw
     mismatch = p_bus - p_spec_mw
     weight = gen.slack_weight * gen.status

@@ -59,6 +59,7 @@ def reachable(topology: Topology, active: jax.Array) -> jax.Array:
     f = jnp.asarray(topology.branch_from)
     t = jnp.asarray(topology.branch_to)
     seed = jnp.asarray((topology.bus_type == REF) & (topology.bus_type != NONE))
+
     def spread(_):
         def body(state):
             reach, _ = state

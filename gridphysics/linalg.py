@@ -37,18 +37,24 @@ Backend = Literal["dense", "klu"]
 #: Largest system solved densely on CPU when KLU is available.
 DENSE_MAX_N = 600
 
-try:  # klujax is optional: not every platform has a wheel.
-    import klujax as _klujax
-except ImportError:  # pragma: no cover - exercised only where klujax is missing
-    _klujax = None
+
+@functools.lru_cache(maxsize=1)
+def _klujax_module():
+    """klujax, imported on first use: importing it switches JAX's float64 mode on, so it
+    is only imported once that mode is on anyway (see :mod:`gridphysics.precision`)."""
+    try:
+        import klujax
+    except ImportError:  # pragma: no cover - only where klujax has no wheel
+        return None
+    return klujax
 
 
 def klu_available() -> bool:
     """Whether the KLU backend can run here (klujax importable, x64 on, CPU backend)."""
     return (
-        _klujax is not None
-        and bool(jax.config.jax_enable_x64)
+        bool(jax.config.jax_enable_x64)
         and jax.default_backend() == "cpu"
+        and _klujax_module() is not None
     )
 
 
@@ -148,7 +154,7 @@ def plan(n: int, mode: Literal["single", "rhs_batched", "batched"], backend: Bac
 def _klu(rows, cols, values, rhs):
     """klujax solve in float64, result cast back to the inputs' dtype."""
     out_dtype = jnp.result_type(values, rhs)
-    x = _klujax.solve(
+    x = _klujax_module().solve(
         jnp.asarray(rows), jnp.asarray(cols), values.astype(jnp.float64), rhs.astype(jnp.float64)
     )
     return x.astype(out_dtype)

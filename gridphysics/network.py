@@ -91,7 +91,9 @@ class Topology:
             "branch_from": np.asarray(branch_from, dtype=np.int32),
             "branch_to": np.asarray(branch_to, dtype=np.int32),
             "branch_is_transformer": np.asarray(
-                np.zeros(n_branch, bool) if branch_is_transformer is None else branch_is_transformer,
+                np.zeros(n_branch, bool)
+                if branch_is_transformer is None
+                else branch_is_transformer,
                 dtype=bool,
             ),
             "gen_bus": np.asarray(gen_bus, dtype=np.int32),
@@ -365,9 +367,7 @@ class Network:
             updates[key] = new
         return self.replace(**{group: data.replace(**updates)})
 
-    def with_loads(
-        self, *, p_mw: Any = None, q_mvar: Any = None, status: Any = None
-    ) -> Network:
+    def with_loads(self, *, p_mw: Any = None, q_mvar: Any = None, status: Any = None) -> Network:
         """A copy with load values replaced (arrays of shape ``(n_load,)`` or scalars)."""
         return self._with("load", {"p_mw": p_mw, "q_mvar": q_mvar, "status": status})
 
@@ -495,5 +495,7 @@ def make_group(group: str, dtype: Any = None, **fields: Any) -> Any:
         from gridphysics.precision import default_float_dtype
 
         dtype = default_float_dtype()
-    kwargs = {k: jnp.asarray(np.asarray(v, dtype=np.float64), dtype=dtype) for k, v in fields.items()}
+    kwargs = {
+        k: jnp.asarray(np.asarray(v, dtype=np.float64), dtype=dtype) for k, v in fields.items()
+    }
     return cls(**kwargs)

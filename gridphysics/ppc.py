@@ -321,8 +321,13 @@ def to_ppc(network: Network) -> dict[str, Any]:
         wide[:, BR_G_PANDAPOWER] = n(b.g_pu)
         branch = wide
 
-    case: dict[str, Any] = {"version": "2", "baseMVA": t.base_mva, "bus": bus, "gen": gen,
-                            "branch": branch}
+    case: dict[str, Any] = {
+        "version": "2",
+        "baseMVA": t.base_mva,
+        "bus": bus,
+        "gen": gen,
+        "branch": branch,
+    }
     if t.gencost is not None:
         case["gencost"] = np.array(t.gencost)
     else:

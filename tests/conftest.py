@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-import gridphysics  # noqa: F401  (enables float64 before any test builds arrays)
+import gridphysics
 
 
 def pandapower_network_names() -> list[str]:
@@ -25,7 +25,10 @@ def pandapower_network_names() -> list[str]:
             params = inspect.signature(fn).parameters.values()
         except (TypeError, ValueError):
             continue
-        if all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        if all(
+            p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            for p in params
+        ):
             names.append(name)
     del pp
     return sorted(names)

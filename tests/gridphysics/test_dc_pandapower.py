@@ -16,7 +16,14 @@ NAMES = pandapower_network_names()
 
 def test_enumeration_finds_the_standard_cases():
     # Guards the enumeration itself: if pandapower renamed things we would test nothing.
-    for name in ("case14", "case118", "case300", "case1354pegase", "case9241pegase", "mv_oberrhein"):
+    for name in (
+        "case14",
+        "case118",
+        "case300",
+        "case1354pegase",
+        "case9241pegase",
+        "mv_oberrhein",
+    ):
         assert name in NAMES
     assert len(NAMES) >= 50
 
