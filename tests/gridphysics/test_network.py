@@ -1,0 +1,135 @@
+"""Network construction, validation and updaters; fuzzing of the constructor."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import gridphysics as gp
+from gridphysics.cases import cases_dir, catalogue
+from gridphysics.matpower import load_matpower_dict
+
+
+def _case14() -> dict:
+    return load_matpower_dict(cases_dir() / catalogue()["ieee14"]["file"])
+
+
+def test_sizes_and_static_topology(ieee118):
+    t = ieee118.topology
+    assert (ieee118.n_bus, ieee118.n_branch, ieee118.n_gen) == (118, 186, 54)
+    bus = load_matpower_dict(cases_dir() / "matpower/case118.m")["bus"]
+    assert ieee118.n_load == np.count_nonzero((bus[:, 2] != 0) | (bus[:, 3] != 0))
+    leaves, treedef = jax.tree_util.tree_flatten(ieee118)
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert rebuilt.topology == t and hash(rebuilt.topology) == hash(t)
+    assert list(t.ref_buses) == [68]  # bus 69 is case118's reference
+    with pytest.raises(AttributeError):
+        t.base_mva = 1.0
+
+
+def test_loads_and_shunts_come_from_bus_columns():
+    case = _case14()
+    net = gp.from_ppc(case)
+    has_load = (case["bus"][:, 2] != 0) | (case["bus"][:, 3] != 0)
+    np.testing.assert_array_equal(net.topology.load_bus, np.flatnonzero(has_load))
+    np.testing.assert_array_equal(net.load.p_mw, case["bus"][has_load, 2])
+    has_shunt = (case["bus"][:, 4] != 0) | (case["bus"][:, 5] != 0)
+    np.testing.assert_array_equal(net.shunt.b_mvar, case["bus"][has_shunt, 5])
+    # Branch conventions: tap 0 means 1.0, shift in degrees becomes radians, rate 0 is NaN.
+    assert float(net.branch.tap[0]) == 1.0
+    assert np.isnan(float(net.branch.rate_a_mva[0]))
+
+
+def test_slack_generator_is_the_first_in_service_unit_at_the_reference_bus():
+    case = _case14()
+    gen = np.vstack([case["gen"][:1], case["gen"]])  # two units at the reference bus
+    gen[0, 7] = 0  # the first one out of service
+    net = gp.from_ppc(dict(case, gen=gen, gencost=None))
+    np.testing.assert_array_equal(net.gen.slack_weight, [0, 1, 0, 0, 0, 0])
+
+
+def test_updaters_check_shapes_and_broadcast(ieee14):
+    n = ieee14.with_loads(p_mw=2.0)
+    assert n.load.p_mw.shape == (ieee14.n_load,) and float(n.load.p_mw[0]) == 2.0
+    with pytest.raises(gp.NetworkError, match=r"load.p_mw must have shape \(11,\)"):
+        ieee14.with_loads(p_mw=jnp.ones(3))
+    assert ieee14.load.p_mw is not n.load.p_mw  # the original is untouched
+    n32 = ieee14.astype(jnp.float32)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(n32))
+    with pytest.raises(gp.NetworkError, match="floating"):
+        ieee14.astype(jnp.int32)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "match"),
+    [
+        (lambda c: c["bus"].__setitem__((3, 0), c["bus"][2, 0]), gp.DuplicateBusError, "bus id 3 appears 2 times"),
+        (lambda c: c["branch"].__setitem__((5, 1), 99), gp.UnknownBusError, "branch row 6 refers to to bus 99"),
+        (lambda c: c["gen"].__setitem__((2, 0), 77), gp.UnknownBusError, "gen row 3 refers to bus 77"),
+        (lambda c: c["bus"].__setitem__((0, 1), 2), gp.NoSlackError, "no reference bus"),
+        (lambda c: c["bus"].__setitem__((4, 1), 7), gp.CaseFormatError, "bus 5 has type 7"),
+        (lambda c: c.pop("branch"), gp.CaseFormatError, "no 'branch' table"),
+        (lambda c: c.__setitem__("gen", c["gen"][:, :5]), gp.CaseFormatError, "needs at least 10"),
+        (lambda c: c.__setitem__("baseMVA", -1), gp.CaseFormatError, "positive"),
+        (lambda c: c["bus"].__setitem__((2, 0), np.nan), gp.CaseFormatError, "non-finite BUS_I"),
+    ],
+)
+def test_bad_case_dicts_raise_named_errors(mutate, error, match):
+    case = _case14()
+    mutate(case)
+    with pytest.raises(error, match=match):
+        gp.from_ppc(case)
+
+
+def test_validate_names_the_element(ieee14):
+    bad = ieee14.with_branches(x_pu=ieee14.branch.x_pu.at[2].set(jnp.inf))
+    with pytest.raises(gp.InvalidValueError, match=r"branch 2 \(2-3\) has branch.x_pu = inf"):
+        bad.validate()
+    assert ieee14.validate() is ieee14
+
+
+# -- fuzzing -------------------------------------------------------------------------------
+
+finite = st.floats(-1e3, 1e3, allow_nan=False)
+anything = st.one_of(finite, st.just(np.nan), st.just(np.inf), st.integers(-3, 30).map(float))
+
+
+@st.composite
+def random_cases(draw):
+    n_bus = draw(st.integers(1, 8))
+    n_br = draw(st.integers(0, 10))
+    n_gen = draw(st.integers(0, 4))
+    bus = draw(arrays(np.float64, (n_bus, 13), elements=anything))
+    if draw(st.booleans()):  # mostly well-formed ids and types, sometimes not
+        bus[:, 0] = draw(st.permutations(range(1, n_bus + 1)))
+        bus[:, 1] = draw(arrays(np.float64, n_bus, elements=st.sampled_from([1.0, 2.0, 3.0, 4.0])))
+    branch = draw(arrays(np.float64, (n_br, draw(st.integers(9, 14))), elements=anything))
+    if draw(st.booleans()) and n_br:
+        branch[:, :2] = draw(arrays(np.float64, (n_br, 2), elements=st.integers(1, n_bus).map(float)))
+    gen = draw(arrays(np.float64, (n_gen, draw(st.integers(8, 21))), elements=anything))
+    if draw(st.booleans()) and n_gen:
+        gen[:, 0] = draw(arrays(np.float64, n_gen, elements=st.integers(1, n_bus).map(float)))
+    base = draw(st.one_of(st.just(100.0), anything))
+    return {"baseMVA": base, "bus": bus, "branch": branch, "gen": gen}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases())
+def test_constructor_fuzz_builds_or_raises_gridphysics_error(case):
+    try:
+        net = gp.from_ppc(case)
+    except gp.GridPhysicsError:
+        return
+    assert net.n_bus == case["bus"].shape[0]
+    assert net.n_branch == case["branch"].shape[0]
+    # A network that was built either validates or names its bad element.
+    try:
+        net.validate()
+    except gp.NetworkError as exc:
+        assert str(exc)
