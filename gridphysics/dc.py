@@ -34,7 +34,6 @@ class DCStructure:
         slots: slot in ``pattern`` of each branch's ff, tt, ft, tf contribution
             (``4 * n_branch``) followed by each free bus's diagonal (``n_free``);
             ``pattern.nnz`` (dropped) where a branch end is a reference bus.
-        inj_bus: bus of each entry of ``concat([gen, load, shunt])``.
         flow_bus: ``concat([branch_from, branch_to])``.
         ref_branch, ref_sign: (n_ref, k) branches at each reference bus (``n_branch``
             pads) and +1 / -1 for the from / to end.
@@ -46,7 +45,6 @@ class DCStructure:
     theta_map: np.ndarray
     pattern: linalg.SparsePattern
     slots: np.ndarray
-    inj_bus: np.ndarray
     flow_bus: np.ndarray
     ref_branch: np.ndarray
     ref_sign: np.ndarray
@@ -99,7 +97,6 @@ def dc_structure(topology: Topology) -> DCStructure:
         theta_map=theta_map,
         pattern=pattern,
         slots=np.concatenate([branch_slots, slot[keep.sum() :]]).astype(np.int32),
-        inj_bus=np.concatenate([topology.gen_bus, topology.load_bus, topology.shunt_bus]),
         flow_bus=np.concatenate([f, t]),
         ref_branch=ref_branch.astype(np.int32),
         ref_sign=ref_sign,
@@ -130,10 +127,12 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     # that a batch over injections leaves the branch part unbatched.
     theta_fixed = jnp.where(is_ref, network.bus.va_rad, 0.0)
     fixed_flow = b * (theta_fixed[f] - theta_fixed[t] - br.shift_rad)
-    setpoints = jnp.concatenate(
-        [gen.p_mw * gen.status, -load.p_mw * load.status, -shunt.g_mw * shunt.status]
+    # One sum per element group, so that a batch over loads leaves generators unbatched.
+    p_spec_mw = (
+        linalg.segment_sum(gen.p_mw * gen.status, topo.gen_bus, n_bus)
+        - linalg.segment_sum(load.p_mw * load.status, topo.load_bus, n_bus)
+        - linalg.segment_sum(shunt.g_mw * shunt.status, topo.shunt_bus, n_bus)
     )
-    p_spec_mw = linalg.segment_sum(setpoints, s.inj_bus, n_bus)
     rhs_full = p_spec_mw / base - linalg.segment_sum(
         jnp.concatenate([fixed_flow, -fixed_flow]), s.flow_bus, n_bus
     )
@@ -158,9 +157,14 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     share = jnp.where(weight_at_bus > 0, weight / jnp.where(weight_at_bus > 0, weight_at_bus, 1), 0)
     gen_p = gen.p_mw * gen.status + share * mismatch[topo.gen_bus]
 
+    # Separate reductions: a check on unbatched inputs stays unbatched under vmap.
     degenerate = live & ((br.x_pu == 0) | (br.tap == 0))
-    checks = jnp.concatenate([theta, p_spec_mw, b, br.status, gen_p])
-    converged = jnp.all(jnp.isfinite(checks)) & ~jnp.any(degenerate)
+    converged = (
+        jnp.all(jnp.isfinite(theta))
+        & jnp.all(jnp.isfinite(p_spec_mw))
+        & jnp.all(jnp.isfinite(b) & jnp.isfinite(br.status) & ~degenerate)
+        & jnp.all(jnp.isfinite(gen.slack_weight))
+    )
     nan = jnp.asarray(jnp.nan, dtype)
 
     def ok(x: jax.Array, valid: jax.Array | bool = True) -> jax.Array:
@@ -170,13 +174,10 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     loading = jnp.abs(p_from) / jnp.where(jnp.isnan(rate), 1.0, rate) * 100.0
     return PowerFlowResult(
         va_rad=ok(theta, reach),
-        vm_pu=ok(jnp.ones(n_bus, dtype), reach),
         p_bus_mw=ok(p_bus, reach),
         p_from_mw=ok(p_from),
-        p_to_mw=ok(-p_from),
         loading_percent=ok(loading, ~jnp.isnan(rate)),
         gen_p_mw=ok(gen_p, reach[topo.gen_bus]),
-        bus_isolated=isolated,
         converged=converged,
         method="dc",
         topology=topo,

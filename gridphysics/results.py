@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -19,35 +20,55 @@ class PowerFlowResult:
     """Result of :func:`gridphysics.solve`. Never written into the input network.
 
     Sign conventions follow MATPOWER: injections are positive into the grid, branch
-    flows are positive from the branch end into the branch.
+    flows are positive from the branch end into the branch. Shapes are given for one
+    scenario; under ``vmap`` every field gains the batch axis in front.
 
-    Attributes:
+    Stored fields:
         va_rad: (n_bus,) voltage angles, rad; NaN at isolated buses.
-        vm_pu: (n_bus,) voltage magnitudes, p.u. (1.0 in DC); NaN at isolated buses.
         p_bus_mw: (n_bus,) net active injection (generation - load - shunt), MW.
             pandapower's ``res_bus.p_mw`` is the negative (load convention).
-        p_from_mw, p_to_mw: (n_branch,) active power entering the branch at each end, MW.
+        p_from_mw: (n_branch,) active power entering the branch at its from end, MW.
         loading_percent: (n_branch,) ``100 * max(|S_from|, |S_to|) / rate_a_mva``; NaN
             where the branch has no rating.
         gen_p_mw: (n_gen,) generator output, MW, slack generators included; NaN for
             generators at isolated buses.
-        bus_isolated: (n_bus,) True where a bus has no path to a reference bus.
         converged: () bool; False means every other field is NaN.
         method: "dc" or "ac".
         topology: the network's static topology (ids, element-to-bus maps).
+
+    Derived in DC (so a batch does not store copies): ``vm_pu`` (1.0),
+    ``p_to_mw`` (``-p_from_mw``) and ``bus_isolated`` (NaN angle in a converged solve).
     """
 
     va_rad: jax.Array
-    vm_pu: jax.Array
     p_bus_mw: jax.Array
     p_from_mw: jax.Array
-    p_to_mw: jax.Array
     loading_percent: jax.Array
     gen_p_mw: jax.Array
-    bus_isolated: jax.Array
     converged: jax.Array
     method: str = struct.field(pytree_node=False)
     topology: Topology = struct.field(pytree_node=False)
+    stored_vm_pu: jax.Array | None = None
+    stored_p_to_mw: jax.Array | None = None
+
+    @property
+    def vm_pu(self) -> jax.Array:
+        """(n_bus,) voltage magnitudes, p.u. (1.0 in DC); NaN at isolated buses."""
+        if self.stored_vm_pu is not None:
+            return self.stored_vm_pu
+        return jnp.where(jnp.isnan(self.va_rad), jnp.nan, jnp.ones_like(self.va_rad))
+
+    @property
+    def p_to_mw(self) -> jax.Array:
+        """(n_branch,) active power entering the branch at its to end, MW."""
+        if self.stored_p_to_mw is not None:
+            return self.stored_p_to_mw
+        return -self.p_from_mw
+
+    @property
+    def bus_isolated(self) -> jax.Array:
+        """(n_bus,) True where a bus has no path to a reference bus (its angle is NaN)."""
+        return jnp.isnan(self.va_rad) & jnp.expand_dims(self.converged, -1)
 
     def to_pandas(self) -> dict[str, pd.DataFrame]:
         """Tables ``bus``, ``branch`` and ``gen`` keyed by original bus ids (outside jit).

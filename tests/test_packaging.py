@@ -19,7 +19,17 @@ def wheel(tmp_path_factory) -> Path:
     try:
         import hatchling.build  # noqa: F401
 
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ]
     except ImportError:
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(ROOT)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -46,10 +56,12 @@ def test_installed_wheel_loads_named_cases_outside_the_checkout(wheel, tmp_path)
     )
     code = (
         "import gridphysics as gp, pathlib; "
-        "assert pathlib.Path(gp.__file__).is_relative_to(pathlib.Path(r'%s')), gp.__file__; "
+        f"assert pathlib.Path(gp.__file__).is_relative_to(pathlib.Path(r'{target}')), gp.__file__; "
         "r = gp.solve(gp.load_case('ieee118')); print(bool(r.converged), gp.cases.cases_dir().name)"
-    ) % target
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "_cases"]

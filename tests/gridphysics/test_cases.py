@@ -50,7 +50,15 @@ def test_aliases_paths_and_unknown_names(tmp_path):
 
 def _leaves_equal(a: gp.Network, b: gp.Network) -> None:
     assert a.topology.n_bus == b.topology.n_bus
-    for key in ("bus_ids", "bus_type", "branch_from", "branch_to", "gen_bus", "load_bus", "shunt_bus"):
+    for key in (
+        "bus_ids",
+        "bus_type",
+        "branch_from",
+        "branch_to",
+        "gen_bus",
+        "load_bus",
+        "shunt_bus",
+    ):
         np.testing.assert_array_equal(getattr(a.topology, key), getattr(b.topology, key))
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         # Exact, except angles, which the file stores in degrees (one rounding each way).
@@ -80,7 +88,9 @@ def test_save_matpower_round_trip(tmp_path, name):
 def test_malformed_file_error_names_the_line(tmp_path):
     text = (cases_dir() / "matpower" / "case14.m").read_text().splitlines()
     row = next(i for i, line in enumerate(text) if line.strip().startswith("mpc.branch"))
-    text[row + 3] = text[row + 3].replace("\t", "\t1.2.3\t", 1)  # a bad number in the 3rd branch row
+    text[row + 3] = text[row + 3].replace(
+        "\t", "\t1.2.3\t", 1
+    )  # a bad number in the 3rd branch row
     path = tmp_path / "bad.m"
     path.write_text("\n".join(text))
     with pytest.raises(gp.MatpowerParseError, match=rf"bad.m:line {row + 4}:"):

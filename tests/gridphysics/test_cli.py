@@ -45,5 +45,9 @@ def test_cli_as_a_module_with_help():
         [sys.executable, "-m", "gridphysics", "--help"], capture_output=True, text=True, check=True
     )
     assert "Named cases:" in out.stdout and "ieee118" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "gridphysics", "ieee14", "--top", "-1"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "gridphysics", "ieee14", "--top", "-1"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--top" in bad.stderr

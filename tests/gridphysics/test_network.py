@@ -69,9 +69,21 @@ def test_updaters_check_shapes_and_broadcast(ieee14):
 @pytest.mark.parametrize(
     ("mutate", "error", "match"),
     [
-        (lambda c: c["bus"].__setitem__((3, 0), c["bus"][2, 0]), gp.DuplicateBusError, "bus id 3 appears 2 times"),
-        (lambda c: c["branch"].__setitem__((5, 1), 99), gp.UnknownBusError, "branch row 6 refers to to bus 99"),
-        (lambda c: c["gen"].__setitem__((2, 0), 77), gp.UnknownBusError, "gen row 3 refers to bus 77"),
+        (
+            lambda c: c["bus"].__setitem__((3, 0), c["bus"][2, 0]),
+            gp.DuplicateBusError,
+            "bus id 3 appears 2 times",
+        ),
+        (
+            lambda c: c["branch"].__setitem__((5, 1), 99),
+            gp.UnknownBusError,
+            "branch row 6 refers to to bus 99",
+        ),
+        (
+            lambda c: c["gen"].__setitem__((2, 0), 77),
+            gp.UnknownBusError,
+            "gen row 3 refers to bus 77",
+        ),
         (lambda c: c["bus"].__setitem__((0, 1), 2), gp.NoSlackError, "no reference bus"),
         (lambda c: c["bus"].__setitem__((4, 1), 7), gp.CaseFormatError, "bus 5 has type 7"),
         (lambda c: c.pop("branch"), gp.CaseFormatError, "no 'branch' table"),
@@ -111,7 +123,9 @@ def random_cases(draw):
         bus[:, 1] = draw(arrays(np.float64, n_bus, elements=st.sampled_from([1.0, 2.0, 3.0, 4.0])))
     branch = draw(arrays(np.float64, (n_br, draw(st.integers(9, 14))), elements=anything))
     if draw(st.booleans()) and n_br:
-        branch[:, :2] = draw(arrays(np.float64, (n_br, 2), elements=st.integers(1, n_bus).map(float)))
+        branch[:, :2] = draw(
+            arrays(np.float64, (n_br, 2), elements=st.integers(1, n_bus).map(float))
+        )
     gen = draw(arrays(np.float64, (n_gen, draw(st.integers(8, 21))), elements=anything))
     if draw(st.booleans()) and n_gen:
         gen[:, 0] = draw(arrays(np.float64, n_gen, elements=st.integers(1, n_bus).map(float)))

@@ -1,0 +1,54 @@
+"""How the peers are called: pandapower, PYPOWER and lightsim2grid on the same case."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def pandapower_net(name: str):
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    net = getattr(pn, name)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pp.runpp(net)  # lightsim2grid builds from a net that has been run
+    return net
+
+
+def pypower_case(name: str) -> dict:
+    """The MATPOWER case dict of a named gridphysics case, for PYPOWER."""
+    from gridphysics.cases import cases_dir, catalogue
+    from gridphysics.matpower import load_matpower_dict
+
+    return load_matpower_dict(cases_dir() / catalogue()[name]["file"])
+
+
+def pypower_options():
+    from pypower.api import ppoption
+
+    return ppoption(VERBOSE=0, OUT_ALL=0)
+
+
+def lightsim_grid(net):
+    from lightsim2grid.network import init_from_pandapower
+
+    return init_from_pandapower(net)
+
+
+def lightsim_sweep(grid, algorithm: str, load_p: np.ndarray, gen_p: np.ndarray, threads: int = 2):
+    """lightsim2grid's batched InjectionSweep, configured as PEERS.md describes."""
+    from lightsim2grid.lightsim2grid_cpp import InjectionSweepCPP
+
+    sweep = InjectionSweepCPP(grid)
+    sweep.nb_thread = threads
+    sweep.change_algorithm(algorithm)
+    sweep.modify_load_p(load_p)
+    sweep.modify_gen_p(gen_p)
+    return sweep
+
+
+def lightsim_gen_p(grid) -> np.ndarray:
+    return np.array([g.target_p_mw for g in grid.get_generators()])

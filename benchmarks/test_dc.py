@@ -1,0 +1,140 @@
+"""DC power flow: single solves and batched throughput against the peers.
+
+Targets (issue #2): single jitted ieee118 solve >= 100x pandapower rundcpp; batched
+DC >= 3x lightsim2grid InjectionSweep (DC_KLU, 2 threads) on ieee118 and >= 1x on
+pegase1354.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import gridphysics as gp
+from benchmarks.conftest import OURS, median_seconds
+from benchmarks.peers import (
+    lightsim_gen_p,
+    lightsim_grid,
+    lightsim_sweep,
+    pandapower_net,
+    pypower_case,
+    pypower_options,
+)
+
+CASES = {"ieee118": "case118", "pegase1354": "case1354pegase"}
+SCENARIOS = {"ieee118": 10_000, "pegase1354": 1_000}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    name = request.param
+    return name, gp.load_case(name), pandapower_net(CASES[name])
+
+
+def test_dc_single(benchmark, record, case):
+    name, network, _ = case
+    group = f"DC single solve, {name}"
+    gp.solve(network)  # compile outside the timing
+    benchmark.group = group
+    benchmark(lambda: jax.block_until_ready(gp.solve(network)))
+    record(
+        group,
+        OURS,
+        median_seconds(benchmark),
+        target={"pandapower rundcpp": 100.0} if name == "ieee118" else None,
+    )
+
+
+def test_dc_single_pandapower(benchmark, record, case):
+    import pandapower as pp
+
+    name, _, net = case
+    net = copy.deepcopy(net)
+    group = f"DC single solve, {name}"
+    benchmark.group = group
+    benchmark(pp.rundcpp, net)
+    record(group, "pandapower rundcpp", median_seconds(benchmark))
+
+
+def test_dc_single_pypower(benchmark, record, case):
+    from pypower.api import rundcpf
+
+    name = case[0]
+    ppc, opts = pypower_case(name), pypower_options()
+    group = f"DC single solve, {name}"
+    benchmark.group = group
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        benchmark(rundcpf, ppc, opts)
+    record(group, "PYPOWER rundcpf", median_seconds(benchmark))
+
+
+def test_dc_single_lightsim2grid(benchmark, record, case):
+    name, _, net = case
+    grid = lightsim_grid(net)
+    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
+    group = f"DC single solve, {name}"
+    benchmark.group = group
+    benchmark(lambda: grid.dc_pf(v0.copy(), 10, 1e-8))
+    record(group, "lightsim2grid dc_pf", median_seconds(benchmark))
+
+
+@pytest.mark.parametrize("outputs", ["angles+flows", "full result"])
+def test_dc_batched(benchmark, record, case, outputs):
+    """The same job as lightsim2grid's sweep: angles and branch flows per scenario
+    (``"angles+flows"``); ``"full result"`` returns every field of the result."""
+    name, network, _ = case
+    n = SCENARIOS[name]
+    rng = np.random.default_rng(0)
+    scale = jax.numpy.asarray(1.0 + 0.1 * rng.standard_normal((n, network.n_load)))
+
+    def one(s):
+        r = gp.solve(network.with_loads(p_mw=network.load.p_mw * s))
+        return r if outputs == "full result" else (r.va_rad, r.p_from_mw, r.converged)
+
+    solve_batch = jax.jit(jax.vmap(one))
+    res = jax.block_until_ready(solve_batch(scale))
+    assert bool((res.converged if outputs == "full result" else res[2]).all())
+    group = f"DC batched, {name} ({n} scenarios)"
+    benchmark.group = group
+    benchmark(lambda: jax.block_until_ready(solve_batch(scale)))
+    tool = OURS if outputs == "angles+flows" else f"{OURS} (full result)"
+    target = {"lightsim2grid InjectionSweep DC_KLU 2 threads": 3.0 if name == "ieee118" else 1.0}
+    record(
+        group,
+        tool,
+        median_seconds(benchmark) / n,
+        unit="scenario",
+        target=target if tool == OURS else None,
+    )
+
+
+def test_dc_batched_lightsim2grid(benchmark, record, case):
+    name, _, net = case
+    n = SCENARIOS[name]
+    grid = lightsim_grid(net)
+    rng = np.random.default_rng(0)
+    load_p = net.load.p_mw.to_numpy()[None, :] * (
+        1.0 + 0.1 * rng.standard_normal((n, len(net.load)))
+    )
+    gen_p = np.tile(lightsim_gen_p(grid), (n, 1))
+    sweep = lightsim_sweep(grid, "DC_KLU", load_p, gen_p, threads=2)
+    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
+
+    def run():
+        sweep.compute(v0, 10, 1e-8)
+        sweep.compute_power_flows()
+
+    group = f"DC batched, {name} ({n} scenarios)"
+    benchmark.group = group
+    benchmark(run)
+    record(
+        group,
+        "lightsim2grid InjectionSweep DC_KLU 2 threads",
+        median_seconds(benchmark) / n,
+        unit="scenario",
+    )
