@@ -49,6 +49,41 @@ def test_dc_single(benchmark, record, case):
     )
 
 
+SYNC_SCRIPT = """
+import time, jax, gridphysics as gp
+net = gp.load_case({name!r})
+for _ in range(50):
+    jax.block_until_ready(gp.solve(net))
+times = []
+for _ in range(2000):
+    t = time.perf_counter(); jax.block_until_ready(gp.solve(net)); times.append(time.perf_counter() - t)
+times.sort()
+print(times[len(times) // 2])
+"""
+
+
+def test_dc_single_sync_dispatch(record, case):
+    """The same solve in a process started with GRIDPHYSICS_CPU_SYNC_DISPATCH=1 (median of 2000)."""
+    import os
+    import subprocess
+    import sys
+
+    name = case[0]
+    env = {**os.environ, "GRIDPHYSICS_CPU_SYNC_DISPATCH": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", SYNC_SCRIPT.format(name=name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    record(
+        f"DC single solve, {name}",
+        f"{OURS} (GRIDPHYSICS_CPU_SYNC_DISPATCH=1)",
+        float(out.stdout.split()[-1]),
+    )
+
+
 def test_dc_single_pandapower(benchmark, record, case):
     import pandapower as pp
 

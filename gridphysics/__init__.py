@@ -4,9 +4,11 @@ Importing gridphysics turns on JAX's float64 mode; see :mod:`gridphysics.precisi
 for why and how to opt out.
 """
 
+from gridphysics.precision import configure_dispatch_on_import as _configure_dispatch
 from gridphysics.precision import configure_on_import as _configure_on_import
 
 _configure_on_import()
+_configure_dispatch()
 
 from gridphysics.cases import case_names, load_case, load_matpower, save_matpower  # noqa: E402
 from gridphysics.errors import (  # noqa: E402

@@ -30,6 +30,7 @@ class DCStructure:
         free: (n_free,) bus indices whose angle is unknown (all but reference buses).
         is_ref: (n_bus,) True at reference buses.
         theta_map: (n_bus,) position of each bus in ``free``, ``n_free`` at reference buses.
+        ref_index: (n_bus,) position of each reference bus among them, ``n_ref`` elsewhere.
         pattern: sparsity pattern of the reduced ``B[free][:, free]``.
         slots: slot in ``pattern`` of each branch's ff, tt, ft, tf contribution
             (``4 * n_branch``) followed by each free bus's diagonal (``n_free``);
@@ -43,6 +44,7 @@ class DCStructure:
     free: np.ndarray
     is_ref: np.ndarray
     theta_map: np.ndarray
+    ref_index: np.ndarray
     pattern: linalg.SparsePattern
     slots: np.ndarray
     flow_bus: np.ndarray
@@ -91,10 +93,13 @@ def dc_structure(topology: Topology) -> DCStructure:
     ref_branch = np.where(groups >= 0, end_index[groups] % max(n_branch, 1), n_branch)
     ref_sign = np.where(groups >= 0, sign[end_index[groups]], 0.0)
     theta_map = np.where(is_ref, len(free), red).astype(np.int32)
+    ref_index = np.full(n_bus, len(refs), dtype=np.int32)
+    ref_index[refs] = np.arange(len(refs))
     return DCStructure(
         free=free,
         is_ref=is_ref,
         theta_map=theta_map,
+        ref_index=ref_index,
         pattern=pattern,
         slots=np.concatenate([branch_slots, slot[keep.sum() :]]).astype(np.int32),
         flow_bus=np.concatenate([f, t]),
@@ -119,8 +124,9 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     reach = islands.reachable(topo, active)
     isolated = ~reach
     live = active & reach[f] & jnp.asarray(islands.candidate_branches(topo))
-    safe_x = jnp.where(br.x_pu == 0, 1.0, br.x_pu)
-    b = jnp.where(live, br.status / (safe_x * br.tap), 0.0)
+    # A live branch with x = 0 gives b = inf and a non-finite (not converged) solve;
+    # dead branches divide by 1 so that gradients stay finite.
+    b = jnp.where(live, br.status / (jnp.where(live, br.x_pu, 1.0) * br.tap), 0.0)
 
     # Right-hand side in p.u.: scheduled injections, minus what the fixed reference
     # angles and the phase shifters push into the free buses. Kept as two sums so
@@ -150,20 +156,17 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     # Injections: scheduled at free buses (the solve balances them), measured from
     # the branch flows at reference buses, whose imbalance the slack units take.
     p_ref = jnp.sum(jnp.append(p_from, 0.0)[s.ref_branch] * jnp.asarray(s.ref_sign, dtype), axis=1)
-    p_bus = p_spec_mw.at[s.is_ref.nonzero()[0]].set(p_ref) if len(s.ref_branch) else p_spec_mw
+    p_bus = jnp.where(is_ref, jnp.append(p_ref, 0.0)[s.ref_index], p_spec_mw)
     mismatch = p_bus - p_spec_mw
     weight = gen.slack_weight * gen.status
     weight_at_bus = jnp.sum(jnp.append(weight, 0.0)[s.gen_peers], axis=1)
     share = jnp.where(weight_at_bus > 0, weight / jnp.where(weight_at_bus > 0, weight_at_bus, 1), 0)
     gen_p = gen.p_mw * gen.status + share * mismatch[topo.gen_bus]
 
-    # Separate reductions: a check on unbatched inputs stays unbatched under vmap.
-    degenerate = live & ((br.x_pu == 0) | (br.tap == 0))
-    converged = (
-        jnp.all(jnp.isfinite(theta))
-        & jnp.all(jnp.isfinite(p_spec_mw))
-        & jnp.all(jnp.isfinite(b) & jnp.isfinite(br.status) & ~degenerate)
-        & jnp.all(jnp.isfinite(gen.slack_weight))
+    # NaN and inf propagate through sums: one cheap finiteness test per input family
+    # (separate sums, so a check on unbatched inputs stays unbatched under vmap).
+    converged = jnp.isfinite(
+        jnp.sum(theta) + jnp.sum(p_spec_mw) + jnp.sum(b + br.status) + jnp.sum(gen.slack_weight)
     )
     nan = jnp.asarray(jnp.nan, dtype)
 
