@@ -118,14 +118,17 @@ def test_dc_single_lightsim2grid(benchmark, record, case):
     record(group, "lightsim2grid dc_pf", median_seconds(benchmark))
 
 
-@pytest.mark.parametrize("outputs", ["angles+flows", "full result"])
+@pytest.mark.parametrize("outputs", ["angles+flows", "full result", "float32"])
 def test_dc_batched(benchmark, record, case, outputs):
     """The same job as lightsim2grid's sweep: angles and branch flows per scenario
-    (``"angles+flows"``); ``"full result"`` returns every field of the result."""
+    (``"angles+flows"``); ``"full result"`` returns every field of the result;
+    ``"float32"`` is angles and flows on ``network.astype(float32)`` (as the RL layer uses)."""
     name, network, _ = case
+    if outputs == "float32":
+        network = network.astype(jax.numpy.float32)
     n = SCENARIOS[name]
     rng = np.random.default_rng(0)
-    scale = jax.numpy.asarray(1.0 + 0.1 * rng.standard_normal((n, network.n_load)))
+    scale = jax.numpy.asarray(1.0 + 0.1 * rng.standard_normal((n, network.n_load)), network.dtype)
 
     def one(s):
         r = gp.solve(network.with_loads(p_mw=network.load.p_mw * s))
@@ -137,7 +140,7 @@ def test_dc_batched(benchmark, record, case, outputs):
     group = f"DC batched, {name} ({n} scenarios)"
     benchmark.group = group
     benchmark(lambda: jax.block_until_ready(solve_batch(scale)))
-    tool = OURS if outputs == "angles+flows" else f"{OURS} (full result)"
+    tool = OURS if outputs == "angles+flows" else f"{OURS} ({outputs})"
     target = {"lightsim2grid InjectionSweep DC_KLU 2 threads": 3.0 if name == "ieee118" else 1.0}
     record(
         group,
