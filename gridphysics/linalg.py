@@ -100,6 +100,11 @@ class SparsePattern:
         )
         return pattern, slot.astype(np.int32)
 
+    @functools.cached_property
+    def transpose(self) -> SparsePattern:
+        """The pattern of the transposed matrix (same value order)."""
+        return SparsePattern(n=self.n, rows=self.cols, cols=self.rows)
+
     def to_dense(self, values: jax.Array) -> jax.Array:
         """The dense ``(n, n)`` matrix (for tests and small systems)."""
         return jnp.zeros((self.n, self.n), values.dtype).at[self.rows, self.cols].add(values)

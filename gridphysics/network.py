@@ -417,6 +417,13 @@ class Network:
             },
         )
 
+    def with_voltages(self, *, vm_pu: Any = None, va_rad: Any = None) -> Network:
+        """A copy with bus voltages replaced (shape ``(n_bus,)``): the starting point
+        of an AC solve with ``SolveOptions(init="case")`` (a warm start), e.g. from a
+        previous result's ``vm_pu`` / ``va_rad``. Reference-bus angles are also the
+        angles the solvers hold fixed."""
+        return self._with("bus", {"vm_pu": vm_pu, "va_rad": va_rad})
+
     def astype(self, dtype: Any) -> Network:
         """A copy with every floating-point array cast to ``dtype`` (e.g. ``jnp.float32``)."""
         dtype = jnp.dtype(dtype)

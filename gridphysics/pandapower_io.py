@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,27 +20,41 @@ from gridphysics.errors import CaseFormatError, NoSlackError, UnsupportedError
 from gridphysics.network import Network
 from gridphysics.ppc import from_ppc
 
+Model = Literal["runpp", "rundcpp"]
 
-def pandapower_ppc(net: Any) -> tuple[dict, dict]:
-    """pandapower's internal ``(ppc, ppci)`` for ``net`` with ``rundcpp``'s default options.
 
-    Works on a copy: ``net`` itself is not modified.
-    """
+def _init_options(net: Any, model: Model) -> None:
+    from pandapower.auxiliary import _init_rundcpp_options, _init_runpp_options
+
+    common = dict(trafo_model="t", trafo_loading="current", check_connectivity=True)
+    if model == "rundcpp":
+        _init_rundcpp_options(net, recycle=None, switch_rx_ratio=2, trafo3w_losses="hv", **common)
+    else:
+        _init_runpp_options(
+            net,
+            algorithm="nr",
+            calculate_voltage_angles=True,  # runpp's default
+            init="auto",
+            max_iteration="auto",
+            tolerance_mva=1e-8,
+            enforce_p_lims=False,
+            enforce_q_lims=False,
+            voltage_depend_loads=True,
+            **common,
+        )
+
+
+def pandapower_ppc(net: Any, model: Model = "runpp") -> tuple[dict, dict]:
+    """pandapower's internal ``(ppc, ppci)`` for ``net`` with ``runpp``'s or ``rundcpp``'s
+    default options. Works on a copy: ``net`` itself is not modified."""
     try:
-        from pandapower.auxiliary import _init_rundcpp_options
         from pandapower.pd2ppc import _pd2ppc
     except ImportError as exc:  # pragma: no cover - pandapower is a dependency
         raise UnsupportedError(f"from_pandapower needs pandapower: {exc}") from None
+    if model not in ("runpp", "rundcpp"):
+        raise UnsupportedError(f"model must be 'runpp' or 'rundcpp', got {model!r}")
     net = copy.deepcopy(net)
-    _init_rundcpp_options(
-        net,
-        trafo_model="t",
-        trafo_loading="current",
-        recycle=None,
-        check_connectivity=True,
-        switch_rx_ratio=2,
-        trafo3w_losses="hv",
-    )
+    _init_options(net, model)
     level = logging.getLogger("pandapower").level
     logging.getLogger("pandapower").setLevel(logging.ERROR)
     try:
@@ -60,7 +74,7 @@ def pandapower_ppc(net: Any) -> tuple[dict, dict]:
     return ppc, ppci
 
 
-def from_pandapower(net: Any, *, name: str | None = None) -> Network:
+def from_pandapower(net: Any, *, name: str | None = None, model: Model = "runpp") -> Network:
     """Build a :class:`~gridphysics.Network` from a pandapower network.
 
     Element models and the slack generators (external grids and ``gen`` with
@@ -68,11 +82,23 @@ def from_pandapower(net: Any, *, name: str | None = None) -> Network:
     are taken from pandapower's internal case. Isolated buses stay in the network as
     type-4 buses and are reported as isolated by the solvers.
 
+    Args:
+        net: a pandapower net (not modified).
+        name: network name (default: the net's name).
+        model: which pandapower conversion to reproduce. ``"runpp"`` (default) is
+            the full model of pandapower's AC power flow and serves both methods;
+            ``"rundcpp"`` is exactly what pandapower's DC power flow solves, which
+            differs only in leaving out asymmetric loads and static generators.
+
     Raises:
         UnsupportedError: the net has elements gridphysics does not model yet
-            (DC buses and lines, VSC, SVC, TCSC, SSC).
+            (DC buses and lines, VSC, SVC, TCSC, SSC, voltage-dependent loads).
     """
-    ppc, ppci = pandapower_ppc(net)
+    ppc, ppci = pandapower_ppc(net, model)
+    bus = np.asarray(ppc["bus"])
+    zip_columns = [13, 14, 16, 17]  # pandapower's CID_P, CZD_P, CID_Q, CZD_Q
+    if bus.shape[1] > 17 and np.any(np.real(bus[:, zip_columns]) != 0):
+        _reject_zip_loads(net)
     for key in ("bus_dc", "branch_dc", "vsc", "svc", "tcsc", "ssc"):
         if np.shape(ppc.get(key, np.zeros((0, 1))))[0] > 0:
             raise UnsupportedError(
@@ -87,3 +113,16 @@ def from_pandapower(net: Any, *, name: str | None = None) -> Network:
     case = {"baseMVA": ppc["baseMVA"], "bus": ppc["bus"], "gen": gen, "branch": ppc["branch"]}
     label = name or str(getattr(net, "name", "") or "pandapower")
     return from_ppc(case, name=label, slack_gens=ref_gens)
+
+
+def _reject_zip_loads(net: Any) -> None:
+    load = getattr(net, "load", None)
+    if load is None or not len(load):
+        return
+    cols = [c for c in load.columns if c.startswith(("const_z", "const_i"))]
+    bad = load[(load[cols] != 0).any(axis=1)] if cols else load.iloc[:0]
+    if len(bad):
+        raise UnsupportedError(
+            f"load {bad.index[0]} is voltage dependent ({', '.join(cols)} not zero); gridphysics "
+            "models constant-power loads only: set those columns to 0"
+        )

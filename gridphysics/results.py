@@ -36,8 +36,13 @@ class PowerFlowResult:
         method: "dc" or "ac".
         topology: the network's static topology (ids, element-to-bus maps).
 
-    Derived in DC (so a batch does not store copies): ``vm_pu`` (1.0),
-    ``p_to_mw`` (``-p_from_mw``) and ``bus_isolated`` (NaN angle in a converged solve).
+    AC only (None in DC): ``q_from_mvar``, ``q_to_mvar`` (n_branch,), ``q_bus_mvar``
+    (n_bus,), ``gen_q_mvar`` (n_gen,; split between units at a bus as pandapower does),
+    ``iterations`` (()).
+
+    Derived: ``vm_pu`` (stored in AC, 1.0 in DC), ``p_to_mw`` (stored in AC,
+    ``-p_from_mw`` in DC), ``bus_isolated`` (NaN angle in a converged solve),
+    ``p_loss_mw`` and ``total_loss_mw``.
     """
 
     va_rad: jax.Array
@@ -50,6 +55,21 @@ class PowerFlowResult:
     topology: Topology = struct.field(pytree_node=False)
     stored_vm_pu: jax.Array | None = None
     stored_p_to_mw: jax.Array | None = None
+    q_from_mvar: jax.Array | None = None
+    q_to_mvar: jax.Array | None = None
+    q_bus_mvar: jax.Array | None = None
+    gen_q_mvar: jax.Array | None = None
+    iterations: jax.Array | None = None
+
+    @property
+    def p_loss_mw(self) -> jax.Array:
+        """(n_branch,) active losses of each branch, ``p_from + p_to`` (0 in DC), MW."""
+        return self.p_from_mw + self.p_to_mw
+
+    @property
+    def total_loss_mw(self) -> jax.Array:
+        """() total active losses of the branches, MW."""
+        return jnp.sum(jnp.nan_to_num(self.p_loss_mw), axis=-1)
 
     @property
     def vm_pu(self) -> jax.Array:

@@ -8,7 +8,7 @@ from typing import Literal
 
 import jax
 
-from gridphysics import dc, linalg
+from gridphysics import ac, dc, linalg
 from gridphysics.errors import UnsupportedError
 from gridphysics.network import Network
 from gridphysics.results import PowerFlowResult
@@ -21,26 +21,74 @@ class SolveOptions:
     """Options of :func:`solve`, with their defaults in one place.
 
     Attributes:
-        linear_solver: ``"dense"`` or ``"klu"``; ``None`` picks by size and backend
-            as documented in :func:`gridphysics.linalg.choose_backend` (KLU for more
-            than ``linalg.DENSE_MAX_N`` unknowns on CPU in float64, dense otherwise).
+        linear_solver: ``"dense"`` or ``"klu"``; ``None`` lets
+            :func:`gridphysics.linalg.plan` pick per call (KLU on CPU in float64 for
+            single solves and batches of matrices, a shared dense inverse for small
+            systems batched over right-hand sides, dense LU elsewhere).
         validate: when a solve outside ``jit`` does not converge, look for bad input
             and raise a :class:`~gridphysics.errors.NetworkError` naming the element
             (NaN injections, zero-reactance branches). Under ``jit`` / ``vmap`` bad
             inputs give ``converged=False`` and NaN results instead.
+        algorithm: AC only. ``"nr"`` Newton-Raphson, ``"fdxb"`` / ``"fdbx"``
+            fast-decoupled (MATPOWER's XB and BX variants).
+        tolerance: AC only. Largest active/reactive power mismatch accepted, p.u.
+            (MATPOWER's ``pf.tol`` and pandapower's ``tolerance_mva``: 1e-8).
+        max_iterations: AC only. ``None``: 10 for Newton-Raphson, 30 for fast-decoupled
+            (MATPOWER's defaults).
+        init: AC only. Start from a DC power flow (``"dc"``, pandapower's default with
+            voltage angles), a flat start (``"flat"``) or the network's own
+            ``bus.vm_pu`` / ``bus.va_rad`` (``"case"``: a warm start after
+            ``network.with_voltages(...)``).
+        enforce_q_lims: AC only. Hold generators that exceed a reactive limit at that
+            limit and turn their bus into a PQ bus, repeating until none does
+            (pandapower's ``enforce_q_lims``; reference units are exempt).
     """
 
     linear_solver: linalg.Backend | None = None
     validate: bool = True
+    algorithm: ac.Algorithm = "nr"
+    tolerance: float = 1e-8
+    max_iterations: int | None = None
+    init: ac.Init = "dc"
+    enforce_q_lims: bool = False
+
+    def ac_settings(self) -> ac.ACSettings:
+        return ac.ACSettings(
+            algorithm=self.algorithm,
+            tolerance=self.tolerance,
+            max_iterations=self.max_iterations,
+            init=self.init,
+            enforce_q_lims=self.enforce_q_lims,
+            linear_solver=self.linear_solver,
+        )
 
 
 @functools.cache
-def _compiled(method: Method, linear_solver: linalg.Backend | None):
-    """One jitted solver per (method, linear solver). Options are bound here rather
-    than passed as static arguments: a jitted call with only array arguments takes
-    JAX's fast dispatch path (about half the latency of a call with static arguments).
+def _compiled(method: Method, options: SolveOptions):
+    """One jitted solver per (method, options). Options are bound here rather than
+    passed as static arguments: a jitted call with only array arguments takes JAX's
+    fast dispatch path (about half the latency of a call with static arguments).
     """
-    return jax.jit(functools.partial(dc.solve_dc, linear_solver=linear_solver))
+    if method == "dc":
+        return jax.jit(functools.partial(dc.solve_dc, linear_solver=options.linear_solver))
+    return jax.jit(functools.partial(ac.solve_ac, settings=options.ac_settings()))
+
+
+def _check_options(options: SolveOptions) -> None:
+    if options.algorithm not in ("nr", "fdxb", "fdbx"):
+        raise UnsupportedError(
+            f"algorithm must be 'nr', 'fdxb' or 'fdbx', got {options.algorithm!r}"
+        )
+    if options.init not in ("dc", "flat", "case"):
+        raise UnsupportedError(f"init must be 'dc', 'flat' or 'case', got {options.init!r}")
+    if not options.tolerance > 0:
+        raise UnsupportedError(f"tolerance must be positive, got {options.tolerance!r}")
+    if options.max_iterations is not None and options.max_iterations < 1:
+        raise UnsupportedError(f"max_iterations must be >= 1, got {options.max_iterations!r}")
+    if options.linear_solver not in (None, "dense", "klu"):
+        raise UnsupportedError(
+            f"linear_solver must be 'dense', 'klu' or None, got {options.linear_solver!r}"
+        )
 
 
 def solve(
@@ -50,7 +98,7 @@ def solve(
 
     Args:
         network: a :class:`~gridphysics.Network` (e.g. from :func:`gridphysics.load_case`).
-        method: ``"dc"`` (default). ``"ac"`` is not available yet.
+        method: ``"dc"`` (default) or ``"ac"``.
         options: :class:`SolveOptions`; defaults when omitted.
 
     Returns:
@@ -67,18 +115,15 @@ def solve(
         True
     """
     options = options or SolveOptions()
-    if method == "ac":
-        raise UnsupportedError(
-            "method='ac' (AC power flow) is not implemented yet; use method='dc' for now"
-        )
-    if method != "dc":
+    if method not in ("dc", "ac"):
         raise UnsupportedError(f"method must be 'dc' or 'ac', got {method!r}")
+    _check_options(options)
     if not isinstance(network, Network):
         raise TypeError(
             f"solve() needs a gridphysics.Network, got {type(network).__name__}; build one with "
             "gridphysics.load_case(), from_ppc() or from_pandapower()"
         )
-    result = _compiled(method, options.linear_solver)(network)
+    result = _compiled(method, options)(network)
     traced = isinstance(result.converged, jax.core.Tracer)
     if options.validate and not traced and not bool(result.converged):
         network.validate()  # raises a NetworkError naming the bad element, if there is one

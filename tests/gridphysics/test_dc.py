@@ -254,14 +254,14 @@ def test_vmap_of_grad_over_branch_status(ieee14):
 
 def test_new_values_do_not_recompile(ieee118):
     gp.solve(ieee118)
-    before = _compiled("dc", None)._cache_size()
+    before = _compiled("dc", gp.SolveOptions())._cache_size()
     for scale in (0.9, 1.1, 1.3):
         gp.solve(
             ieee118.with_loads(p_mw=ieee118.load.p_mw * scale).with_branches(
                 x_pu=ieee118.branch.x_pu * scale
             )
         )
-    assert _compiled("dc", None)._cache_size() == before
+    assert _compiled("dc", gp.SolveOptions())._cache_size() == before
 
     traces = []
 
@@ -291,7 +291,7 @@ def test_pegase9241_uses_sparse_path_without_dense_matrices():
     net = gp.load_case("pegase9241")
     n = net.n_bus - len(net.topology.ref_buses)
     assert linalg.plan(n, "single", None) == "klu"
-    hlo = _compiled("dc", None).lower(net).compile().as_text()
+    hlo = _compiled("dc", gp.SolveOptions()).lower(net).compile().as_text()
     shapes = re.findall(r"f64\[(\d+),(\d+)\]", hlo)
     assert not [s for s in shapes if int(s[0]) > 1000 and int(s[1]) > 1000]
     res = gp.solve(net)

@@ -38,10 +38,10 @@ def test_dc_matches_rundcpp(name):
         # pandapower cannot solve it (e.g. the empty network has no slack): we must
         # refuse it with a clear error of our own, not crash or return numbers.
         with pytest.raises(gp.GridPhysicsError):
-            gp.solve(gp.from_pandapower(net))
+            gp.solve(gp.from_pandapower(net, model="rundcpp"))
         return
 
-    network = gp.from_pandapower(net)
+    network = gp.from_pandapower(net, model="rundcpp")
     result = gp.solve(network)
     assert bool(result.converged)
 

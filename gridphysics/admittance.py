@@ -1,0 +1,121 @@
+"""Branch admittances, the bus admittance matrix and complex power injections.
+
+The AC model is pandapower's ``makeYbus`` (MATPOWER's, plus pandapower's line-charging
+conductance ``g_pu``): per branch, with ``ys = status / (r + jx)``,
+``yc = status * (g + jb)`` and ``T = tap * exp(j shift)``::
+
+    Yff = (ys + yc/2) / |T|^2    Yft = -ys / conj(T)
+    Ytf = -ys / T                Ytt = ys + yc/2
+
+and a bus shunt ``(g_mw + j b_mvar) / base_mva``. Everything here is traceable and
+differentiable; index structures are static and built once per topology.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gridphysics import linalg
+from gridphysics.network import Network, Topology
+
+
+@dataclass(frozen=True, eq=False)
+class YbusStructure:
+    """Static pattern of ``Ybus`` for one topology.
+
+    Attributes:
+        pattern: coalesced ``(n_bus, n_bus)`` pattern: every diagonal plus both
+            off-diagonal positions of every branch.
+        slots: slot of each contribution, in the order ``ff, tt, ft, tf`` per branch
+            (``4 * n_branch``) then the bus shunts (``n_bus``).
+        diag: (n_bus,) slot of each diagonal entry.
+    """
+
+    pattern: linalg.SparsePattern
+    slots: np.ndarray
+    diag: np.ndarray
+
+
+@functools.lru_cache(maxsize=128)
+def ybus_structure(topology: Topology) -> YbusStructure:
+    n = topology.n_bus
+    f, t = topology.branch_from, topology.branch_to
+    buses = np.arange(n)
+    rows = np.concatenate([f, t, f, t, buses])
+    cols = np.concatenate([f, t, t, f, buses])
+    pattern, slot = linalg.SparsePattern.coalesce(n, rows, cols)
+    return YbusStructure(pattern=pattern, slots=slot, diag=slot[-n:])
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class BranchAdmittance:
+    """The four complex admittances of every branch, each ``(n_branch,)``."""
+
+    ff: jax.Array
+    ft: jax.Array
+    tf: jax.Array
+    tt: jax.Array
+
+
+def branch_admittance(network: Network, live: jax.Array | None = None) -> BranchAdmittance:
+    """Branch admittances; ``live`` (bool, ``(n_branch,)``) zeroes dead branches safely."""
+    br = network.branch
+    on = br.status > 0 if live is None else live
+    z = jnp.where(on, br.r_pu + 1j * br.x_pu, 1.0)
+    ys = jnp.where(on, br.status / z, 0.0)
+    yc = jnp.where(on, br.status * (br.g_pu + 1j * br.b_pu), 0.0)
+    tap = br.tap * jnp.exp(1j * br.shift_rad)
+    ytt = ys + yc / 2
+    return BranchAdmittance(
+        ff=ytt / (br.tap * br.tap),
+        ft=-ys / jnp.conj(tap),
+        tf=-ys / tap,
+        tt=ytt,
+    )
+
+
+def shunt_admittance(network: Network) -> jax.Array:
+    """(n_bus,) complex shunt admittance at each bus, p.u."""
+    sh = network.shunt
+    y = (sh.g_mw + 1j * sh.b_mvar) * sh.status / network.base_mva
+    return jax.ops.segment_sum(y, jnp.asarray(network.topology.shunt_bus), network.n_bus)
+
+
+def ybus_values(network: Network, y: BranchAdmittance, y_shunt: jax.Array) -> jax.Array:
+    """Values of ``Ybus`` on :func:`ybus_structure`'s pattern."""
+    s = ybus_structure(network.topology)
+    contrib = jnp.concatenate([y.ff, y.tt, y.ft, y.tf, y_shunt])
+    return jax.ops.segment_sum(contrib, jnp.asarray(s.slots), s.pattern.nnz)
+
+
+def branch_currents(
+    topology: Topology, y: BranchAdmittance, v: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Currents entering each branch at its from and to end (p.u.)."""
+    vf, vt = v[topology.branch_from], v[topology.branch_to]
+    return y.ff * vf + y.ft * vt, y.tf * vf + y.tt * vt
+
+
+def branch_powers(
+    topology: Topology, y: BranchAdmittance, v: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Complex power entering each branch at its from and to end (p.u.)."""
+    i_f, i_t = branch_currents(topology, y, v)
+    return v[topology.branch_from] * jnp.conj(i_f), v[topology.branch_to] * jnp.conj(i_t)
+
+
+def bus_injections(
+    topology: Topology, s_from: jax.Array, s_to: jax.Array, y_shunt: jax.Array, v: jax.Array
+) -> jax.Array:
+    """(n_bus,) complex power injected into the grid at each bus: branch flows leaving
+    the bus plus what its shunt absorbs, ``V conj(Ybus V)``, p.u."""
+    n = topology.n_bus
+    flows = jnp.concatenate([s_from, s_to])
+    ends = jnp.asarray(np.concatenate([topology.branch_from, topology.branch_to]))
+    return jax.ops.segment_sum(flows, ends, n) + jnp.conj(y_shunt) * jnp.abs(v) ** 2
