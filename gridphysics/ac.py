@@ -129,7 +129,7 @@ def _gathered(values: jax.Array, index: np.ndarray, fill: float | bool = 0) -> j
 
 def initial_roles(network: Network, s: ACStructure) -> Roles:
     topo = network.topology
-    br, gen = network.branch, network.gen
+    br = network.branch
     active = br.status > 0
     reach = islands.reachable(topo, active)
     live = active & reach[topo.branch_from] & jnp.asarray(islands.candidate_branches(topo))
@@ -304,7 +304,7 @@ def _newton(model: _Model, x0: jax.Array, settings: ACSettings):
     tol = settings.tolerance
 
     def cond(state):
-        x, it, err = state
+        _, it, err = state
         return (err >= tol) & (it < settings.iterations) & jnp.isfinite(err)
 
     def body(state):
@@ -328,7 +328,7 @@ def _fast_decoupled(model: _Model, x0: jax.Array, settings: ACSettings):
         return mis
 
     def cond(state):
-        x, it, err = state
+        _, it, err = state
         return (err >= tol) & (it < settings.iterations) & jnp.isfinite(err)
 
     def body(state):
@@ -400,7 +400,7 @@ def _solve_state(network: Network, settings: ACSettings):
         return free & (q > network.gen.q_max_mvar), free & (q < network.gen.q_min_mvar)
 
     def cond(state):
-        x, roles, it, ok, more, rounds = state
+        *_, ok, more, rounds = state
         return more & ok & (rounds <= topo.n_gen)
 
     def body(state):
