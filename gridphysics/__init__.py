@@ -13,6 +13,7 @@ _configure_dispatch()
 from gridphysics.cases import case_names, load_case, load_matpower, save_matpower  # noqa: E402
 from gridphysics.errors import (  # noqa: E402
     CaseFormatError,
+    ConvergenceWarning,
     DuplicateBusError,
     GridPhysicsError,
     InvalidValueError,
@@ -45,6 +46,7 @@ __all__ = [
     "BranchData",
     "BusData",
     "CaseFormatError",
+    "ConvergenceWarning",
     "DuplicateBusError",
     "GenData",
     "GridPhysicsError",

@@ -69,3 +69,7 @@ class PrecisionError(GridPhysicsError, RuntimeError):
 
 class UnsupportedError(GridPhysicsError, NotImplementedError):
     """A method, element or option that gridphysics does not (yet) support."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A power flow outside ``jit`` did not converge; its result has ``converged=False``."""

@@ -221,25 +221,16 @@ def _solver(pattern: SparsePattern, backend: Backend | None):
     def matvec_of(values):
         return lambda y: jax.ops.segment_sum(values * y[cols], jnp.asarray(rows), num_segments=n)
 
-    @jax.custom_jvp
     def sparse_solve(values: jax.Array, rhs: jax.Array) -> jax.Array:
-        return forward(values, rhs)
-
-    @sparse_solve.defjvp
-    def _jvp(primals, tangents):
-        # x = A^-1 rhs  =>  dx = A^-1 (d_rhs - dA x). The tangent solve goes through
-        # custom_linear_solve so reverse mode transposes it into one adjoint solve.
-        values, rhs = primals
-        d_values, d_rhs = tangents
-        x = forward(values, rhs)
-        d_ax = jax.ops.segment_sum(d_values * x[cols], jnp.asarray(rows), num_segments=n)
-        dx = jax.lax.custom_linear_solve(
+        # custom_linear_solve makes the solve differentiable in both the matrix values
+        # (dx = A^-1 (d_rhs - dA x)) and the right-hand side, and transposable, so that
+        # reverse mode is one adjoint solve and solves of tangents can be transposed.
+        return jax.lax.custom_linear_solve(
             matvec_of(values),
-            d_rhs - d_ax,
+            rhs,
             solve=lambda _, b: forward(values, b),
             transpose_solve=lambda _, b: adjoint(values, b),
         )
-        return x, dx
 
     return sparse_solve
 

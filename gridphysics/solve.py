@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import jax
 
 from gridphysics import ac, dc, linalg
-from gridphysics.errors import UnsupportedError
+from gridphysics.errors import ConvergenceWarning, UnsupportedError
 from gridphysics.network import Network
 from gridphysics.results import PowerFlowResult
 
@@ -32,7 +33,8 @@ class SolveOptions:
         algorithm: AC only. ``"nr"`` Newton-Raphson, ``"fdxb"`` / ``"fdbx"``
             fast-decoupled (MATPOWER's XB and BX variants).
         tolerance: AC only. Largest active/reactive power mismatch accepted, p.u.
-            (MATPOWER's ``pf.tol`` and pandapower's ``tolerance_mva``: 1e-8).
+            ``None``: 1e-8 in float64 (MATPOWER's ``pf.tol``, pandapower's
+            ``tolerance_mva``) and 1e-4 in float32, which cannot resolve less.
         max_iterations: AC only. ``None``: 10 for Newton-Raphson, 30 for fast-decoupled
             (MATPOWER's defaults).
         init: AC only. Start from a DC power flow (``"dc"``, pandapower's default with
@@ -47,7 +49,7 @@ class SolveOptions:
     linear_solver: linalg.Backend | None = None
     validate: bool = True
     algorithm: ac.Algorithm = "nr"
-    tolerance: float = 1e-8
+    tolerance: float | None = None
     max_iterations: int | None = None
     init: ac.Init = "dc"
     enforce_q_lims: bool = False
@@ -81,7 +83,7 @@ def _check_options(options: SolveOptions) -> None:
         )
     if options.init not in ("dc", "flat", "case"):
         raise UnsupportedError(f"init must be 'dc', 'flat' or 'case', got {options.init!r}")
-    if not options.tolerance > 0:
+    if options.tolerance is not None and not options.tolerance > 0:
         raise UnsupportedError(f"tolerance must be positive, got {options.tolerance!r}")
     if options.max_iterations is not None and options.max_iterations < 1:
         raise UnsupportedError(f"max_iterations must be >= 1, got {options.max_iterations!r}")
@@ -124,7 +126,28 @@ def solve(
             "gridphysics.load_case(), from_ppc() or from_pandapower()"
         )
     result = _compiled(method, options)(network)
-    traced = isinstance(result.converged, jax.core.Tracer)
-    if options.validate and not traced and not bool(result.converged):
+    if isinstance(result.converged, jax.core.Tracer) or bool(result.converged):
+        return result
+    if options.validate:
         network.validate()  # raises a NetworkError naming the bad element, if there is one
+    warnings.warn(
+        _failure_message(network, method, options, result), ConvergenceWarning, stacklevel=2
+    )
     return result
+
+
+def _failure_message(network: Network, method: Method, options: SolveOptions, result) -> str:
+    if method == "dc":
+        return (
+            f"DC power flow of {network.name} failed (singular or non-finite system); "
+            "every result is NaN"
+        )
+    settings = options.ac_settings()
+    mismatch = float(result.max_mismatch_pu)
+    return (
+        f"AC power flow of {network.name} did not converge: {int(result.iterations)} "
+        f"{settings.algorithm} iterations (limit {settings.iterations}) left a power mismatch of "
+        f"{mismatch:.3g} p.u. (tolerance {settings.tolerance_for(network.dtype):g}). The operating "
+        "point may have no "
+        "solution (too much load), or try init='flat' / more iterations. Every result is NaN."
+    )
