@@ -332,9 +332,11 @@ def test_fresh_interpreter_gets_float64_and_opt_out_is_actionable(tmp_path):
 # -- bad input -----------------------------------------------------------------------------
 
 
-def test_ac_is_refused_clearly(ieee14):
-    with pytest.raises(gp.UnsupportedError, match="not implemented yet"):
-        gp.solve(ieee14, "ac")
+def test_bad_method_and_options_are_refused_clearly(ieee14):
+    with pytest.raises(gp.UnsupportedError, match="algorithm must be"):
+        gp.solve(ieee14, "ac", options=gp.SolveOptions(algorithm="gs"))
+    with pytest.raises(gp.UnsupportedError, match="max_iterations"):
+        gp.solve(ieee14, "ac", options=gp.SolveOptions(max_iterations=0))
     with pytest.raises(gp.UnsupportedError, match="'dc' or 'ac'"):
         gp.solve(ieee14, "acdc")
     with pytest.raises(TypeError, match="Network"):
