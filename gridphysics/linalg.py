@@ -156,11 +156,31 @@ def plan(n: int, mode: Literal["single", "rhs_batched", "batched"], backend: Bac
     return "klu" if use_klu else "dense_lu"
 
 
+_SYMBOLIC: dict[tuple[int, bytes], object] = {}
+
+
+def _klu_symbolic(n: int, rows: np.ndarray, cols: np.ndarray):
+    """KLU's symbolic analysis (ordering) of a static pattern, computed once and kept
+    for the life of the process: compiled code refers to it by handle."""
+    key = (n, np.asarray(rows, np.int64).tobytes() + b"|" + np.asarray(cols, np.int64).tobytes())
+    if key not in _SYMBOLIC:
+        with jax.ensure_compile_time_eval():  # a concrete handle even when called while tracing
+            symbolic = _klujax_module().analyze(np.asarray(rows), np.asarray(cols), n)
+        _SYMBOLIC[key] = symbolic
+    return _SYMBOLIC[key]
+
+
 def _klu(rows, cols, values, rhs):
-    """klujax solve in float64, result cast back to the inputs' dtype."""
+    """klujax solve in float64 reusing the pattern's symbolic analysis; the result is
+    cast back to the inputs' dtype."""
     out_dtype = jnp.result_type(values, rhs)
-    x = _klujax_module().solve(
-        jnp.asarray(rows), jnp.asarray(cols), values.astype(jnp.float64), rhs.astype(jnp.float64)
+    n = rhs.shape[-2] if rhs.ndim == 3 else rhs.shape[0]
+    x = _klujax_module().solve_with_symbol(
+        jnp.asarray(rows),
+        jnp.asarray(cols),
+        values.astype(jnp.float64),
+        rhs.astype(jnp.float64),
+        _klu_symbolic(n, rows, cols),
     )
     return x.astype(out_dtype)
 
