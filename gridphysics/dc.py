@@ -109,6 +109,42 @@ def dc_structure(topology: Topology) -> DCStructure:
     )
 
 
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class SusceptanceSystem:
+    """The reduced DC system of a network (traced values; see :func:`susceptance_system`).
+
+    Attributes:
+        reach: (n_bus,) buses connected to a reference bus.
+        b: (n_branch,) branch susceptances ``status / (x tap)``, 0 for dead branches, p.u.
+        values: entries of the reduced ``B[free][:, free]`` on ``dc_structure(...).pattern``;
+            isolated buses have identity rows.
+    """
+
+    reach: jax.Array
+    b: jax.Array
+    values: jax.Array
+
+
+def susceptance_system(network: Network) -> SusceptanceSystem:
+    """Branch susceptances and the reduced B matrix, shared by the DC power flow and
+    the sensitivities (PTDF, LODF)."""
+    topo = network.topology
+    s = dc_structure(topo)
+    br = network.branch
+    f = topo.branch_from
+    active = br.status > 0
+    reach = islands.reachable(topo, active)
+    live = active & reach[f] & jnp.asarray(islands.candidate_branches(topo))
+    # A live branch with x = 0 gives b = inf and a non-finite (not converged) solve;
+    # dead branches divide by 1 so that gradients stay finite.
+    b = jnp.where(live, br.status / (jnp.where(live, br.x_pu, 1.0) * br.tap), 0.0)
+    free_isolated = ~reach[s.free]
+    contrib = jnp.concatenate([b, b, -b, -b, free_isolated.astype(network.dtype)])
+    values = linalg.segment_sum(contrib, s.slots, s.pattern.nnz + 1)[:-1]
+    return SusceptanceSystem(reach=reach, b=b, values=values)
+
+
 def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> PowerFlowResult:
     """DC power flow of ``network`` (traceable; see :func:`gridphysics.solve`)."""
     topo = network.topology
@@ -120,13 +156,8 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     br, gen, load, shunt = network.branch, network.gen, network.load, network.shunt
     is_ref = jnp.asarray(s.is_ref)
 
-    active = br.status > 0
-    reach = islands.reachable(topo, active)
-    isolated = ~reach
-    live = active & reach[f] & jnp.asarray(islands.candidate_branches(topo))
-    # A live branch with x = 0 gives b = inf and a non-finite (not converged) solve;
-    # dead branches divide by 1 so that gradients stay finite.
-    b = jnp.where(live, br.status / (jnp.where(live, br.x_pu, 1.0) * br.tap), 0.0)
+    sys = susceptance_system(network)
+    reach, isolated, b = sys.reach, ~sys.reach, sys.b
 
     # Right-hand side in p.u.: scheduled injections, minus what the fixed reference
     # angles and the phase shifters push into the free buses. Kept as two sums so
@@ -142,12 +173,8 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     rhs_full = p_spec_mw / base - linalg.segment_sum(
         jnp.concatenate([fixed_flow, -fixed_flow]), s.flow_bus, n_bus
     )
-    free_isolated = isolated[s.free]
-    rhs = jnp.where(free_isolated, 0.0, rhs_full[s.free])
-
-    contrib = jnp.concatenate([b, b, -b, -b, free_isolated.astype(dtype)])
-    values = linalg.segment_sum(contrib, s.slots, s.pattern.nnz + 1)
-    theta_free = linalg.solve(s.pattern, values[:-1], rhs, linear_solver)
+    rhs = jnp.where(isolated[s.free], 0.0, rhs_full[s.free])
+    theta_free = linalg.solve(s.pattern, sys.values, rhs, linear_solver)
 
     theta = jnp.where(is_ref, theta_fixed, jnp.append(theta_free, 0.0)[s.theta_map])
     theta = jnp.where(isolated, 0.0, theta)

@@ -21,6 +21,7 @@ one adjoint (transposed) solve, never differentiation through a factorization.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -185,6 +186,28 @@ def _klu(rows, cols, values, rhs):
     return x.astype(out_dtype)
 
 
+def _parallel_pieces(batch: int) -> int:
+    """How many independent KLU calls a batch is split into: XLA runs independent calls
+    on its CPU thread pool concurrently, and one klujax call uses one thread."""
+    return max(1, min(2 * (os.cpu_count() or 1), batch // 16))
+
+
+def _klu_batched(rows, cols, values, rhs, axis: int):
+    """``_klu`` over a batch (axis ``axis`` of ``rhs`` and, if batched, of ``values``),
+    split into pieces that run in parallel."""
+    batch = rhs.shape[axis]
+    pieces = _parallel_pieces(batch)
+    if pieces == 1:
+        return _klu(rows, cols, values, rhs)
+    bounds = np.linspace(0, batch, pieces + 1).astype(int)
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        part_rhs = jax.lax.slice_in_dim(rhs, lo, hi, axis=axis)
+        part_values = values[lo:hi] if values.ndim == 2 else values
+        parts.append(_klu(rows, cols, part_values, part_rhs))
+    return jnp.concatenate(parts, axis=axis)
+
+
 @functools.lru_cache(maxsize=256)
 def _solver(pattern: SparsePattern, backend: Backend | None):
     """A solve for ``pattern`` with custom batching and reverse-mode rules."""
@@ -221,7 +244,7 @@ def _solver(pattern: SparsePattern, backend: Backend | None):
             if not values_batched:
                 how = plan(n, "rhs_batched", backend)
                 if how == "klu":
-                    return _klu(r, c, values, rhs.T).T, True
+                    return _klu_batched(r, c, values, rhs.T, axis=1).T, True
                 eye = jnp.eye(n, dtype=values.dtype)
                 if plan(n, "single", backend) == "klu":
                     inverse = _klu(r, c, values, eye)
@@ -229,7 +252,7 @@ def _solver(pattern: SparsePattern, backend: Backend | None):
                     inverse = jsl.lu_solve(jsl.lu_factor(dense(values)), eye, trans=trans)
                 return rhs @ inverse.T, True
             if plan(n, "batched", backend) == "klu":
-                return _klu(r, c, values, rhs[:, :, None])[:, :, 0], True
+                return _klu_batched(r, c, values, rhs[:, :, None], axis=0)[:, :, 0], True
             return jax.vmap(lambda v, b: jsl.lu_solve(jsl.lu_factor(dense(v)), b, trans=trans))(
                 values, rhs
             ), True
