@@ -21,6 +21,7 @@ one adjoint (transposed) solve, never differentiation through a factorization.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -201,7 +202,7 @@ def _klu_batched(rows, cols, values, rhs, axis: int):
         return _klu(rows, cols, values, rhs)
     bounds = np.linspace(0, batch, pieces + 1).astype(int)
     parts = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         part_rhs = jax.lax.slice_in_dim(rhs, lo, hi, axis=axis)
         part_values = values[lo:hi] if values.ndim == 2 else values
         parts.append(_klu(rows, cols, part_values, part_rhs))
