@@ -52,3 +52,14 @@ def lightsim_sweep(grid, algorithm: str, load_p: np.ndarray, gen_p: np.ndarray, 
 
 def lightsim_gen_p(grid) -> np.ndarray:
     return np.array([g.target_p_mw for g in grid.get_generators()])
+
+
+def lightsim_n1(grid, algorithm: str, threads: int = 2):
+    """lightsim2grid's ContingencyAnalysis with every single branch outage."""
+    from lightsim2grid.lightsim2grid_cpp import ContingencyAnalysisCPP
+
+    analysis = ContingencyAnalysisCPP(grid)
+    analysis.add_all_n1()
+    analysis.nb_thread = threads
+    analysis.change_algorithm(algorithm)
+    return analysis

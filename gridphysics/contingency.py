@@ -11,6 +11,7 @@ contingency is a batched Newton-Raphson solve warm-started from the base case.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +24,7 @@ from gridphysics import dc, islands, sensitivity
 from gridphysics.errors import NetworkError
 from gridphysics.network import Network
 from gridphysics.ratings import Ratings, fill_missing_ratings
+from gridphysics.results import PowerFlowResult
 from gridphysics.solve import SolveOptions, solve
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 Outages = Sequence[int] | Sequence[Sequence[int]] | None
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Scenarios:
     """Injection scenarios screened together: arrays with a leading scenario axis.
@@ -478,57 +481,61 @@ def _dc_chunks(network, sets, islanding, base, scenarios, n_scen):
             flows = _multi_outage_flows(base, h, jnp.asarray(members), jnp.asarray(columns))
             yield chunk[:n], flows[..., :n, :], None, jnp.isfinite(flows[..., :n, :]).all(-1), None
     split = order[islanding & np.array([len(s) > 1 for s in sets], bool)]
-    resolve = _dc_resolver(scenarios, n_scen)
     for chunk, n in _padded_chunks(split, min(size, max(len(split), 1))):
         status = _statuses(network, [sets[i] for i in chunk])
-        flows = resolve(network, status)
+        flows = _dc_resolve(network, status, scenarios)
         yield chunk[:n], flows[..., :n, :], None, jnp.isfinite(flows[..., :n, :]).all(-1), None
 
 
-def _dc_resolver(scenarios, n_scen):
-    """Re-solve of outages that split the grid (isolated buses excluded)."""
+def _resolve_one(network: Network, status: jax.Array) -> jax.Array:
+    return jax.vmap(lambda st: solve(network.with_branches(status=st)).p_from_mw)(status)
 
-    def per_network(net, status):
-        return jax.vmap(lambda st: solve(net.with_branches(status=st)).p_from_mw)(status)
 
-    if n_scen is None:
-        return jax.jit(per_network)
-    return jax.jit(
-        lambda net, status: jax.vmap(lambda i: per_network(scenarios.apply(net, i), status))(
-            jnp.arange(n_scen)
-        )
+@jax.jit
+def _dc_resolve(network: Network, status: jax.Array, scenarios: Scenarios | None) -> jax.Array:
+    """Re-solve outages that split the grid (isolated buses excluded)."""
+    if scenarios is None:
+        return _resolve_one(network, status)
+    n_scen = scenarios.size()
+    return jax.vmap(lambda i: _resolve_one(scenarios.apply(network, i), status))(jnp.arange(n_scen))
+
+
+def _ac_screen_one(
+    network: Network, base: PowerFlowResult, status: jax.Array, options: SolveOptions
+):
+    start = network.with_voltages(
+        vm_pu=jnp.nan_to_num(base.vm_pu, nan=1.0), va_rad=jnp.nan_to_num(base.va_rad)
+    )
+    res = jax.vmap(lambda st: solve(start.with_branches(status=st), "ac", options=options))(status)
+    topo = network.topology
+    at_bus = jax.ops.segment_sum(
+        network.load.p_mw * network.load.status, jnp.asarray(topo.load_bus), topo.n_bus
+    )
+    lost = jnp.sum(jnp.where(res.bus_isolated, at_bus, 0.0), axis=-1)
+    return res.p_from_mw, res.loading_percent, res.converged, res.bus_isolated.sum(-1), lost
+
+
+@functools.partial(jax.jit, static_argnames="options")
+def _ac_screen(network, base, status, scenarios, options):
+    """Batched Newton-Raphson solves of outages, warm-started from the base case."""
+    if scenarios is None:
+        return _ac_screen_one(network, base, status, options)
+    return jax.vmap(lambda i, r0: _ac_screen_one(scenarios.apply(network, i), r0, status, options))(
+        jnp.arange(scenarios.size()), base
     )
 
 
 def _ac_chunks(network, sets, base_result, scenarios, n_scen, options):
     """Yield ``(indices, flows, loading, converged, (isolated, lost))`` per chunk of AC
-    contingencies: batched Newton-Raphson solves warm-started from the base case."""
+    contingencies."""
     opts = options or SolveOptions()
     warm = SolveOptions(**{**opts.__dict__, "init": "case"})
-    topo = network.topology
-
-    def screen(net, r0, status):
-        start = net.with_voltages(
-            vm_pu=jnp.nan_to_num(r0.vm_pu, nan=1.0), va_rad=jnp.nan_to_num(r0.va_rad)
-        )
-        res = jax.vmap(lambda st: solve(start.with_branches(status=st), "ac", options=warm))(status)
-        at_bus = jax.ops.segment_sum(
-            net.load.p_mw * net.load.status, jnp.asarray(topo.load_bus), topo.n_bus
-        )
-        lost = jnp.sum(jnp.where(res.bus_isolated, at_bus, 0.0), axis=-1)
-        return res.p_from_mw, res.loading_percent, res.converged, res.bus_isolated.sum(-1), lost
-
-    if n_scen is None:
-        run = jax.jit(lambda status: screen(network, base_result, status))
-    else:
-        run = jax.jit(
-            lambda status: jax.vmap(lambda i, r0: screen(scenarios.apply(network, i), r0, status))(
-                jnp.arange(n_scen), base_result
-            )
-        )
     size = max(8, min(256, _chunk_size(network, n_scen) // 8))
     for chunk, n in _padded_chunks(np.arange(len(sets)), min(size, max(len(sets), 1))):
-        flows, loading, ok, isolated, lost = run(_statuses(network, [sets[i] for i in chunk]))
+        status = _statuses(network, [sets[i] for i in chunk])
+        flows, loading, ok, isolated, lost = _ac_screen(
+            network, base_result, status, scenarios, warm
+        )
         yield (
             chunk[:n],
             flows[..., :n, :],
