@@ -11,6 +11,14 @@ _configure_on_import()
 _configure_dispatch()
 
 from gridphysics.cases import case_names, load_case, load_matpower, save_matpower  # noqa: E402
+from gridphysics.contingency import (  # noqa: E402
+    ContingencyReport,
+    N1Plan,
+    Scenarios,
+    contingencies,
+    n1_dc_flows,
+    n1_plan,
+)
 from gridphysics.errors import (  # noqa: E402
     CaseFormatError,
     ConvergenceWarning,
@@ -37,7 +45,9 @@ from gridphysics.network import (  # noqa: E402
 )
 from gridphysics.pandapower_io import from_pandapower  # noqa: E402
 from gridphysics.ppc import from_ppc, to_ppc  # noqa: E402
+from gridphysics.ratings import Ratings, fill_missing_ratings, rating_rule  # noqa: E402
 from gridphysics.results import PowerFlowResult  # noqa: E402
+from gridphysics.sensitivity import bridges, lodf, otdf, ptdf  # noqa: E402
 from gridphysics.solve import SolveOptions, solve  # noqa: E402
 
 __version__ = "0.1.0"
@@ -46,6 +56,7 @@ __all__ = [
     "BranchData",
     "BusData",
     "CaseFormatError",
+    "ContingencyReport",
     "ConvergenceWarning",
     "DuplicateBusError",
     "GenData",
@@ -53,11 +64,14 @@ __all__ = [
     "InvalidValueError",
     "LoadData",
     "MatpowerParseError",
+    "N1Plan",
     "Network",
     "NetworkError",
     "NoSlackError",
     "PowerFlowResult",
     "PrecisionError",
+    "Ratings",
+    "Scenarios",
     "ShuntData",
     "SolveOptions",
     "Topology",
@@ -65,11 +79,20 @@ __all__ = [
     "UnknownCaseError",
     "UnsupportedError",
     "ZeroImpedanceError",
+    "bridges",
     "case_names",
+    "contingencies",
+    "fill_missing_ratings",
     "from_pandapower",
     "from_ppc",
     "load_case",
     "load_matpower",
+    "lodf",
+    "n1_dc_flows",
+    "n1_plan",
+    "otdf",
+    "ptdf",
+    "rating_rule",
     "save_matpower",
     "solve",
     "to_ppc",
