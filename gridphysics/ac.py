@@ -332,7 +332,10 @@ def _fast_decoupled(model: _Model, x0: jax.Array, settings: ACSettings):
     pattern = model.s.ybus.pattern
     n, r, tol = model.n, model.roles, settings.tolerance_for(model.network.dtype)
     bp, bpp = model.fast_decoupled_matrices(settings.algorithm)
-    solver = settings.linear_solver
+    # Factorized once, reused by every iteration (and, under vmap over injections, by
+    # every scenario: the matrices depend only on the branches and the bus roles).
+    b_prime = linalg.factorize(pattern, bp, settings.linear_solver)
+    b_second = linalg.factorize(pattern, bpp, settings.linear_solver)
 
     def mismatch(x):
         return model.mismatch(_voltage(x, n))
@@ -353,10 +356,10 @@ def _fast_decoupled(model: _Model, x0: jax.Array, settings: ACSettings):
         # convergence and starts the next iteration.
         x, mis, it, _ = state
         p_rhs = jnp.where(r.p_active, mis.real / x[n:], 0.0)
-        x = x.at[:n].add(linalg.solve(pattern, bp, -p_rhs, solver))
+        x = x.at[:n].add(b_prime.solve(-p_rhs))
         mis = mismatch(x)
         q_rhs = jnp.where(r.q_active, mis.imag / x[n:], 0.0)
-        x = x.at[n:].add(linalg.solve(pattern, bpp, -q_rhs, solver))
+        x = x.at[n:].add(b_second.solve(-q_rhs))
         mis = mismatch(x)
         return x, mis, it + 1, worst(x, mis)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import jax
@@ -323,3 +323,41 @@ def segment_sum(values: jax.Array, segment_ids: np.ndarray, num_segments: int) -
         return fast(v), plain(dv)
 
     return summed(values)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Factorization:
+    """A matrix prepared for many solves (see :func:`factorize`).
+
+    For up to :data:`DENSE_MAX_N` unknowns it holds the explicit inverse, so each
+    solve is a matrix-vector product (a matrix product under ``vmap``) and nothing is
+    refactorized inside an iteration. Larger systems keep the values and solve with
+    KLU each time (whose symbolic analysis is shared). Meant for iterations that are
+    not differentiated (the solvers' loops run under ``stop_gradient``).
+    """
+
+    values: jax.Array
+    inverse: jax.Array | None
+    pattern: SparsePattern = field(metadata={"static": True})
+    backend: str | None = field(metadata={"static": True})
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        if self.inverse is not None:
+            return self.inverse @ rhs
+        return solve(self.pattern, self.values, rhs, self.backend)
+
+
+def factorize(
+    pattern: SparsePattern, values: jax.Array, backend: Backend | None = None
+) -> Factorization:
+    """Prepare ``A(values)`` for repeated solves (explicit inverse for small systems)."""
+    n = pattern.n
+    if n > DENSE_MAX_N:
+        return Factorization(values, None, pattern, backend)
+    eye = jnp.eye(n, dtype=values.dtype)
+    if plan(n, "single", backend) == "klu":
+        inverse = _klu(pattern.rows, pattern.cols, values, eye)
+    else:
+        inverse = jsl.lu_solve(jsl.lu_factor(pattern.to_dense(values)), eye)
+    return Factorization(values, inverse, pattern, backend)
