@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -63,3 +64,25 @@ def lightsim_n1(grid, algorithm: str, threads: int = 2):
     analysis.nb_thread = threads
     analysis.change_algorithm(algorithm)
     return analysis
+
+
+def single_solve_peers(method: str, name: str, net) -> dict:
+    """Callables running one power flow of the case with each peer: ``{tool: fn}``."""
+    import pandapower as pp
+    from pypower.api import rundcpf, runpf
+
+    pp_net = copy.deepcopy(net)
+    ppc, opts = pypower_case(name), pypower_options()
+    grid = lightsim_grid(net)
+    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
+    if method == "dc":
+        return {
+            "pandapower rundcpp": lambda: pp.rundcpp(pp_net),
+            "PYPOWER rundcpf": lambda: rundcpf(ppc, opts),
+            "lightsim2grid dc_pf": lambda: grid.dc_pf(v0.copy(), 10, 1e-8),
+        }
+    return {
+        "pandapower runpp": lambda: pp.runpp(pp_net),
+        "PYPOWER runpf": lambda: runpf(ppc, opts),
+        "lightsim2grid ac_pf": lambda: grid.ac_pf(v0.copy(), 10, 1e-8),
+    }

@@ -7,7 +7,6 @@ Targets (issue #3): single ieee118 solve >= 50x pandapower runpp; batched ieee11
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 
@@ -22,8 +21,7 @@ from benchmarks.peers import (
     lightsim_grid,
     lightsim_sweep,
     pandapower_net,
-    pypower_case,
-    pypower_options,
+    single_solve_peers,
 )
 
 CASES = {"ieee118": "case118", "pegase1354": "case1354pegase"}
@@ -64,38 +62,18 @@ def test_ac_single(benchmark, record, case):
     )
 
 
-def test_ac_single_pandapower(benchmark, record, case):
-    import pandapower as pp
-
+@pytest.mark.parametrize("tool", ["pandapower", "PYPOWER", "lightsim2grid"])
+def test_ac_single_peer(benchmark, record, case, tool):
     name, _, net = case
-    net = copy.deepcopy(net)
-    group = f"AC single solve, {name}"
-    benchmark.group = group
-    benchmark(pp.runpp, net)
-    record(group, "pandapower runpp", median_seconds(benchmark))
-
-
-def test_ac_single_pypower(benchmark, record, case):
-    from pypower.api import runpf
-
-    name = case[0]
-    ppc, opts = pypower_case(name), pypower_options()
+    ((label, run),) = [
+        (k, v) for k, v in single_solve_peers("ac", name, net).items() if k.startswith(tool)
+    ]
     group = f"AC single solve, {name}"
     benchmark.group = group
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        benchmark(runpf, ppc, opts)
-    record(group, "PYPOWER runpf", median_seconds(benchmark))
-
-
-def test_ac_single_lightsim2grid(benchmark, record, case):
-    name, _, net = case
-    grid = lightsim_grid(net)
-    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
-    group = f"AC single solve, {name}"
-    benchmark.group = group
-    benchmark(lambda: grid.ac_pf(v0.copy(), 10, 1e-8))
-    record(group, "lightsim2grid ac_pf", median_seconds(benchmark))
+        benchmark(run)
+    record(group, label, median_seconds(benchmark))
 
 
 @pytest.mark.parametrize("algorithm", ["fdxb", "nr"])

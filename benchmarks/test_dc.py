@@ -7,7 +7,6 @@ pegase1354.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import jax
@@ -21,8 +20,7 @@ from benchmarks.peers import (
     lightsim_grid,
     lightsim_sweep,
     pandapower_net,
-    pypower_case,
-    pypower_options,
+    single_solve_peers,
 )
 
 CASES = {"ieee118": "case118", "pegase1354": "case1354pegase"}
@@ -84,38 +82,18 @@ def test_dc_single_sync_dispatch(record, case):
     )
 
 
-def test_dc_single_pandapower(benchmark, record, case):
-    import pandapower as pp
-
+@pytest.mark.parametrize("tool", ["pandapower", "PYPOWER", "lightsim2grid"])
+def test_dc_single_peer(benchmark, record, case, tool):
     name, _, net = case
-    net = copy.deepcopy(net)
-    group = f"DC single solve, {name}"
-    benchmark.group = group
-    benchmark(pp.rundcpp, net)
-    record(group, "pandapower rundcpp", median_seconds(benchmark))
-
-
-def test_dc_single_pypower(benchmark, record, case):
-    from pypower.api import rundcpf
-
-    name = case[0]
-    ppc, opts = pypower_case(name), pypower_options()
+    ((label, run),) = [
+        (k, v) for k, v in single_solve_peers("dc", name, net).items() if k.startswith(tool)
+    ]
     group = f"DC single solve, {name}"
     benchmark.group = group
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        benchmark(rundcpf, ppc, opts)
-    record(group, "PYPOWER rundcpf", median_seconds(benchmark))
-
-
-def test_dc_single_lightsim2grid(benchmark, record, case):
-    name, _, net = case
-    grid = lightsim_grid(net)
-    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
-    group = f"DC single solve, {name}"
-    benchmark.group = group
-    benchmark(lambda: grid.dc_pf(v0.copy(), 10, 1e-8))
-    record(group, "lightsim2grid dc_pf", median_seconds(benchmark))
+        benchmark(run)
+    record(group, label, median_seconds(benchmark))
 
 
 @pytest.mark.parametrize("outputs", ["angles+flows", "full result", "float32"])
