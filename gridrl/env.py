@@ -1,0 +1,595 @@
+"""A day of grid operation as a functional, vmappable multi-agent environment.
+
+``env, params = gridrl.make("ieee118")``; ``obs, state = env.reset(key, params)``;
+``obs, state, reward, done, info = env.step(key, state, actions, params)``. Dicts are
+keyed by agent: ``"strategic"``, ``"operational_0"`` .. ``"operational_{A-1}"`` and
+``"safety"``. Everything numeric is in ``params`` (a pytree: network, curriculum level,
+reward weights) or ``state``; the static structure (sizes, the area partition) is on
+the env object. Every size comes from the network and the partition.
+
+One step (15 minutes):
+
+1. the scenario moves on: loads, renewable availability, repairs, random outages;
+2. the strategic agent (every ``strategic_period`` steps) sets per-area generation
+   targets; each operational agent redispatches its area's generators (within ramp
+   limits) and may shed load; the safety filter turns the joint proposal into a
+   feasible dispatch (limits, ramps, balance, PTDF-based overload relief);
+3. a DC power flow (``gridphysics.solve``); protections trip lines overloaded for more
+   than ``overload_steps_allowed`` steps or above ``instant_trip_percent`` at once, and
+   trips cascade within the step; buses cut off lose their load;
+4. the team reward is minus the normalized sum of generation, redispatch, shedding,
+   overload, energy-not-served and trip costs; the episode ends after a day or on a
+   blackout (more than half the load lost), and resets itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gridphysics as gp
+from gridrl import safety, scenarios
+from gridrl.areas import partition, tie_lines
+from gridrl.spaces import Box
+
+DT_HOURS = 0.25
+RATING_RULE = "operation-v1"  # cases/ratings.toml: ratings of branches the case leaves unrated
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Static options of the environment (changing one builds a new env).
+
+    Attributes:
+        case: a gridphysics case name or .m path.
+        n_areas: operational areas (one agent each).
+        strategic_period: steps between strategic decisions (4 = hourly).
+        overload_steps_allowed: steps a line may stay above 100 % before it trips.
+        instant_trip_percent: loading that trips a line at once.
+        episode_steps: steps per episode (96 = one day).
+        renewable_share: share of generators turned into wind/solar units.
+        repair_steps: steps until a tripped or failed branch is back.
+        max_cascade: re-solves per step while trips cascade.
+        max_shed_share: largest share of an area's load its agent may shed in a step.
+        method: physics: "dc" (default) or "ac".
+        dtype: "float32" (default, fast) or "float64".
+    """
+
+    case: str = "ieee118"
+    n_areas: int = 4
+    strategic_period: int = 4
+    overload_steps_allowed: int = 2
+    instant_trip_percent: float = 150.0
+    episode_steps: int = scenarios.STEPS_PER_DAY
+    renewable_share: float = 0.2
+    repair_steps: int = 16
+    max_cascade: int = 5
+    max_shed_share: float = 0.2
+    method: Literal["dc", "ac"] = "dc"
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class RewardWeights:
+    """Prices of the reward terms ($/MWh or $ per event)."""
+
+    redispatch_per_mwh: jax.Array
+    shed_per_mwh: jax.Array
+    ens_per_mwh: jax.Array
+    overload_per_step: jax.Array  # per 100 % of excess loading on one branch
+    trip: jax.Array
+    normalizer: jax.Array  # $ per step of the case's own dispatch
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class EnvParams:
+    network: gp.Network
+    level: jax.Array  # () int32 curriculum level 0..4
+    levels: scenarios.LevelSettings
+    reward: RewardWeights
+    ptdf: jax.Array  # (n_branch, n_bus) of the intact grid, for the safety filter
+    base_gen_mw: jax.Array  # (n_gen,) the case's own dispatch
+    ramp_mw: jax.Array  # (n_gen,) ramp per step
+    capacity_mw: jax.Array  # (n_gen,) installed capacity (renewables: twice the case output)
+    learned_safety: jax.Array  # () 0/1: apply the safety agent's residual action
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class EnvState:
+    t: jax.Array
+    draw: scenarios.EpisodeDraw
+    noise: jax.Array  # (n_load,)
+    wind: jax.Array  # (n_ren,)
+    offset_mw: jax.Array  # (n_gen,) redispatch accumulated by the operational agents
+    gen_mw: jax.Array  # (n_gen,) dispatch of the last step
+    branch_on: jax.Array  # (n_branch,) 0/1
+    overload_steps: jax.Array  # (n_branch,) int32
+    repair: jax.Array  # (n_branch,) int32 steps until back in service
+    targets_mw: jax.Array  # (n_areas,) strategic generation targets
+    loading: jax.Array  # (n_branch,) percent, last step
+    load_mw: jax.Array  # (n_load,) demand, last step
+    served_mw: jax.Array  # (n_load,) demand served, last step
+    avail_mw: jax.Array  # (n_gen,) available capacity, last step
+    lost_share: jax.Array  # () share of load lost, last step
+
+
+class GridEnv:
+    """The multi-agent grid-operation environment (see the module docstring)."""
+
+    def __init__(self, config: EnvConfig, network: gp.Network):
+        self.config = config
+        t = network.topology
+        self.n_bus, self.n_branch, self.n_gen, self.n_load = t.n_bus, t.n_branch, t.n_gen, t.n_load
+        self.areas = partition(network, config.n_areas)
+        self.n_areas = config.n_areas
+        A = self.n_areas
+        self.tie_lines = tie_lines(network, self.areas)
+        gen_area = self.areas[t.gen_bus]
+        load_area = self.areas[t.load_bus]
+        branch_areas = [set() for _ in range(t.n_branch)]
+        for k in range(t.n_branch):
+            branch_areas[k] = {int(self.areas[t.branch_from[k]]), int(self.areas[t.branch_to[k]])}
+        self.area_gens = _padded([np.flatnonzero(gen_area == a) for a in range(A)], t.n_gen)
+        self.area_loads = _padded([np.flatnonzero(load_area == a) for a in range(A)], t.n_load)
+        self.area_lines = _padded(
+            [
+                np.array([k for k in range(t.n_branch) if a in branch_areas[k]], np.int64)
+                for a in range(A)
+            ],
+            t.n_branch,
+        )
+        self.gen_area, self.load_area = gen_area, load_area
+        self.max_gens = self.area_gens.shape[1]
+        # Renewable units: a deterministic spread over the generators (not the slack).
+        candidates = np.flatnonzero(np.asarray(network.gen.slack_weight) <= 0)
+        n_ren = int(round(config.renewable_share * len(candidates)))
+        picks = (
+            candidates[np.linspace(0, len(candidates) - 1, n_ren).round().astype(int)]
+            if n_ren
+            else np.zeros(0, int)
+        )
+        self.renewable = np.zeros(t.n_gen, bool)
+        self.renewable[np.unique(picks)] = True
+        self.renewable_index = np.flatnonzero(self.renewable)
+        self.is_solar = np.arange(len(self.renewable_index)) % 2 == 0  # alternate solar / wind
+        bridges = set(gp.bridges(network).tolist())
+        self.can_fail = np.array([k not in bridges for k in range(t.n_branch)])
+        self.agents = ["strategic", *[f"operational_{a}" for a in range(A)], "safety"]
+        self.dtype = jnp.dtype(config.dtype)
+        self._shape = jnp.asarray(scenarios.daily_load_shape(config.episode_steps), self.dtype)
+        self._solar = jnp.asarray(scenarios.solar_shape(config.episode_steps), self.dtype)
+        self._obs_sizes = {
+            "strategic": 2 + 5 * A + 4,
+            **{
+                f"operational_{a}": self.area_loads.shape[1]
+                + 5 * self.max_gens
+                + 2 * self.area_lines.shape[1]
+                + 4
+                + A
+                for a in range(A)
+            },
+            "safety": 2 * t.n_branch + 2 * t.n_gen + t.n_load + 2,
+        }
+
+    # -- spaces ----------------------------------------------------------------------
+    def observation_space(self, agent: str) -> Box:
+        return Box(-jnp.inf, jnp.inf, (self._obs_sizes[agent],), self.dtype)
+
+    def action_space(self, agent: str) -> Box:
+        if agent == "strategic":
+            return Box(-1.0, 1.0, (self.n_areas,), self.dtype)
+        if agent == "safety":
+            return Box(-1.0, 1.0, (self.n_gen,), self.dtype)
+        return Box(-1.0, 1.0, (self.max_gens + 1,), self.dtype)
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        """Which action entries act (operational agents: their area's units + shedding)."""
+        if agent.startswith("operational_"):
+            a = int(agent.split("_")[1])
+            return np.concatenate([self.area_gens[a] < self.n_gen, [True]])
+        return np.ones(self.action_space(agent).shape, bool)
+
+    # -- API ---------------------------------------------------------------------------
+    def reset(self, key: jax.Array, params: EnvParams):
+        state = self._initial_state(key, params)
+        return self._observe(state, params), state
+
+    def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
+        missing = set(self.agents) - set(actions)
+        if missing:
+            raise KeyError(
+                f"actions missing for agent(s) {sorted(missing)}; agents are {self.agents}"
+            )
+        actions = {a: jnp.asarray(actions[a], self.dtype) for a in self.agents}
+        k_step, k_reset = jax.random.split(key)
+        next_state, reward, done, info = self._step(k_step, state, actions, params)
+        reset_state = self._initial_state(k_reset, params)
+        state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, next_state)
+        obs = self._observe(state, params)
+        rewards = {agent: reward for agent in self.agents}
+        dones = {agent: done for agent in self.agents} | {"__all__": done}
+        return obs, state, rewards, dones, info
+
+    # -- internals ----------------------------------------------------------------------
+    def _initial_state(self, key, params: EnvParams) -> EnvState:
+        settings = params.levels.at(params.level)
+        k_draw, k_wind = jax.random.split(key)
+        draw = scenarios.draw_episode(k_draw, settings)
+        net = params.network
+        wind = jnp.full(len(self.renewable_index), 0.45, self.dtype) + 0.2 * jax.random.uniform(
+            k_wind, (len(self.renewable_index),), self.dtype, -1, 1
+        )
+        noise = jnp.zeros(self.n_load, self.dtype)
+        load = (
+            net.load.p_mw
+            * net.load.status
+            * scenarios.load_factor(jnp.int32(0), draw, noise, settings, self._shape)
+        )
+        avail = self._available(jnp.int32(0), draw, wind, settings, params)
+        base = self._base_dispatch(load, avail, params)
+        area_gen = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
+        return EnvState(
+            t=jnp.int32(0),
+            draw=draw,
+            noise=noise,
+            wind=wind,
+            offset_mw=jnp.zeros(self.n_gen, self.dtype),
+            gen_mw=base,
+            branch_on=(net.branch.status > 0).astype(self.dtype),
+            overload_steps=jnp.zeros(self.n_branch, jnp.int32),
+            repair=jnp.zeros(self.n_branch, jnp.int32),
+            targets_mw=area_gen,
+            loading=jnp.zeros(self.n_branch, self.dtype),
+            load_mw=load,
+            served_mw=load,
+            avail_mw=avail,
+            lost_share=jnp.zeros((), self.dtype),
+        )
+
+    def _available(self, t, draw, wind, settings, params) -> jax.Array:
+        """(n_gen,) available capacity: thermal units their p_max; renewable units their
+        capacity times the weather (half of it below level 2, i.e. the case's output)."""
+        gen = params.network.gen
+        cap = jnp.where(jnp.asarray(self.renewable), params.capacity_mw, gen.p_max_mw) * gen.status
+        if not len(self.renewable_index):
+            return cap
+        share = scenarios.renewable_availability(
+            t, draw, wind, settings, jnp.asarray(self.is_solar), self._solar
+        )
+        share = jnp.where(settings.renewables > 0, share, 0.5)
+        return cap.at[self.renewable_index].multiply(share)
+
+    def _demand(self, served, params: EnvParams) -> jax.Array:
+        net = params.network
+        return jnp.sum(served) + jnp.sum(net.shunt.g_mw * net.shunt.status)
+
+    def _base_dispatch(self, load, avail, params: EnvParams) -> jax.Array:
+        """Economic dispatch scaled with load (the do-nothing reference): renewables at
+        their availability, thermal units at the case's dispatch scaled to cover the
+        rest, then balanced within limits."""
+        net = params.network
+        renewable = jnp.asarray(self.renewable)
+        lo = jnp.minimum(net.gen.p_min_mw * net.gen.status, avail)
+        thermal = jnp.where(renewable, 0.0, params.base_gen_mw)
+        residual = self._demand(load, params) - jnp.sum(jnp.where(renewable, avail, 0.0))
+        p = jnp.where(renewable, avail, thermal * residual / jnp.maximum(jnp.sum(thermal), 1e-6))
+        return safety.balance(jnp.clip(p, lo, avail), lo, avail, self._demand(load, params))
+
+    def _step(self, key, state: EnvState, actions: dict, params: EnvParams):
+        cfg = self.config
+        settings = params.levels.at(params.level)
+        net = params.network
+        k_noise, k_wind, k_out = jax.random.split(key, 3)
+        t = state.t + 1
+
+        # 1. Scenario.
+        noise = scenarios.step_noise(k_noise, state.noise, settings)
+        wind = scenarios.step_wind(k_wind, state.wind)
+        load = (
+            net.load.p_mw
+            * net.load.status
+            * scenarios.load_factor(t, state.draw, noise, settings, self._shape)
+        )
+        avail = self._available(t, state.draw, wind, settings, params)
+        repair = jnp.maximum(state.repair - 1, 0)
+        back = (state.repair == 1) & (net.branch.status > 0)
+        branch_on = jnp.where(back, 1.0, state.branch_on)
+        fail = scenarios.draw_outages(
+            k_out, branch_on > 0, jnp.asarray(self.can_fail), settings, cfg.episode_steps
+        )
+        branch_on = jnp.where(fail, 0.0, branch_on)
+        repair = jnp.where(fail, cfg.repair_steps, repair)
+
+        # 2. Decisions.
+        base = self._base_dispatch(load, avail, params)
+        area_base = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
+        strategic = jnp.clip(actions["strategic"], -1, 1)
+        decide = (t % cfg.strategic_period) == 0
+        targets = jnp.where(decide, area_base * (1 + 0.1 * strategic), state.targets_mw)
+        delta = jnp.zeros(self.n_gen + 1, self.dtype)
+        shed_share = jnp.zeros(self.n_areas, self.dtype)
+        for a in range(self.n_areas):
+            act = jnp.clip(actions[f"operational_{a}"], -1, 1)
+            idx = self.area_gens[a]
+            ramp = jnp.append(params.ramp_mw, 0.0)[idx]
+            delta = delta.at[idx].add(act[: self.max_gens] * ramp)
+            shed_share = shed_share.at[a].set(jnp.clip(act[-1], 0, 1) * cfg.max_shed_share)
+        offset = state.offset_mw + delta[:-1]
+        served = load * (1 - shed_share[jnp.asarray(self.load_area)])
+        proposal = base + offset
+        residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
+        rate = net.branch.rate_a_mva * settings.rating_scale
+        gen, interventions = safety.filter_dispatch(
+            proposal + residual,
+            previous=state.gen_mw,
+            p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
+            p_max=avail,
+            ramp=params.ramp_mw,
+            demand=self._demand(served, params),
+            ptdf=params.ptdf,
+            injection_bus=self._injection(net, served),
+            gen_bus=jnp.asarray(net.topology.gen_bus),
+            rate=rate,
+        )
+        offset = gen - base  # what the operators' redispatch amounts to after the filter
+
+        # 3. Physics and protections.
+        loading, isolated, trips, branch_on, counts, repair = self._protect(
+            params, gen, served, branch_on, state.overload_steps, repair, rate
+        )
+        load_at_bus = jax.ops.segment_sum(served, jnp.asarray(net.topology.load_bus), self.n_bus)
+        ens = jnp.sum(jnp.where(isolated, load_at_bus, 0.0))
+        total = jnp.maximum(jnp.sum(load), 1e-6)
+        lost_share = (ens + jnp.sum(load - served)) / total
+        done = (t >= cfg.episode_steps) | (lost_share > 0.5)
+
+        # 4. Reward.
+        w = params.reward
+        thermal = ~jnp.asarray(self.renewable)
+        gen_cost = (
+            jnp.sum(
+                jnp.where(
+                    thermal,
+                    net.gen.cost_c2 * gen**2 + net.gen.cost_c1 * gen + net.gen.cost_c0 * (gen > 0),
+                    0.0,
+                )
+            )
+            * DT_HOURS
+        )
+        redispatch = jnp.sum(jnp.abs(gen - base)) * w.redispatch_per_mwh * DT_HOURS
+        shed = jnp.sum(load - served) * w.shed_per_mwh * DT_HOURS
+        over = (
+            jnp.sum(jnp.maximum(jnp.nan_to_num(loading) - 100.0, 0.0)) / 100.0 * w.overload_per_step
+        )
+        ens_cost = ens * w.ens_per_mwh * DT_HOURS
+        trip_cost = jnp.sum(trips) * w.trip
+        total_cost = gen_cost + redispatch + shed + over + ens_cost + trip_cost
+        reward = -total_cost / w.normalizer
+
+        next_state = EnvState(
+            t=t,
+            draw=state.draw,
+            noise=noise,
+            wind=wind,
+            offset_mw=offset,
+            gen_mw=gen,
+            branch_on=branch_on,
+            overload_steps=counts,
+            repair=repair,
+            targets_mw=targets,
+            loading=loading,
+            load_mw=load,
+            served_mw=served,
+            avail_mw=avail,
+            lost_share=lost_share,
+        )
+        info = {
+            "generation_cost": gen_cost,
+            "redispatch_cost": redispatch,
+            "shedding_cost": shed,
+            "overload_penalty": over,
+            "ens_cost": ens_cost,
+            "trip_penalty": trip_cost,
+            "total_cost": total_cost,
+            "energy_not_served_mwh": (ens + jnp.sum(load - served)) * DT_HOURS,
+            "trips": jnp.sum(trips),
+            "overloaded_lines": jnp.sum(jnp.nan_to_num(loading) > 100.0),
+            "interventions": interventions,
+            "lost_share": lost_share,
+            "blackout": lost_share > 0.5,
+            "level": params.level,
+            "step": t,
+        }
+        info = {
+            k: jnp.asarray(v).astype(self.dtype)
+            if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
+            else v
+            for k, v in info.items()
+        }
+        return next_state, reward.astype(self.dtype), done, info
+
+    def _injection(self, net, served) -> jax.Array:
+        """(n_bus,) injections without generation (minus loads and shunt conductance)."""
+        topo = net.topology
+        return -(
+            jax.ops.segment_sum(served, jnp.asarray(topo.load_bus), self.n_bus)
+            + jax.ops.segment_sum(
+                net.shunt.g_mw * net.shunt.status, jnp.asarray(topo.shunt_bus), self.n_bus
+            )
+        )
+
+    def _flows(self, params: EnvParams, gen, served, branch_on, rate):
+        net = (
+            params.network.with_loads(p_mw=served)
+            .with_gens(p_mw=gen)
+            .with_branches(status=branch_on, rate_a_mva=rate)
+        )
+        res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
+        loading = jnp.where(res.converged, res.loading_percent, jnp.inf)
+        return loading, res.bus_isolated | ~res.converged
+
+    def _protect(self, params, gen, served, branch_on, counts, repair, rate):
+        """Power flow, then trips until no line exceeds its instant limit (cascade)."""
+        cfg = self.config
+        loading, isolated = self._flows(params, gen, served, branch_on, rate)
+        over = jnp.nan_to_num(loading, nan=0.0) > 100.0
+        counts = jnp.where(over & (branch_on > 0), counts + 1, 0)
+        trip = (branch_on > 0) & (
+            (counts > cfg.overload_steps_allowed) | (loading > cfg.instant_trip_percent)
+        )
+
+        def cond(carry):
+            i, trip, *_ = carry
+            return (i < cfg.max_cascade) & jnp.any(trip)
+
+        def body(carry):
+            i, trip, branch_on, all_trips, _, _ = carry
+            branch_on = jnp.where(trip, 0.0, branch_on)
+            loading, isolated = self._flows(params, gen, served, branch_on, rate)
+            new = (branch_on > 0) & (loading > cfg.instant_trip_percent)
+            return i + 1, new, branch_on, all_trips | trip, loading, isolated
+
+        init = (jnp.int32(0), trip, branch_on, jnp.zeros_like(trip), loading, isolated)
+        _, _, branch_on, trips, loading, isolated = jax.lax.while_loop(cond, body, init)
+        counts = jnp.where(trips, 0, counts)
+        repair = jnp.where(trips, cfg.repair_steps, repair)
+        loading = jnp.where(branch_on > 0, loading, 0.0)
+        return loading, isolated, trips, branch_on, counts, repair
+
+    def _observe(self, state: EnvState, params: EnvParams) -> dict:
+        net = params.network
+        topo = net.topology
+        ref = jnp.sum(net.load.p_mw * net.load.status)
+        A = self.n_areas
+        area_of_gen = jnp.asarray(self.gen_area)
+        area_load = jax.ops.segment_sum(state.load_mw, jnp.asarray(self.load_area), A)
+        area_gen = jax.ops.segment_sum(state.gen_mw, area_of_gen, A)
+        loading = jnp.nan_to_num(state.loading, posinf=999.0)
+        lines = jnp.asarray(self.area_lines)
+        padded_loading = jnp.append(loading, 0.0)[lines]
+        area_worst = jnp.max(padded_loading, axis=1)
+        tie = jnp.max(loading[self.tie_lines]) if len(self.tie_lines) else jnp.zeros((), self.dtype)
+        phase = 2 * jnp.pi * state.t / self.config.episode_steps
+        clock = jnp.stack([jnp.sin(phase), jnp.cos(phase)])
+        next_hour = (
+            self._shape[(state.t + 4) % self._shape.shape[0]]
+            / self._shape[state.t % self._shape.shape[0]]
+        )
+        n_out = jnp.sum(1 - state.branch_on) / self.n_branch
+        obs = {
+            "strategic": jnp.concatenate(
+                [
+                    jnp.stack(
+                        [jnp.sum(state.load_mw) / ref, jnp.sum(state.load_mw) * next_hour / ref]
+                    ),
+                    area_load / ref,
+                    area_gen / ref,
+                    (area_gen - area_load) / ref,
+                    area_worst / 100.0,
+                    jnp.stack([tie / 100.0, n_out]),
+                    clock,
+                    state.targets_mw / ref,
+                ]
+            )
+        }
+        p_max = jnp.maximum(net.gen.p_max_mw, 1e-6)
+        for a in range(A):
+            g = jnp.asarray(self.area_gens[a])
+            mask = (g < self.n_gen).astype(self.dtype)
+            take = lambda x, idx=g: jnp.append(x, 0.0)[idx]  # noqa: E731
+            load_idx = jnp.asarray(self.area_loads[a])
+            obs[f"operational_{a}"] = jnp.concatenate(
+                [
+                    jnp.append(state.load_mw, 0.0)[load_idx] / ref,
+                    take(state.gen_mw / p_max),
+                    take(net.gen.p_min_mw / p_max),
+                    take(state.avail_mw / p_max),
+                    take(net.gen.cost_c1 / 100.0),
+                    mask,
+                    padded_loading[a] / 100.0,
+                    (lines[a] < self.n_branch).astype(self.dtype),
+                    jnp.stack([state.targets_mw[a] / ref, area_gen[a] / ref]),
+                    clock,
+                    jax.nn.one_hot(a, A, dtype=self.dtype),
+                ]
+            )
+        obs["safety"] = jnp.concatenate(
+            [
+                loading / 100.0,
+                state.gen_mw / p_max,
+                state.avail_mw / p_max,
+                state.load_mw / ref * topo.n_load,
+                state.branch_on,
+                clock,
+            ]
+        )
+        return {k: v.astype(self.dtype) for k, v in obs.items()}
+
+
+def _padded(groups: list[np.ndarray], pad: int) -> np.ndarray:
+    width = max(1, max(len(g) for g in groups))
+    out = np.full((len(groups), width), pad, dtype=np.int64)
+    for i, g in enumerate(groups):
+        out[i, : len(g)] = g
+    return out
+
+
+def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
+    """An environment and its default parameters for ``case``.
+
+    Keyword options are the fields of :class:`EnvConfig` (``n_areas``, ``method``,
+    ``dtype``, ...) plus ``level`` (initial curriculum level, default 0).
+    """
+    level = int(options.pop("level", 0))
+    unknown = set(options) - set(EnvConfig.__dataclass_fields__)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)}; options are {sorted(EnvConfig.__dataclass_fields__)} and level"
+        )
+    config = EnvConfig(case=case, **options)
+    if not 0 <= level <= 4:
+        raise ValueError(f"level must be 0..4, got {level}")
+    network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
+    dtype = jnp.dtype(config.dtype)
+    env = GridEnv(config, network)
+    base = np.asarray(gp.solve(network).gen_p_mw)
+    gen = network.gen
+    ramp = np.asarray(gen.ramp_mw_per_min) * 15.0
+    ramp = np.where(ramp > 0, ramp, 0.1 * np.asarray(gen.p_max_mw))
+    cost = (
+        np.asarray(gen.cost_c2) * base**2
+        + np.asarray(gen.cost_c1) * base
+        + np.asarray(gen.cost_c0) * (base > 0)
+    )
+    normalizer = max(float(np.sum(cost[~env.renewable])) * DT_HOURS, 1.0)
+    p_max = np.asarray(gen.p_max_mw)
+    capacity = np.where(env.renewable, np.minimum(p_max, 2 * np.maximum(base, 0.05 * p_max)), p_max)
+    params = EnvParams(
+        network=network.astype(dtype),
+        level=jnp.int32(level),
+        levels=jax.tree.map(lambda a: jnp.asarray(a, dtype), scenarios.LevelSettings.default()),
+        reward=jax.tree.map(
+            lambda a: jnp.asarray(a, dtype),
+            RewardWeights(
+                redispatch_per_mwh=jnp.asarray(5.0),
+                shed_per_mwh=jnp.asarray(1000.0),
+                ens_per_mwh=jnp.asarray(3000.0),
+                overload_per_step=jnp.asarray(500.0),
+                trip=jnp.asarray(2000.0),
+                normalizer=jnp.asarray(normalizer),
+            ),
+        ),
+        ptdf=jnp.asarray(gp.ptdf(network), dtype),
+        base_gen_mw=jnp.asarray(base, dtype),
+        ramp_mw=jnp.asarray(ramp, dtype),
+        capacity_mw=jnp.asarray(capacity, dtype),
+        learned_safety=jnp.asarray(0.0, dtype),
+    )
+    return env, params

@@ -1,0 +1,191 @@
+"""The grid-operation environment: sizes, physics, protections, determinism, robustness."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gridphysics as gp
+from gridrl.areas import partition
+from gridrl.env import make
+
+
+@functools.lru_cache(maxsize=8)
+def _env(case: str, **options):
+    return make(case, **options)
+
+
+def _zero_actions(env, batch=None):
+    shape = lambda a: (
+        env.action_space(a).shape if batch is None else (batch, *env.action_space(a).shape)
+    )  # noqa: E731
+    return {a: jnp.zeros(shape(a), env.dtype) for a in env.agents}
+
+
+@pytest.mark.parametrize("case", ["ieee14", "ieee30", "ieee57", "ieee118", "ieee300"])
+def test_sizes_come_from_the_network(case):
+    env, params = _env(case)
+    net, _ = gp.fill_missing_ratings(gp.load_case(case), "operation-v1")
+    areas = partition(net, 4)
+    t = net.topology
+    gens_per_area = np.bincount(areas[t.gen_bus], minlength=4)
+    loads_per_area = np.bincount(areas[t.load_bus], minlength=4)
+    lines_per_area = [
+        int(np.sum((areas[t.branch_from] == a) | (areas[t.branch_to] == a))) for a in range(4)
+    ]
+    g, l, b = gens_per_area.max(), loads_per_area.max(), max(lines_per_area)
+    expected_obs = {
+        "strategic": 2 + 5 * 4 + 4,
+        "safety": 2 * net.n_branch + 2 * net.n_gen + net.n_load + 2,
+    }
+    for a in range(4):
+        expected_obs[f"operational_{a}"] = l + 5 * g + 2 * b + 4 + 4
+    obs, _ = env.reset(jax.random.key(0), params)
+    assert (
+        set(obs)
+        == set(env.agents)
+        == {"strategic", "safety", *[f"operational_{a}" for a in range(4)]}
+    )
+    for agent, size in expected_obs.items():
+        assert env.observation_space(agent).shape == (size,) == obs[agent].shape, agent
+    assert env.action_space("strategic").shape == (4,)
+    assert env.action_space("safety").shape == (net.n_gen,)
+    for a in range(4):
+        assert env.action_space(f"operational_{a}").shape == (g + 1,)
+        assert env.action_mask(f"operational_{a}").sum() == gens_per_area[a] + 1
+
+
+def test_physics_agrees_with_gridphysics():
+    env, params = _env("ieee118")
+    obs, state = env.reset(jax.random.key(1), params)
+    _, state, _, done, info = jax.jit(env.step)(
+        jax.random.key(2), state, _zero_actions(env), params
+    )
+    assert not bool(done["__all__"]) and int(info["trips"]) == 0
+    net = params.network.with_loads(p_mw=state.served_mw).with_gens(p_mw=state.gen_mw)
+    ref = gp.solve(net.with_branches(status=state.branch_on))
+    np.testing.assert_allclose(state.loading, ref.loading_percent, rtol=2e-4, atol=1e-2)
+    # The safety filter balanced the system: the slack unit keeps its setpoint.
+    slack = np.asarray(params.network.gen.slack_weight) > 0
+    np.testing.assert_allclose(
+        np.asarray(ref.gen_p_mw)[slack], np.asarray(state.gen_mw)[slack], atol=0.5
+    )
+
+
+def test_protections_trip_at_once_after_a_delay_and_cascade():
+    env, params = _env("ieee14")
+    net = params.network
+    served = net.load.p_mw
+    gen = np.asarray(gp.solve(gp.load_case("ieee14")).gen_p_mw, np.float32)
+    flows = np.abs(np.asarray(gp.solve(net.with_gens(p_mw=gen)).p_from_mw))
+    on = jnp.ones(net.n_branch, env.dtype)
+    zeros = jnp.zeros(net.n_branch, jnp.int32)
+    a, b = 0, 1  # branches 1-2 and 1-5: losing one pushes the other up
+    rate = np.maximum(flows * 3, 10.0)
+    # 1. 120 % on branch b: it counts, and trips only after overload_steps_allowed steps.
+    rate_b = rate.copy()
+    rate_b[b] = flows[b] / 1.2
+    counts = zeros
+    for step in range(1, 4):
+        loading, _, trips, status, counts, repair = env._protect(
+            params, jnp.asarray(gen), served, on, counts, zeros, jnp.asarray(rate_b)
+        )
+        assert bool(trips[b]) == (step > env.config.overload_steps_allowed)
+        if bool(trips[b]):
+            assert float(status[b]) == 0.0 and int(repair[b]) == env.config.repair_steps
+            break
+    # 2. 200 % on branch a trips at once; its flow moves to b, which then exceeds 150 %.
+    rate_c = rate.copy()
+    rate_c[a] = flows[a] / 2.0
+    after = np.abs(
+        np.asarray(
+            gp.solve(net.with_gens(p_mw=gen).with_branches(status=on.at[a].set(0.0))).p_from_mw
+        )
+    )
+    rate_c[b] = after[b] / 1.6
+    assert flows[b] / rate_c[b] < 1.0  # b is fine before a trips
+    loading, _, trips, status, _, _ = env._protect(
+        params, jnp.asarray(gen), served, on, zeros, zeros, jnp.asarray(rate_c)
+    )
+    assert bool(trips[a]) and bool(trips[b])
+    assert float(loading[a]) == 0.0 and float(loading[b]) == 0.0
+
+
+def test_same_seed_same_trajectory_and_auto_reset():
+    env, params = make("ieee14", episode_steps=6, level=3)
+    step = jax.jit(env.step)
+
+    def roll(seed):
+        key = jax.random.key(seed)
+        obs, state = env.reset(key, params)
+        out = []
+        for i in range(9):
+            key, k_act, k_step = jax.random.split(key, 3)
+            acts = {
+                a: env.action_space(a).sample(k)
+                for a, k in zip(env.agents, jax.random.split(k_act, len(env.agents)), strict=True)
+            }
+            obs, state, rew, done, _ = step(k_step, state, acts, params)
+            out.append(
+                (
+                    np.asarray(obs["strategic"]),
+                    float(rew["safety"]),
+                    bool(done["__all__"]),
+                    int(state.t),
+                )
+            )
+        return out
+
+    first, again, other = roll(7), roll(7), roll(8)
+    assert all(
+        np.array_equal(x[0], y[0]) and x[1:] == y[1:] for x, y in zip(first, again, strict=True)
+    )
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(first, other, strict=True))
+    ts = [x[3] for x in first]
+    assert ts[5] == 0 and first[5][2]  # the 6th step ends the day, and the state restarts
+    assert ts[6] == 1
+
+
+def test_no_nan_over_10000_random_steps_at_every_level_without_recompiling():
+    env, params = _env("ieee118")
+    n_env, n_steps = 500, 20
+    traces = []
+
+    def random_actions(key):
+        keys = jax.random.split(key, len(env.agents))
+        return {a: env.action_space(a).sample(k) for a, k in zip(env.agents, keys, strict=True)}
+
+    @jax.jit
+    def run(params, key):
+        traces.append(1)
+        _, state = jax.vmap(env.reset, (0, None))(jax.random.split(key, n_env), params)
+
+        def body(state, k):
+            k_act, k_step = jax.random.split(k)
+            acts = jax.vmap(random_actions)(jax.random.split(k_act, n_env))
+            obs, state, rew, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(k_step, n_env), state, acts, params
+            )
+            bad = sum(jnp.sum(~jnp.isfinite(o)) for o in obs.values()) + jnp.sum(
+                ~jnp.isfinite(rew["strategic"])
+            )
+            bad = bad + sum(
+                jnp.sum(~jnp.isfinite(v))
+                for v in info.values()
+                if jnp.issubdtype(v.dtype, jnp.floating)
+            )
+            return state, (bad, info["overloaded_lines"])
+
+        return jax.lax.scan(body, state, jax.random.split(key, n_steps))[1]
+
+    for level in range(5):
+        bad, overloaded = run(
+            params.__class__(**{**params.__dict__, "level": jnp.int32(level)}),
+            jax.random.key(level),
+        )
+        assert int(bad.sum()) == 0, level
+    assert len(traces) == 1  # the level is data: switching it does not recompile
