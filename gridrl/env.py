@@ -149,7 +149,7 @@ class GridEnv:
         self.max_gens = self.area_gens.shape[1]
         # Renewable units: a deterministic spread over the generators (not the slack).
         candidates = np.flatnonzero(np.asarray(network.gen.slack_weight) <= 0)
-        n_ren = int(round(config.renewable_share * len(candidates)))
+        n_ren = round(config.renewable_share * len(candidates))
         picks = (
             candidates[np.linspace(0, len(candidates) - 1, n_ren).round().astype(int)]
             if n_ren

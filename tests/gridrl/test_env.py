@@ -20,9 +20,9 @@ def _env(case: str, **options):
 
 
 def _zero_actions(env, batch=None):
-    shape = lambda a: (
-        env.action_space(a).shape if batch is None else (batch, *env.action_space(a).shape)
-    )  # noqa: E731
+    def shape(a):
+        return env.action_space(a).shape if batch is None else (batch, *env.action_space(a).shape)
+
     return {a: jnp.zeros(shape(a), env.dtype) for a in env.agents}
 
 
@@ -37,13 +37,13 @@ def test_sizes_come_from_the_network(case):
     lines_per_area = [
         int(np.sum((areas[t.branch_from] == a) | (areas[t.branch_to] == a))) for a in range(4)
     ]
-    g, l, b = gens_per_area.max(), loads_per_area.max(), max(lines_per_area)
+    g, n_l, b = gens_per_area.max(), loads_per_area.max(), max(lines_per_area)
     expected_obs = {
         "strategic": 2 + 5 * 4 + 4,
         "safety": 2 * net.n_branch + 2 * net.n_gen + net.n_load + 2,
     }
     for a in range(4):
-        expected_obs[f"operational_{a}"] = l + 5 * g + 2 * b + 4 + 4
+        expected_obs[f"operational_{a}"] = n_l + 5 * g + 2 * b + 4 + 4
     obs, _ = env.reset(jax.random.key(0), params)
     assert (
         set(obs)
@@ -61,7 +61,7 @@ def test_sizes_come_from_the_network(case):
 
 def test_physics_agrees_with_gridphysics():
     env, params = _env("ieee118")
-    obs, state = env.reset(jax.random.key(1), params)
+    _obs, state = env.reset(jax.random.key(1), params)
     _, state, _, done, info = jax.jit(env.step)(
         jax.random.key(2), state, _zero_actions(env), params
     )
@@ -123,7 +123,7 @@ def test_same_seed_same_trajectory_and_auto_reset():
         key = jax.random.key(seed)
         obs, state = env.reset(key, params)
         out = []
-        for i in range(9):
+        for _i in range(9):
             key, k_act, k_step = jax.random.split(key, 3)
             acts = {
                 a: env.action_space(a).sample(k)
@@ -167,7 +167,7 @@ def test_no_nan_over_10000_random_steps_at_every_level_without_recompiling():
         def body(state, k):
             k_act, k_step = jax.random.split(k)
             acts = jax.vmap(random_actions)(jax.random.split(k_act, n_env))
-            obs, state, rew, done, info = jax.vmap(env.step, (0, 0, 0, None))(
+            obs, state, rew, _done, info = jax.vmap(env.step, (0, 0, 0, None))(
                 jax.random.split(k_step, n_env), state, acts, params
             )
             bad = sum(jnp.sum(~jnp.isfinite(o)) for o in obs.values()) + jnp.sum(
@@ -183,7 +183,7 @@ def test_no_nan_over_10000_random_steps_at_every_level_without_recompiling():
         return jax.lax.scan(body, state, jax.random.split(key, n_steps))[1]
 
     for level in range(5):
-        bad, overloaded = run(
+        bad, _overloaded = run(
             params.__class__(**{**params.__dict__, "level": jnp.int32(level)}),
             jax.random.key(level),
         )
