@@ -120,6 +120,22 @@ class EnvState:
     lost_share: jax.Array  # () share of load lost, last step
 
 
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Exogenous:
+    """The next step's conditions, before any decision (see :meth:`GridEnv.exogenous`)."""
+
+    t: jax.Array
+    noise: jax.Array
+    wind: jax.Array
+    load_mw: jax.Array  # (n_load,)
+    avail_mw: jax.Array  # (n_gen,)
+    branch_on: jax.Array  # (n_branch,)
+    repair: jax.Array  # (n_branch,)
+    rate_mva: jax.Array  # (n_branch,) ratings at this level
+    base_mw: jax.Array  # (n_gen,) the do-nothing dispatch
+
+
 class GridEnv:
     """The multi-agent grid-operation environment (see the module docstring)."""
 
@@ -282,14 +298,19 @@ class GridEnv:
         p = jnp.where(renewable, avail, thermal * residual / jnp.maximum(jnp.sum(thermal), 1e-6))
         return safety.balance(jnp.clip(p, lo, avail), lo, avail, self._demand(load, params))
 
-    def _step(self, key, state: EnvState, actions: dict, params: EnvParams):
+    def exogenous(self, key, state: EnvState, params: EnvParams) -> Exogenous:
+        """What the next step brings before anyone acts (loads, availability, repairs,
+        outages), from the same key as :meth:`step`'s: the DC-OPF oracle uses it for its
+        perfect knowledge of the step."""
+        k_step, _ = jax.random.split(key)
+        return self._exogenous(k_step, state, params)
+
+    def _exogenous(self, key, state: EnvState, params: EnvParams) -> Exogenous:
         cfg = self.config
         settings = params.levels.at(params.level)
         net = params.network
         k_noise, k_wind, k_out = jax.random.split(key, 3)
         t = state.t + 1
-
-        # 1. Scenario.
         noise = scenarios.step_noise(k_noise, state.noise, settings)
         wind = scenarios.step_wind(k_wind, state.wind)
         load = (
@@ -304,11 +325,27 @@ class GridEnv:
         fail = scenarios.draw_outages(
             k_out, branch_on > 0, jnp.asarray(self.can_fail), settings, cfg.episode_steps
         )
-        branch_on = jnp.where(fail, 0.0, branch_on)
-        repair = jnp.where(fail, cfg.repair_steps, repair)
+        return Exogenous(
+            t=t,
+            noise=noise,
+            wind=wind,
+            load_mw=load,
+            avail_mw=avail,
+            branch_on=jnp.where(fail, 0.0, branch_on),
+            repair=jnp.where(fail, cfg.repair_steps, repair),
+            rate_mva=net.branch.rate_a_mva * settings.rating_scale,
+            base_mw=self._base_dispatch(load, avail, params),
+        )
+
+    def _step(self, key, state: EnvState, actions: dict, params: EnvParams):
+        cfg = self.config
+        net = params.network
+        x = self._exogenous(key, state, params)
+        t, noise, wind, load, avail = x.t, x.noise, x.wind, x.load_mw, x.avail_mw
+        branch_on, repair, rate = x.branch_on, x.repair, x.rate_mva
 
         # 2. Decisions.
-        base = self._base_dispatch(load, avail, params)
+        base = x.base_mw
         area_base = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
         strategic = jnp.clip(actions["strategic"], -1, 1)
         decide = (t % cfg.strategic_period) == 0
@@ -325,7 +362,6 @@ class GridEnv:
         served = load * (1 - shed_share[jnp.asarray(self.load_area)])
         proposal = base + offset
         residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
-        rate = net.branch.rate_a_mva * settings.rating_scale
         gen, interventions = safety.filter_dispatch(
             proposal + residual,
             previous=state.gen_mw,

@@ -1,0 +1,74 @@
+"""Environment steps per second: gridrl (do-nothing actions, all agents, batched, jitted)
+against Grid2Op with the lightsim2grid backend on its 118-bus example.
+
+Target (issue #5): >= 100x Grid2Op + lightsim2grid's steps/s for the DC environment.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks.conftest import OURS
+from gridrl.env import make
+
+N_ENVS = 1000
+STEPS = 20
+GRID2OP_STEPS = 300
+
+
+def test_env_steps_per_second_gridrl(record):
+    env, params = make("ieee118", level=2)
+    keys = jax.random.split(jax.random.key(0), N_ENVS)
+    _, state = jax.vmap(env.reset, (0, None))(keys, params)
+    zeros = {a: jnp.zeros((N_ENVS, *env.action_space(a).shape), env.dtype) for a in env.agents}
+
+    @jax.jit
+    def rollout(state, key):
+        def body(state, k):
+            _, state, reward, _, _ = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(k, N_ENVS), state, zeros, params
+            )
+            return state, reward["strategic"]
+
+        return jax.lax.scan(body, state, jax.random.split(key, STEPS))
+
+    state, _ = jax.block_until_ready(rollout(state, jax.random.key(1)))
+    start = time.perf_counter()
+    state, rewards = jax.block_until_ready(rollout(state, jax.random.key(2)))
+    seconds = (time.perf_counter() - start) / (N_ENVS * STEPS)
+    assert bool(jnp.isfinite(rewards).all())
+    record(
+        "Env step, 118 buses, do-nothing",
+        OURS,
+        seconds,
+        unit="env step",
+        target={"Grid2Op + lightsim2grid (rte_case118_example)": 100.0},
+    )
+
+
+def test_env_steps_per_second_grid2op(record):
+    grid2op = pytest.importorskip("grid2op")
+    from lightsim2grid import LightSimBackend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = grid2op.make("rte_case118_example", test=True, backend=LightSimBackend())
+    env.reset()
+    action = env.action_space({})
+    start = time.perf_counter()
+    for _ in range(GRID2OP_STEPS):
+        _, _, done, _ = env.step(action)
+        if done:
+            env.reset()
+    seconds = (time.perf_counter() - start) / GRID2OP_STEPS
+    record(
+        "Env step, 118 buses, do-nothing",
+        "Grid2Op + lightsim2grid (rte_case118_example)",
+        seconds,
+        unit="env step",
+    )
