@@ -189,3 +189,40 @@ def test_no_nan_over_10000_random_steps_at_every_level_without_recompiling():
         )
         assert int(bad.sum()) == 0, level
     assert len(traces) == 1  # the level is data: switching it does not recompile
+
+
+def test_ac_physics_option_and_bad_options():
+    env, params = make("ieee14", method="ac", level=2)
+    obs, state = env.reset(jax.random.key(0), params)
+    step = jax.jit(env.step)
+    for i in range(5):
+        obs, state, rew, done, info = step(jax.random.key(i), state, _zero_actions(env), params)
+    assert all(bool(jnp.isfinite(v).all()) for v in obs.values()) and bool(
+        jnp.isfinite(rew["strategic"])
+    )
+    net = params.network.with_loads(p_mw=state.served_mw).with_gens(p_mw=state.gen_mw)
+    ref = gp.solve(net.with_branches(status=state.branch_on), "ac")
+    np.testing.assert_allclose(state.loading, ref.loading_percent, rtol=1e-3, atol=0.05)
+    with pytest.raises(TypeError, match="n_area"):
+        make("ieee14", n_area=3)
+    with pytest.raises(ValueError, match="level"):
+        make("ieee14", level=7)
+    with pytest.raises(KeyError, match="safety"):
+        env.step(
+            jax.random.key(0),
+            state,
+            {a: v for a, v in _zero_actions(env).items() if a != "safety"},
+            params,
+        )
+
+
+def test_describe_cli(capsys):
+    from gridrl.describe import main
+
+    assert main(["--case", "ieee14"]) == 0
+    out = capsys.readouterr().out
+    env, _ = _env("ieee14")
+    for agent in env.agents:
+        assert agent in out
+    assert "ratings:" in out and "areas (" in out
+    assert main(["--case", "nope"]) == 2
