@@ -196,7 +196,7 @@ def test_ac_physics_option_and_bad_options():
     obs, state = env.reset(jax.random.key(0), params)
     step = jax.jit(env.step)
     for i in range(5):
-        obs, state, rew, done, info = step(jax.random.key(i), state, _zero_actions(env), params)
+        obs, state, rew, _done, _info = step(jax.random.key(i), state, _zero_actions(env), params)
     assert all(bool(jnp.isfinite(v).all()) for v in obs.values()) and bool(
         jnp.isfinite(rew["strategic"])
     )
