@@ -226,3 +226,21 @@ def test_describe_cli(capsys):
         assert agent in out
     assert "ratings:" in out and "areas (" in out
     assert main(["--case", "nope"]) == 2
+
+
+def test_a_tripped_bridge_cuts_off_its_load_and_counts_it_as_not_served():
+    env, params = _env("ieee118")
+    net = params.network
+    bridge = 182  # ieee118's branch 68-116: bus 116 hangs on it alone, with load
+    assert bridge in set(gp.bridges(net).tolist())
+    _obs, state = env.reset(jax.random.key(0), params)
+    # Make the bridge trip at once: its rating far below its flow.
+    low = net.branch.rate_a_mva.at[bridge].set(1e-3)
+    tight = params.__class__(**{**params.__dict__, "network": net.with_branches(rate_a_mva=low)})
+    _, state, _, _, info = jax.jit(env.step)(jax.random.key(1), state, _zero_actions(env), tight)
+    assert float(state.branch_on[bridge]) == 0.0 and int(info["trips"]) >= 1
+    cut = np.flatnonzero(
+        np.asarray(net.topology.load_bus) == int(np.flatnonzero(net.topology.bus_ids == 116)[0])
+    )
+    lost = float(np.asarray(state.served_mw)[cut].sum()) * 0.25
+    assert float(info["energy_not_served_mwh"]) >= lost - 1e-3 > 0
