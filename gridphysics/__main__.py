@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         "--method",
         choices=("dc", "ac"),
         default="dc",
-        help="power-flow model (default: dc; ac is not available yet)",
+        help="power-flow model: dc (default) or ac (Newton-Raphson)",
     )
     parser.add_argument(
         "--top", type=int, default=10, metavar="N", help="how many branches to list (default: 10)"
@@ -106,6 +106,13 @@ def summary(network, result, *, first_s: float, again_s: float, top: int = 10) -
         lines.append(
             f"  generator {g} at bus {ids[t.gen_bus[g]]}: {gen_p[g]:.2f} MW "
             f"(scheduled {float(network.gen.p_mw[g]):.2f} MW)"
+        )
+    if result.method == "ac":
+        vm = np.asarray(result.vm_pu)
+        lines.append(
+            f"losses {float(result.total_loss_mw):.2f} MW    iterations {int(result.iterations)}    "
+            f"voltage {np.nanmin(vm):.4f} to {np.nanmax(vm):.4f} p.u. "
+            f"(bus {ids[np.nanargmin(vm)]} to bus {ids[np.nanargmax(vm)]})"
         )
     va = np.rad2deg(np.asarray(result.va_rad))
     iso = np.asarray(result.bus_isolated)

@@ -51,3 +51,11 @@ def test_cli_as_a_module_with_help():
         text=True,
     )
     assert bad.returncode == 2 and "--top" in bad.stderr
+
+
+def test_cli_ac_summary(capsys):
+    assert main(["ieee14", "--method", "ac", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    r = gp.solve(gp.load_case("ieee14"), "ac")
+    assert "AC power flow of ieee14" in out
+    assert f"losses {float(r.total_loss_mw):.2f} MW" in out and f"iterations {int(r.iterations)}" in out
