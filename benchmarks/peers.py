@@ -86,3 +86,21 @@ def single_solve_peers(method: str, name: str, net) -> dict:
         "PYPOWER runpf": lambda: runpf(ppc, opts),
         "lightsim2grid ac_pf": lambda: grid.ac_pf(v0.copy(), 10, 1e-8),
     }
+
+
+def lightsim_sweep_runner(net, algorithm: str, n: int, threads: int = 2):
+    """A callable running lightsim2grid's InjectionSweep on ``n`` random load scenarios
+    (same distribution as the gridphysics batch: loads times 1 + 0.1 N(0, 1))."""
+    grid = lightsim_grid(net)
+    rng = np.random.default_rng(0)
+    scale = 1.0 + 0.1 * rng.standard_normal((n, len(net.load)))
+    load_p = net.load.p_mw.to_numpy()[None, :] * scale
+    gen_p = np.tile(lightsim_gen_p(grid), (n, 1))
+    sweep = lightsim_sweep(grid, algorithm, load_p, gen_p, threads=threads)
+    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
+
+    def run():
+        sweep.compute(v0, 10, 1e-8)
+        sweep.compute_power_flows()
+
+    return run

@@ -17,9 +17,7 @@ import pytest
 import gridphysics as gp
 from benchmarks.conftest import OURS, median_seconds
 from benchmarks.peers import (
-    lightsim_gen_p,
-    lightsim_grid,
-    lightsim_sweep,
+    lightsim_sweep_runner,
     pandapower_net,
     single_solve_peers,
 )
@@ -112,18 +110,7 @@ def test_ac_batched(benchmark, record, case, algorithm):
 def test_ac_batched_lightsim2grid(benchmark, record, case):
     name, _, net = case
     n = SCENARIOS[name]
-    grid = lightsim_grid(net)
-    rng = np.random.default_rng(0)
-    load_p = net.load.p_mw.to_numpy()[None, :] * (
-        1.0 + 0.1 * rng.standard_normal((n, len(net.load)))
-    )
-    gen_p = np.tile(lightsim_gen_p(grid), (n, 1))
-    sweep = lightsim_sweep(grid, "NR_KLU", load_p, gen_p, threads=2)
-    v0 = np.ones(grid.get_bus_vn_kv().shape[0], dtype=complex)
-
-    def run():
-        sweep.compute(v0, 10, 1e-8)
-        sweep.compute_power_flows()
+    run = lightsim_sweep_runner(net, "NR_KLU", n)
 
     group = f"AC batched, {name}"
     benchmark.group = group
