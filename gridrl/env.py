@@ -32,11 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
-from gridrl import safety, scenarios
+from gridrl import physics, safety, scenarios
 from gridrl.areas import partition, tie_lines
 from gridrl.spaces import Box
 
 DT_HOURS = 0.25
+FAST_DC_MAX_BRANCHES = 3000  # above this, no dense transfer matrix: exact solves every step
 RATING_RULE = "operation-v1"  # cases/ratings.toml: ratings of branches the case leaves unrated
 
 
@@ -97,6 +98,8 @@ class EnvParams:
     base_gen_mw: jax.Array  # (n_gen,) the case's own dispatch
     ramp_mw: jax.Array  # (n_gen,) ramp per step
     capacity_mw: jax.Array  # (n_gen,) installed capacity (renewables: twice the case output)
+    transfer: jax.Array | None  # (n_branch, n_branch) see gridrl.physics; None: exact solves only
+    flow_shift: jax.Array  # (n_branch,) flows at zero injection (phase shifters)
     learned_safety: jax.Array  # () 0/1: apply the safety agent's residual action
 
 
@@ -461,12 +464,31 @@ class GridEnv:
             )
         )
 
-    def _flows(self, params: EnvParams, gen, served, branch_on, rate):
+    def _exact_flows(self, params: EnvParams, branch_on, gen, served):
+        """``(p_from_mw, bus_isolated)`` from ``gridphysics.solve`` (a failed solve counts
+        every bus as isolated: a blackout)."""
         net = (
             params.network.with_loads(p_mw=served)
             .with_gens(p_mw=gen)
-            .with_branches(status=branch_on, rate_a_mva=rate)
+            .with_branches(status=branch_on)
         )
+        res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
+        return res.p_from_mw, res.bus_isolated | ~res.converged
+
+    def _flows(self, params: EnvParams, gen, served, branch_on, rate):
+        """Branch loadings (percent; inf where the solve failed) and isolated buses."""
+        if self.config.method == "dc" and params.transfer is not None:
+            injection = self._injection(params.network, served) + jax.ops.segment_sum(
+                gen, jnp.asarray(params.network.topology.gen_bus), self.n_bus
+            )
+            p_from, isolated = physics.dc_flows(
+                self._exact_flows, params, injection, branch_on, gen, served
+            )
+            loading = jnp.abs(p_from) / jnp.where(jnp.isnan(rate), 1.0, rate) * 100.0
+            loading = jnp.where(jnp.isnan(rate), jnp.nan, loading)
+            return jnp.where(jnp.isfinite(p_from), loading, jnp.inf), isolated
+        net = params.network.with_loads(p_mw=served).with_gens(p_mw=gen)
+        net = net.with_branches(status=branch_on, rate_a_mva=rate)
         res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
         loading = jnp.where(res.converged, res.loading_percent, jnp.inf)
         return loading, res.bus_isolated | ~res.converged
@@ -626,6 +648,17 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
         base_gen_mw=jnp.asarray(base, dtype),
         ramp_mw=jnp.asarray(ramp, dtype),
         capacity_mw=jnp.asarray(capacity, dtype),
+        transfer=None
+        if network.n_branch > FAST_DC_MAX_BRANCHES
+        else jnp.asarray(physics.transfer_matrix(network), dtype),
+        flow_shift=jnp.asarray(_zero_injection_flows(network), dtype),
         learned_safety=jnp.asarray(0.0, dtype),
     )
     return env, params
+
+
+def _zero_injection_flows(network: gp.Network) -> np.ndarray:
+    """DC flows with every injection at zero (only phase shifters drive them)."""
+    zero = network.with_loads(p_mw=0.0).with_gens(p_mw=0.0)
+    zero = zero.replace(shunt=zero.shunt.replace(g_mw=jnp.zeros_like(zero.shunt.g_mw)))
+    return np.asarray(gp.solve(zero).p_from_mw)
