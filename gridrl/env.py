@@ -34,6 +34,7 @@ import numpy as np
 import gridphysics as gp
 from gridrl import physics, safety, scenarios
 from gridrl.areas import partition, tie_lines
+from gridrl.opf import zero_injection_flows
 from gridrl.spaces import Box
 
 DT_HOURS = 0.25
@@ -651,14 +652,7 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
         transfer=None
         if network.n_branch > FAST_DC_MAX_BRANCHES
         else jnp.asarray(physics.transfer_matrix(network), dtype),
-        flow_shift=jnp.asarray(_zero_injection_flows(network), dtype),
+        flow_shift=jnp.asarray(zero_injection_flows(network)[0], dtype),
         learned_safety=jnp.asarray(0.0, dtype),
     )
     return env, params
-
-
-def _zero_injection_flows(network: gp.Network) -> np.ndarray:
-    """DC flows with every injection at zero (only phase shifters drive them)."""
-    zero = network.with_loads(p_mw=0.0).with_gens(p_mw=0.0)
-    zero = zero.replace(shunt=zero.shunt.replace(g_mw=jnp.zeros_like(zero.shunt.g_mw)))
-    return np.asarray(gp.solve(zero).p_from_mw)

@@ -112,8 +112,9 @@ def _failure(n_gen: int, n_load: int, n_branch: int, status: str, message: str) 
     )
 
 
-def _zero_injection_flows(net: Network) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Flows with every load, generator and shunt at zero, and the dead buses."""
+def zero_injection_flows(net: Network) -> tuple[np.ndarray, np.ndarray, bool]:
+    """DC flows with every load, generator and shunt at zero (only phase shifters drive
+    them), the dead buses, and whether that solve converged."""
     empty = net.with_loads(p_mw=0.0).with_gens(p_mw=0.0)
     empty = empty.replace(shunt=empty.shunt.replace(g_mw=jnp.zeros_like(empty.shunt.g_mw)))
     with warnings.catch_warnings():
@@ -220,7 +221,7 @@ def dc_opf(
     shunt_g = np.asarray(network.shunt.g_mw) * np.asarray(network.shunt.status)
 
     net = network if branch_status is None else network.with_branches(status=status)
-    f0, isolated, converged = _zero_injection_flows(net)
+    f0, isolated, converged = zero_injection_flows(net)
     if not converged:
         return _failure(
             n_gen, n_load, n_branch, "power flow failed", "the DC power flow of the grid failed"
