@@ -108,14 +108,3 @@ def branch_powers(
     """Complex power entering each branch at its from and to end (p.u.)."""
     i_f, i_t = branch_currents(topology, y, v)
     return v[topology.branch_from] * jnp.conj(i_f), v[topology.branch_to] * jnp.conj(i_t)
-
-
-def bus_injections(
-    topology: Topology, s_from: jax.Array, s_to: jax.Array, y_shunt: jax.Array, v: jax.Array
-) -> jax.Array:
-    """(n_bus,) complex power injected into the grid at each bus: branch flows leaving
-    the bus plus what its shunt absorbs, ``V conj(Ybus V)``, p.u."""
-    n = topology.n_bus
-    flows = jnp.concatenate([s_from, s_to])
-    ends = jnp.asarray(np.concatenate([topology.branch_from, topology.branch_to]))
-    return jax.ops.segment_sum(flows, ends, n) + jnp.conj(y_shunt) * jnp.abs(v) ** 2

@@ -187,12 +187,6 @@ def _islanding(network: Network, sets: list[tuple[int, ...]]) -> np.ndarray:
 
 
 @jax.jit
-def _single_outage_flows(base_flow: jax.Array, factors: jax.Array, outages: jax.Array) -> jax.Array:
-    """(..., n_out, n_branch) flows after each single outage: ``f + LODF[:, k] f_k``."""
-    return base_flow[..., None, :] + base_flow[..., outages][..., None] * factors.T
-
-
-@jax.jit
 def _multi_outage_flows(
     base_flow: jax.Array, h: jax.Array, sets: jax.Array, columns: jax.Array
 ) -> jax.Array:
