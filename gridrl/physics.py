@@ -22,6 +22,9 @@ from jax.custom_batching import custom_vmap
 import gridphysics as gp
 
 
+EXACT_CHUNK = 8  # environments per exact fallback solve (a loop covers the rest)
+
+
 def transfer_matrix(network: gp.Network) -> jax.Array:
     """(n_branch, n_branch) ``H[:, k]``: flow change on every branch per MW moved from
     branch ``k``'s from bus to its to bus, in the intact grid (``PTDF @ (e_f - e_t)``)."""
@@ -91,12 +94,25 @@ def dc_flows(exact, params, injection_bus, branch_on, gen, served, max_outages: 
         post, ok = jax.vmap(lambda i, o: fast_one(params, i, o))(inj, on)
         none = jnp.zeros((axis_size, n_bus), bool)
 
+        chunk = min(axis_size, EXACT_CHUNK)
+
         def with_exact():
-            exact_flow, exact_iso = jax.vmap(lambda o, g, s: exact(params, o, g, s))(
-                on, gen, served
+            # exact solves for the environments that need one only, `chunk` at a time
+            def body(carry):
+                remaining, flow, iso = carry
+                weight, idx = jax.lax.top_k(remaining.astype(jnp.int32), chunk)
+                take = weight > 0
+                f, i = jax.vmap(lambda o, g, s: exact(params, o, g, s))(
+                    on[idx], gen[idx], served[idx]
+                )
+                flow = flow.at[idx].set(jnp.where(take[:, None], f, flow[idx]))
+                iso = iso.at[idx].set(jnp.where(take[:, None], i, iso[idx]))
+                return remaining.at[idx].set(remaining[idx] & ~take), flow, iso
+
+            _, flow, iso = jax.lax.while_loop(
+                lambda carry: jnp.any(carry[0]), body, (~ok, post, none)
             )
-            keep = ok[:, None]
-            return jnp.where(keep, post, exact_flow), jnp.where(keep, none, exact_iso)
+            return flow, iso
 
         return jax.lax.cond(jnp.all(ok), lambda: (post, none), with_exact), (True, True)
 

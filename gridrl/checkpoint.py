@@ -1,0 +1,111 @@
+"""Training checkpoints (orbax): the whole train state plus the configuration that made it.
+
+A checkpoint directory holds one sub-directory per saved update (orbax's layout); orbax
+writes each one under a temporary name and renames it when complete, so a run killed
+mid-save never leaves a half-written checkpoint that :func:`latest_step` would pick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+FORMAT = "gridrl-mappo-1"
+
+
+class CheckpointError(RuntimeError):
+    """A missing, unreadable or incompatible checkpoint."""
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """``path`` itself, or ``path/checkpoints`` when ``path`` is a run directory."""
+    path = Path(path).absolute()
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints"
+    return path
+
+
+def manager(directory: str | Path, keep: int = 3, read_only: bool = False):
+    directory = Path(directory).absolute()
+    if read_only:
+        options = ocp.CheckpointManagerOptions(
+            read_only=True, create=False, save_interval_steps=0, enable_async_checkpointing=False
+        )
+    else:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        )
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns about the read-only options it was given
+    try:
+        return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+    finally:
+        absl.setLevel(level)
+
+
+def save(mgr, update: int, state, meta: dict) -> None:
+    meta = {"format": FORMAT, **meta}
+    mgr.save(
+        update,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=True,
+    )
+    mgr.wait_until_finished()
+
+
+def latest_step(path: str | Path) -> int:
+    directory = checkpoint_dir(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"no checkpoint directory at {directory}")
+    step = manager(directory, read_only=True).latest_step()
+    if step is None:
+        raise CheckpointError(
+            f"{directory} holds no complete checkpoint (expected orbax step directories "
+            f"written by `python -m gridrl.train`)"
+        )
+    return step
+
+
+def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
+    """``(step, meta)`` of the latest (or the given) checkpoint under ``path``."""
+    directory = checkpoint_dir(path)
+    step = latest_step(directory) if step is None else step
+    meta_file = directory / str(step) / "meta" / "metadata"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {directory / str(step)} has no metadata (incomplete or not a gridrl checkpoint)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {directory / str(step)}: corrupt metadata ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {directory / str(step)} has format {meta.get('format')!r}; "
+            f"this gridrl reads {FORMAT!r}"
+        )
+    return step, meta
+
+
+def restore(path: str | Path, target, step: int | None = None):
+    """The train state saved at ``step`` (default: latest), shaped and sharded like
+    ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``)."""
+    directory = checkpoint_dir(path)
+    step, meta = read_meta(directory, step)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        target,
+    )
+    try:
+        restored = manager(directory, read_only=True).restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        )
+    except Exception as exc:  # orbax/tensorstore raise many kinds; name the checkpoint
+        raise CheckpointError(
+            f"checkpoint {directory / str(step)} could not be read: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    return restored["state"], meta

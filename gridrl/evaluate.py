@@ -1,0 +1,293 @@
+"""``python -m gridrl.evaluate --checkpoint RUN_DIR``: the trained policy against every
+baseline on the same held-out days, as a markdown report with PNG plots.
+
+The report's table has cost, overload-step share, energy not served, trips, safety
+interventions, survival and a normalized score (0 = do-nothing, 100 = the DC-OPF
+oracle, higher is better). The plots: learning curves (from the run's
+``logs/metrics.jsonl``), the baseline comparison, and a day of line loadings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gridrl.baselines import BASELINES, EpisodeMetrics, make_policy, run_episodes
+
+
+def normalized_score(cost: float, do_nothing: float, oracle: float) -> float:
+    """100 * (do-nothing cost - cost) / (do-nothing cost - oracle cost)."""
+    span = do_nothing - oracle
+    if not np.isfinite(span) or abs(span) < 1e-9:
+        return float("nan")
+    return 100.0 * (do_nothing - cost) / span
+
+
+def evaluate(policy, *, episodes: int, seed: int, level: int, baselines=BASELINES):
+    """``{name: EpisodeMetrics}`` for the policy (``"policy"``) and the baselines, all on
+    the same seeded days at ``level``."""
+    env = policy.env
+    params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
+    results = {
+        "policy": run_episodes(env, params, policy.as_policy(), episodes=episodes, seed=seed)
+    }
+    for name in baselines:
+        results[name] = run_episodes(
+            env, params, make_policy(name, env), episodes=episodes, seed=seed, jit=name != "dc_opf"
+        )
+    return results
+
+
+def scores(results: dict[str, EpisodeMetrics]) -> dict[str, float]:
+    if "do_nothing" not in results or "dc_opf" not in results:
+        return {k: float("nan") for k in results}
+    dn, opf = results["do_nothing"].cost, results["dc_opf"].cost
+    return {k: normalized_score(m.cost, dn, opf) for k, m in results.items()}
+
+
+def day_loadings(env, params, policy_fn, seed: int, jit: bool = True) -> np.ndarray:
+    """(steps, n_branch) line loadings (percent) over the first held-out day."""
+    step = jax.jit(env.step)
+    act = jax.jit(policy_fn) if jit else policy_fn
+    key = jax.random.fold_in(jax.random.key(seed), 0)
+    key, k_reset = jax.random.split(key)
+    obs, state = env.reset(k_reset, params)
+    rows = []
+    for i in range(env.config.episode_steps):
+        k_scen = jax.random.fold_in(key, i)
+        k_pol = (
+            k_scen
+            if getattr(policy_fn, "foresees_step", False)
+            else jax.random.fold_in(k_scen, 1_000_003)
+        )
+        obs, new_state, _, done, _ = step(k_scen, state, act(k_pol, obs, state, params), params)
+        if bool(done["__all__"]):
+            break
+        state = new_state
+        rows.append(np.asarray(state.loading))
+    return np.array(rows) if rows else np.zeros((0, env.n_branch))
+
+
+def read_log(log_dir: Path) -> list[dict]:
+    path = Path(log_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    if log:
+        steps = np.array([r["env_steps"] for r in log], float)
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        for ax, key, title in [
+            (axes[0, 0], "return", "episode return"),
+            (axes[0, 1], "total_cost", "cost per step ($)"),
+            (axes[1, 0], "violation_rate", "violation rate (overload or trip)"),
+            (axes[1, 1], "level", "curriculum level"),
+        ]:
+            y = np.array([np.nan if r.get(key) is None else r[key] for r in log], float)
+            ax.plot(steps, y, lw=1)
+            ax.set_title(title)
+            ax.set_xlabel("environment steps")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "learning_curves.png", dpi=110)
+        plt.close(fig)
+        files.append("learning_curves.png")
+
+    names = list(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].bar(names, [results[n].cost / 1e6 for n in names], color="tab:blue")
+    axes[0].set_ylabel("cost per day (M$)")
+    axes[0].set_title("cost")
+    axes[1].bar(names, [score[n] for n in names], color="tab:green")
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].axhline(100, color="k", lw=0.8, ls="--")
+    axes[1].set_title("normalized score (0 = do-nothing, 100 = DC-OPF)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(out_dir / "baselines.png", dpi=110)
+    plt.close(fig)
+    files.append("baselines.png")
+
+    if loadings:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for name, rows in loadings.items():
+            if rows.size:
+                axes[0].plot(np.arange(1, len(rows) + 1) / 4, rows.max(axis=1), label=name)
+        axes[0].axhline(100, color="k", lw=0.8, ls="--")
+        axes[0].set_xlabel("hour")
+        axes[0].set_ylabel("highest line loading (%)")
+        axes[0].set_title("a held-out day: worst line")
+        axes[0].legend()
+        rows = loadings.get("policy")
+        if rows is not None and rows.size:
+            im = axes[1].imshow(
+                rows.T, aspect="auto", cmap="magma", vmin=0, vmax=120,
+                extent=(0, len(rows) / 4, rows.shape[1], 0),
+            )
+            axes[1].set_xlabel("hour")
+            axes[1].set_ylabel("branch")
+            axes[1].set_title("trained policy: every line's loading (%)")
+            fig.colorbar(im, ax=axes[1])
+        fig.tight_layout()
+        fig.savefig(out_dir / "day_loadings.png", dpi=110)
+        plt.close(fig)
+        files.append("day_loadings.png")
+    return files
+
+
+def write_report(
+    checkpoint,
+    *,
+    out_dir=None,
+    episodes: int = 4,
+    seed: int = 1_000_000,
+    level: int = 4,
+    log_dir=None,
+    baselines=BASELINES,
+    case: str | None = None,
+) -> Path:
+    """Evaluate the checkpoint's policy and the baselines; write ``report.md`` and the
+    plots into ``out_dir`` (default: the run directory). Returns the report's path."""
+    from gridrl.policy import load_policy
+
+    t0 = time.time()
+    policy = load_policy(checkpoint)
+    if case is not None and Path(case).stem != Path(policy.config.case).stem:
+        raise ValueError(
+            f"--case {case!r}: the checkpoint's policy was trained on {policy.config.case!r}; "
+            "its observation and action sizes belong to that grid"
+        )
+    run_dir = policy.checkpoint.parent
+    out_dir = Path(out_dir) if out_dir else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(log_dir) if log_dir else run_dir / "logs"
+    baselines = tuple(b for b in baselines if b != "policy")
+    results = evaluate(policy, episodes=episodes, seed=seed, level=level, baselines=baselines)
+    score = scores(results)
+    params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
+    loadings = {"policy": day_loadings(policy.env, params, policy.as_policy(), seed)}
+    for name in ("do_nothing", "greedy"):
+        if name in baselines:
+            loadings[name] = day_loadings(policy.env, params, make_policy(name, policy.env), seed)
+    log = read_log(log_dir)
+    files = _plots(out_dir, log, results, score, loadings)
+
+    c = policy.config
+    lines = [
+        f"# gridrl evaluation: {c.case}",
+        "",
+        f"Checkpoint `{policy.checkpoint}` (update {policy.update}, "
+        f"{policy.update * c.batch_steps:,} environment steps). "
+        f"{episodes} held-out day(s) at curriculum level {level}, seed {seed}; every policy "
+        "sees the same days. Costs per day in $. Score: 0 = do-nothing, 100 = DC-OPF oracle "
+        "(perfect foresight of the step), higher is better.",
+        "",
+        "| policy | score | cost $ | overload steps | ENS MWh | trips | interventions | survival |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in results.items():
+        lines.append(
+            f"| {name} | {score[name]:.1f} | {m.cost:,.0f} | {m.overload_step_share:.1%} | "
+            f"{m.energy_not_served_mwh:.1f} | {m.trips:.2f} | {m.interventions:.1f} | {m.survival:.1%} |"
+        )
+    beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
+    lines += [
+        "",
+        f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
+        "(on the normalized score).",
+        "",
+    ]
+    if log:
+        last = log[-1]
+        lines += [
+            "## Training",
+            "",
+            f"{last['update']} updates, {last['env_steps']:,} environment steps, "
+            f"{(log[-1]['time'] - log[0]['time']) / 60:.1f} min between the first and last update "
+            f"logged, final curriculum level {int(last['level'])}, last throughput "
+            f"{last['steps_per_s']:,.0f} steps/s.",
+            "",
+        ]
+    lines += [f"![{f}]({f})" for f in files]
+    lines += ["", f"Options: `{json.dumps(c.to_dict())}`", f"Evaluated in {time.time() - t0:.0f} s.", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    (out_dir / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "episodes": episodes,
+                "seed": seed,
+                "level": level,
+                "results": {k: m.as_dict() | {"score": score[k]} for k, m in results.items()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gridrl.evaluate",
+        description="Run a trained policy and every baseline on the same held-out days and write "
+        "a markdown report (table with a normalized score: 0 = do-nothing, 100 = DC-OPF oracle) "
+        "with PNG plots.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="run directory or its checkpoints/")
+    parser.add_argument("--case", help="case the policy was trained on (checked against the checkpoint)")
+    parser.add_argument("--episodes", type=int, default=4, help="held-out days (default: 4)")
+    parser.add_argument("--seed", type=int, default=1_000_000, help="seed of the days (default: 1000000)")
+    parser.add_argument("--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)")
+    parser.add_argument("--out", help="output directory (default: the run directory)")
+    parser.add_argument(
+        "--baselines", default=",".join(BASELINES), help=f"comma-separated subset of {', '.join(BASELINES)}"
+    )
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")
+    from gridrl.checkpoint import CheckpointError
+
+    try:
+        path = write_report(
+            args.checkpoint,
+            out_dir=args.out,
+            episodes=args.episodes,
+            seed=args.seed,
+            level=args.level,
+            baselines=names,
+            case=args.case,
+        )
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(path.read_text().split("\n## Training")[0])
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""``python -m gridrl.train --case ieee118``: train the agents with MAPPO.
+
+The run directory (``--run-dir``, default ``runs/<case>-<date>-<time>``) receives:
+
+* ``logs/``: TensorBoard event files and ``metrics.jsonl`` (one line per update: losses,
+  entropy, returns, every reward component, violations, interventions, curriculum
+  level, steps/s);
+* ``checkpoints/``: orbax checkpoints every ``--checkpoint-every`` updates and on
+  Ctrl-C, the newest ``--keep-checkpoints`` kept; ``--resume RUN_DIR`` continues one;
+* ``report.md`` and ``*.png``: the evaluation against the baselines on held-out days
+  (``python -m gridrl.evaluate`` writes the same for any checkpoint).
+
+Multi-host: start the same command on every host with ``--coordinator-address``,
+``--num-processes`` and ``--process-id`` (or the ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` environment variables); environments are then
+split over every device of every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from gridrl.config import HELP, ConfigError, TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """Non-finite losses or parameters; the last good checkpoint is kept."""
+
+
+def _host(x):
+    import numpy as np
+
+    return np.asarray(x.addressable_data(0)) if hasattr(x, "addressable_data") else np.asarray(x)
+
+
+class MetricsLog:
+    """TensorBoard events and a JSONL file with the same scalars (process 0 only)."""
+
+    def __init__(self, log_dir: Path, resume_update: int | None = None):
+        from tensorboardX import SummaryWriter
+
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.path = log_dir / "metrics.jsonl"
+        if resume_update is not None and self.path.exists():
+            # drop lines past the checkpoint: they are about to be recomputed
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("update", 0) <= resume_update
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = self.path.open("a")
+        self.writer = SummaryWriter(str(log_dir), purge_step=None)
+
+    def write(self, record: dict) -> None:
+        step = record["env_steps"]
+        for k, v in record.items():
+            if isinstance(v, float) and math.isfinite(v):
+                self.writer.add_scalar(_tb_name(k), v, step)
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
+        self.file.write(json.dumps(clean) + "\n")
+
+    def flush(self):
+        self.file.flush()
+        self.writer.flush()
+
+    def close(self):
+        self.file.close()
+        self.writer.close()
+
+
+_TB_GROUPS = {
+    "return": "episode",
+    "episode_cost": "episode",
+    "episodes": "episode",
+    "reward": "reward",
+    "total_cost": "cost",
+    "generation_cost": "cost",
+    "redispatch_cost": "cost",
+    "shedding_cost": "cost",
+    "overload_penalty": "cost",
+    "ens_cost": "cost",
+    "trip_penalty": "cost",
+    "energy_not_served_mwh": "safety",
+    "trips": "safety",
+    "overload_share": "safety",
+    "violation_rate": "safety",
+    "interventions": "safety",
+    "level": "curriculum",
+    "steps_per_s": "perf",
+}
+
+
+def _tb_name(k):
+    return f"{_TB_GROUPS.get(k, 'loss')}/{k}"
+
+
+def run_training(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    log_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+    env_params=None,
+):
+    """Train with I/O between compiled chunks; returns ``(trainer, state)``.
+
+    Raises :class:`TrainingDiverged` (after keeping the last good checkpoint) when a
+    loss or parameter turns non-finite.
+    """
+    import jax
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from gridrl import checkpoint as ckpt
+    from gridrl.mappo import METRICS, Trainer
+
+    run_dir = Path(run_dir)
+    log_dir = Path(log_dir) if log_dir else run_dir / "logs"
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
+    main_process = jax.process_index() == 0
+
+    trainer = Trainer(config, env_params=env_params)
+    c = trainer.config
+    state = trainer.init(jax.random.PRNGKey(c.seed))
+    start = 0
+    if resume:
+        step, meta = ckpt.read_meta(checkpoint_dir)
+        saved = TrainConfig.from_dict(meta["config"])
+        if saved.to_dict() | {"total_steps": 0} != c.to_dict() | {"total_steps": 0}:
+            diff = {
+                k: (v, c.to_dict()[k])
+                for k, v in saved.to_dict().items()
+                if k != "total_steps" and c.to_dict()[k] != v
+            }
+            raise ConfigError(
+                f"--resume: the checkpoint was trained with other options {diff} "
+                f"(saved, given); only --total-steps may change on resume"
+            )
+        state, meta = ckpt.restore(checkpoint_dir, state)
+        start = int(_host(state.shared.update))
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+    mgr = ckpt.manager(checkpoint_dir, keep=c.keep_checkpoints)
+    log = MetricsLog(log_dir, resume_update=start if resume else 0) if main_process else None
+
+    def save(state, update):
+        ckpt.save(
+            mgr,
+            update,
+            state,
+            {
+                "config": c.to_dict(),
+                "update": update,
+                "env_steps": update * c.batch_steps,
+                "level": int(_host(state.shared.level)),
+            },
+        )
+
+    total = c.num_updates
+    stop = {"flag": False}
+
+    def on_sigint(signum, frame):
+        stop["flag"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts
+
+    previous = None
+    if main_process and progress and _is_main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(
+        total=total * c.batch_steps,
+        initial=start * c.batch_steps,
+        unit="step",
+        unit_scale=True,
+        disable=not (progress and main_process),
+        desc=f"{c.case}",
+        dynamic_ncols=True,
+    )
+    update = start
+    last_saved = start if resume else None
+    try:
+        while update < total and not stop["flag"]:
+            to_ckpt = c.checkpoint_every - update % c.checkpoint_every
+            n = c.updates_per_chunk if min(total - update, to_ckpt) >= c.updates_per_chunk else 1
+            t0 = time.perf_counter()
+            new_state, metrics = trainer.run(state, n)
+            metrics = {k: _host(v) for k, v in metrics.items()}
+            dt = time.perf_counter() - t0
+            bad = np.flatnonzero(metrics["finite"] < 1)
+            if bad.size:
+                where = (
+                    f"last good checkpoint: update {last_saved} in {checkpoint_dir}"
+                    if last_saved is not None
+                    else "no checkpoint was saved before it"
+                )
+                raise TrainingDiverged(
+                    f"training diverged at update {update + int(bad[0]) + 1}: non-finite loss "
+                    f"or parameters (policy loss {metrics['policy_loss'][bad[0]]}, value loss "
+                    f"{metrics['value_loss'][bad[0]]}); nothing after update {update} was kept; "
+                    f"{where}. Try a lower --learning-rate or check the case data."
+                )
+            state = new_state
+            rate = n * c.batch_steps / dt
+            for i in range(n):
+                record = {
+                    "update": update + i + 1,
+                    "env_steps": (update + i + 1) * c.batch_steps,
+                    "time": time.time(),
+                    "steps_per_s": rate,
+                    **{k: float(metrics[k][i]) for k in METRICS if k != "finite"},
+                }
+                if log:
+                    log.write(record)
+            update += n
+            if log:
+                log.flush()
+            bar.update(n * c.batch_steps)
+            bar.set_postfix_str(_postfix(metrics, rate), refresh=False)
+            if update % c.checkpoint_every == 0 or update == total:
+                save(state, update)
+                last_saved = update
+        if stop["flag"] and update < total:
+            save(state, update)
+            bar.write(f"interrupted: checkpoint saved at update {update} in {checkpoint_dir}; continue with --resume {run_dir}")
+    finally:
+        bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if log:
+            log.close()
+    if stop["flag"]:
+        raise KeyboardInterrupt
+    if report and main_process:
+        from gridrl.evaluate import write_report
+
+        print("evaluating the policy and the baselines on held-out days ...", flush=True)
+        path = write_report(
+            checkpoint_dir,
+            out_dir=run_dir,
+            episodes=c.eval_episodes,
+            seed=c.eval_seed,
+            level=c.eval_level,
+            log_dir=log_dir,
+        )
+        print(f"report: {path}")
+    return trainer, state
+
+
+def _postfix(m, rate):
+    ret = m["return"][np.isfinite(m["return"])] if (np := __import__("numpy")) else None
+    parts = [f"{rate:,.0f} steps/s"]
+    if ret is not None and ret.size:
+        parts.append(f"return {ret[-1]:.1f}")
+    parts += [
+        f"cost/step {m['total_cost'][-1]:,.0f}$",
+        f"viol {m['violation_rate'][-1]:.1%}",
+        f"level {int(m['level'][-1])}",
+    ]
+    return " | ".join(parts)
+
+
+def _is_main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# -- command line ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gridrl.train",
+        description="Train the strategic, operational and safety agents with MAPPO on a day of grid "
+        "operation, then evaluate the policy against the baselines (do-nothing, greedy, random, "
+        "DC-OPF oracle) on held-out days. Options come from the defaults, then --config, then flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", help="TOML file of options (a [train] table or top-level keys)")
+    run.add_argument("--run-dir", help="output directory (default: runs/<case>-<date>-<time>)")
+    run.add_argument("--log-dir", help="TensorBoard/JSONL directory (default: RUN_DIR/logs)")
+    run.add_argument(
+        "--checkpoint-dir", help="checkpoint directory (default: RUN_DIR/checkpoints)"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint (its saved options are "
+        "used; only --total-steps may be raised)",
+    )
+    run.add_argument("--no-report", action="store_true", help="skip the final evaluation report")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dist = parser.add_argument_group("multi-host (jax.distributed)")
+    dist.add_argument(
+        "--coordinator-address",
+        default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+        help="host:port of process 0 (env JAX_COORDINATOR_ADDRESS)",
+    )
+    dist.add_argument(
+        "--num-processes",
+        type=int,
+        default=_env_int("JAX_NUM_PROCESSES"),
+        help="number of processes (env JAX_NUM_PROCESSES)",
+    )
+    dist.add_argument(
+        "--process-id",
+        type=int,
+        default=_env_int("JAX_PROCESS_ID"),
+        help="this process's id, 0..N-1 (env JAX_PROCESS_ID)",
+    )
+    opts = parser.add_argument_group("training options (TrainConfig)")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "bool":
+            opts.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{HELP[f.name]} (default: {getattr(defaults, f.name)})",
+            )
+        else:
+            opts.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                metavar=kind.upper(),
+                help=f"{HELP[f.name]} (default: {getattr(defaults, f.name)})",
+            )
+    return parser
+
+
+def _env_int(name):
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "") else None
+
+
+def config_from_args(args) -> TrainConfig:
+    """Defaults, then ``--config``, then flags; a bad value names its flag."""
+    from gridrl.config import _coerce
+
+    base = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
+    changes = {}
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name)
+        if value is not None:
+            changes[f.name] = _coerce(f.name, value, f.type, "--" + f.name.replace("_", "-"))
+    return base.replace(**changes)
+
+
+def init_distributed(args) -> None:
+    import jax
+
+    if not args.coordinator_address:
+        if args.num_processes not in (None, 1):
+            raise ConfigError("--num-processes: needs --coordinator-address (host:port of process 0)")
+        return
+    if args.num_processes is None or args.process_id is None:
+        raise ConfigError(
+            "--coordinator-address: multi-host needs --num-processes and --process-id too"
+        )
+    if not 0 <= args.process_id < args.num_processes:
+        raise ConfigError(
+            f"--process-id: must be in 0..{args.num_processes - 1}, got {args.process_id}"
+        )
+    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            from gridrl import checkpoint as ckpt
+
+            run_dir = Path(args.resume)
+            checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else run_dir / "checkpoints"
+            _, meta = ckpt.read_meta(checkpoint_dir)
+            config = TrainConfig.from_dict(meta["config"])
+            if args.total_steps is not None:
+                config = config.replace(
+                    total_steps=TrainConfig.from_dict({"total_steps": args.total_steps}, "--total-steps").total_steps
+                )
+            others = [
+                "--" + f.name.replace("_", "-")
+                for f in fields(TrainConfig)
+                if f.name != "total_steps" and getattr(args, f.name) is not None
+            ]
+            if others or args.config:
+                parser.error(
+                    f"--resume continues with the checkpoint's own options; drop {', '.join(others) or '--config'} "
+                    "(only --total-steps may change)"
+                )
+        else:
+            config = config_from_args(args)
+            run_dir = Path(args.run_dir or f"runs/{Path(config.case).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+            checkpoint_dir = args.checkpoint_dir
+            cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
+            if cdir.is_dir() and any(cdir.iterdir()):
+                parser.error(
+                    f"{cdir} already holds checkpoints; use --resume {run_dir} to continue that run "
+                    "or choose another --run-dir"
+                )
+        config.validate()
+        from gridphysics.cases import _resolve_name, case_names
+
+        is_file = Path(config.case).suffix == ".m" and Path(config.case).exists()
+        if not is_file and _resolve_name(config.case) is None:
+            parser.error(
+                f"--case: unknown case {config.case!r}; named cases: {', '.join(case_names())} "
+                "(or a MATPOWER .m file)"
+            )
+        init_distributed(args)
+        run_training(
+            config,
+            run_dir,
+            resume=bool(args.resume),
+            log_dir=args.log_dir,
+            checkpoint_dir=checkpoint_dir,
+            progress=not args.no_progress,
+            report=not args.no_report,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from gridrl.checkpoint import CheckpointError
+
+        if isinstance(exc, CheckpointError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
