@@ -25,7 +25,7 @@ class TrainConfig:
     method: str = "dc"
     n_areas: int = 4
     # scale
-    total_steps: int = 3_000_000
+    total_steps: int = 8_000_000
     num_envs: int = 256
     rollout_steps: int = 32
     devices: int = 0

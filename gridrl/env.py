@@ -19,7 +19,8 @@ One step (15 minutes):
    trips cascade within the step; buses cut off lose their load;
 4. the team reward is minus the normalized sum of generation, redispatch, shedding,
    overload, energy-not-served and trip costs; the episode ends after a day or on a
-   blackout (more than half the load lost), and resets itself.
+   blackout (more than half the load lost; the rest of the day's load then counts as
+   energy not served), and resets itself.
 """
 
 from __future__ import annotations
@@ -350,35 +351,7 @@ class GridEnv:
 
         # 2. Decisions.
         base = x.base_mw
-        area_base = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
-        strategic = jnp.clip(actions["strategic"], -1, 1)
-        decide = (t % cfg.strategic_period) == 0
-        targets = jnp.where(decide, area_base * (1 + 0.1 * strategic), state.targets_mw)
-        delta = jnp.zeros(self.n_gen + 1, self.dtype)
-        shed_share = jnp.zeros(self.n_areas, self.dtype)
-        for a in range(self.n_areas):
-            act = jnp.clip(actions[f"operational_{a}"], -1, 1)
-            idx = self.area_gens[a]
-            ramp = jnp.append(params.ramp_mw, 0.0)[idx]
-            delta = delta.at[idx].add(act[: self.max_gens] * ramp)
-            shed_share = shed_share.at[a].set(jnp.clip(act[-1], 0, 1) * cfg.max_shed_share)
-        offset = state.offset_mw + delta[:-1]
-        served = load * (1 - shed_share[jnp.asarray(self.load_area)])
-        proposal = base + offset
-        residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
-        gen, interventions = safety.filter_dispatch(
-            proposal + residual,
-            previous=state.gen_mw,
-            p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
-            p_max=avail,
-            ramp=params.ramp_mw,
-            demand=self._demand(served, params),
-            ptdf=params.ptdf,
-            injection_bus=self._injection(net, served),
-            gen_bus=jnp.asarray(net.topology.gen_bus),
-            rate=rate,
-        )
-        offset = gen - base  # what the operators' redispatch amounts to after the filter
+        targets, offset, served, gen, interventions = self._decide(state, actions, params, x)
 
         # 3. Physics and protections.
         loading, isolated, trips, branch_on, counts, repair = self._protect(
@@ -388,7 +361,15 @@ class GridEnv:
         ens = jnp.sum(jnp.where(isolated, load_at_bus, 0.0))
         total = jnp.maximum(jnp.sum(load), 1e-6)
         lost_share = (ens + jnp.sum(load - served)) / total
-        done = (t >= cfg.episode_steps) | (lost_share > 0.5)
+        blackout = lost_share > 0.5
+        done = (t >= cfg.episode_steps) | blackout
+        # A blackout ends the day: the rest of it counts as energy not served (otherwise
+        # an early blackout would look cheaper than operating the whole day).
+        rest_mwh = jnp.where(
+            blackout & (t < cfg.episode_steps),
+            (cfg.episode_steps - t) * jnp.sum(load) * DT_HOURS,
+            0.0,
+        )
 
         # 4. Reward.
         w = params.reward
@@ -408,7 +389,7 @@ class GridEnv:
         over = (
             jnp.sum(jnp.maximum(jnp.nan_to_num(loading) - 100.0, 0.0)) / 100.0 * w.overload_per_step
         )
-        ens_cost = ens * w.ens_per_mwh * DT_HOURS
+        ens_cost = (ens * DT_HOURS + rest_mwh) * w.ens_per_mwh
         trip_cost = jnp.sum(trips) * w.trip
         total_cost = gen_cost + redispatch + shed + over + ens_cost + trip_cost
         reward = -total_cost / w.normalizer
@@ -438,12 +419,12 @@ class GridEnv:
             "ens_cost": ens_cost,
             "trip_penalty": trip_cost,
             "total_cost": total_cost,
-            "energy_not_served_mwh": (ens + jnp.sum(load - served)) * DT_HOURS,
+            "energy_not_served_mwh": (ens + jnp.sum(load - served)) * DT_HOURS + rest_mwh,
             "trips": jnp.sum(trips),
             "overloaded_lines": jnp.sum(jnp.nan_to_num(loading) > 100.0),
             "interventions": interventions,
             "lost_share": lost_share,
-            "blackout": lost_share > 0.5,
+            "blackout": blackout,
             "level": params.level,
             "step": t,
         }
@@ -454,6 +435,44 @@ class GridEnv:
             for k, v in info.items()
         }
         return next_state, reward.astype(self.dtype), done, info
+
+    def _decide(self, state: EnvState, actions: dict, params: EnvParams, x: Exogenous):
+        """The agents' decisions on the step's conditions ``x``: ``(targets, offset,
+        served, gen, interventions)`` (``gen``: the dispatch after the safety filter)."""
+        cfg = self.config
+        net = params.network
+        t, load, avail, rate = x.t, x.load_mw, x.avail_mw, x.rate_mva
+        base = x.base_mw
+        area_base = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
+        strategic = jnp.clip(actions["strategic"], -1, 1)
+        decide = (t % cfg.strategic_period) == 0
+        targets = jnp.where(decide, area_base * (1 + 0.1 * strategic), state.targets_mw)
+        delta = jnp.zeros(self.n_gen + 1, self.dtype)
+        shed_share = jnp.zeros(self.n_areas, self.dtype)
+        for a in range(self.n_areas):
+            act = jnp.clip(actions[f"operational_{a}"], -1, 1)
+            idx = self.area_gens[a]
+            ramp = jnp.append(params.ramp_mw, 0.0)[idx]
+            delta = delta.at[idx].add(act[: self.max_gens] * ramp)
+            shed_share = shed_share.at[a].set(jnp.clip(act[-1], 0, 1) * cfg.max_shed_share)
+        offset = state.offset_mw + delta[:-1]
+        served = load * (1 - shed_share[jnp.asarray(self.load_area)])
+        proposal = base + offset
+        residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
+        gen, interventions = safety.filter_dispatch(
+            proposal + residual,
+            previous=state.gen_mw,
+            p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
+            p_max=avail,
+            ramp=params.ramp_mw,
+            demand=self._demand(served, params),
+            ptdf=params.ptdf,
+            injection_bus=self._injection(net, served),
+            gen_bus=jnp.asarray(net.topology.gen_bus),
+            rate=rate,
+        )
+        offset = gen - base  # what the operators' redispatch amounts to after the filter
+        return targets, offset, served, gen, interventions
 
     def _injection(self, net, served) -> jax.Array:
         """(n_bus,) injections without generation (minus loads and shunt conductance)."""

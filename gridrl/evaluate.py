@@ -24,11 +24,12 @@ from gridrl.baselines import BASELINES, EpisodeMetrics, make_policy, run_episode
 
 
 def normalized_score(cost: float, do_nothing: float, oracle: float) -> float:
-    """100 * (do-nothing cost - cost) / (do-nothing cost - oracle cost)."""
+    """100 * (do-nothing cost - cost) / (do-nothing cost - oracle cost); NaN when the
+    oracle is not cheaper than do-nothing (the scale is then undefined)."""
     span = do_nothing - oracle
-    if not np.isfinite(span) or abs(span) < 1e-9:
+    if not np.isfinite(span) or span <= 1e-9 * max(abs(do_nothing), 1.0):
         return float("nan")
-    return 100.0 * (do_nothing - cost) / span
+    return 100.0 * (do_nothing - cost) / span + 0.0
 
 
 def evaluate(policy, *, episodes: int, seed: int, level: int, baselines=BASELINES):
@@ -208,12 +209,17 @@ def write_report(
             f"{m.energy_not_served_mwh:.1f} | {m.trips:.2f} | {m.interventions:.1f} | {m.survival:.1%} |"
         )
     beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
-    lines += [
-        "",
-        f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
-        "(on the normalized score).",
-        "",
-    ]
+    if np.isnan(score["policy"]):
+        verdict = (
+            "Normalized scores are undefined here: the DC-OPF oracle was not cheaper than "
+            "do-nothing on these days (compare costs instead)."
+        )
+    else:
+        verdict = (
+            f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
+            "(on the normalized score)."
+        )
+    lines += ["", verdict, ""]
     if log:
         last = log[-1]
         lines += [

@@ -291,6 +291,20 @@ class Trainer:
         self.init = jax.jit(self._init, out_shardings=self.shardings)
         self._runners = {}
 
+    _cache: dict = {}
+
+    @classmethod
+    def cached(cls, config: TrainConfig, env_params: EnvParams | None = None, devices=None):
+        """A trainer for ``config`` shared with earlier calls in this process (its
+        compiled functions are reused); built fresh when ``env_params`` is given."""
+        if env_params is not None:
+            return cls(config, env_params, devices)
+        devices = default_devices(config) if devices is None else devices
+        key = (config, tuple(d.id for d in devices))
+        if key not in cls._cache:
+            cls._cache[key] = cls(config, None, devices)
+        return cls._cache[key]
+
     # -- init --------------------------------------------------------------------------
     def _init(self, key) -> TrainState:
         c = self.config
@@ -578,7 +592,6 @@ class Trainer:
                 self._chunk(n),
                 in_shardings=(self.shardings,),
                 out_shardings=(self.shardings, NamedSharding(self.mesh, P())),
-                donate_argnums=(0,),
             )
         return self._runners[n](state)
 

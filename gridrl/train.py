@@ -113,8 +113,12 @@ def run_training(
     progress: bool = True,
     report: bool = True,
     env_params=None,
+    max_updates: int | None = None,
 ):
     """Train with I/O between compiled chunks; returns ``(trainer, state)``.
+
+    ``max_updates`` stops this session after that many updates (a checkpoint is saved
+    there; ``resume=True`` continues exactly as if it had not stopped).
 
     Raises :class:`TrainingDiverged` (after keeping the last good checkpoint) when a
     loss or parameter turns non-finite.
@@ -131,7 +135,7 @@ def run_training(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
     main_process = jax.process_index() == 0
 
-    trainer = Trainer(config, env_params=env_params)
+    trainer = Trainer.cached(config, env_params=env_params)
     c = trainer.config
     state = trainer.init(jax.random.PRNGKey(c.seed))
     start = 0
@@ -170,6 +174,7 @@ def run_training(
         )
 
     total = c.num_updates
+    end = total if max_updates is None else min(total, start + max_updates)
     stop = {"flag": False}
 
     def on_sigint(signum, frame):
@@ -191,9 +196,9 @@ def run_training(
     update = start
     last_saved = start if resume else None
     try:
-        while update < total and not stop["flag"]:
+        while update < end and not stop["flag"]:
             to_ckpt = c.checkpoint_every - update % c.checkpoint_every
-            n = c.updates_per_chunk if min(total - update, to_ckpt) >= c.updates_per_chunk else 1
+            n = c.updates_per_chunk if min(end - update, to_ckpt) >= c.updates_per_chunk else 1
             t0 = time.perf_counter()
             new_state, metrics = trainer.run(state, n)
             metrics = {k: _host(v) for k, v in metrics.items()}
@@ -228,7 +233,7 @@ def run_training(
                 log.flush()
             bar.update(n * c.batch_steps)
             bar.set_postfix_str(_postfix(metrics, rate), refresh=False)
-            if update % c.checkpoint_every == 0 or update == total:
+            if update % c.checkpoint_every == 0 or update in (total, end):
                 save(state, update)
                 last_saved = update
         if stop["flag"] and update < total:
@@ -242,7 +247,7 @@ def run_training(
             log.close()
     if stop["flag"]:
         raise KeyboardInterrupt
-    if report and main_process:
+    if report and main_process and update == total:
         from gridrl.evaluate import write_report
 
         print("evaluating the policy and the baselines on held-out days ...", flush=True)
@@ -376,8 +381,9 @@ def init_distributed(args) -> None:
         raise ConfigError(
             f"--process-id: must be in 0..{args.num_processes - 1}, got {args.process_id}"
         )
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU devices talk through gloo (no effect on GPU/TPU collectives); must be set
+    # before anything initializes a backend
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=args.coordinator_address,
         num_processes=args.num_processes,

@@ -1,0 +1,232 @@
+"""``python -m gridrl.recommend --checkpoint RUN_DIR --net snapshot.json``: setpoints for a
+pandapower network snapshot, with the post-action flows computed by gridphysics.
+
+The snapshot (``pandapower.to_json``) must be the grid the policy was trained on (for
+ieee118: ``pandapower.networks.case118()`` with its loads, dispatch and switching
+changed). Elements are matched to the training grid by bus position (generators and
+loads by bus, branches by their two buses), so pandapower's own element order is fine.
+Ratings are those the policy was trained with. The policy sees the snapshot as the
+state of the hour given by ``--hour``; its operational redispatch, load shedding and
+the safety filter give the recommended dispatch, which is then solved (DC, and AC with
+``--ac``) and compared with the snapshot's own flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gridphysics as gp
+
+
+class SnapshotError(ValueError):
+    """The snapshot cannot be read or is not the grid the policy was trained on."""
+
+
+def _keys(pairs):
+    seen = defaultdict(int)
+    out = []
+    for p in pairs:
+        out.append((*p, seen[p]))
+        seen[p] += 1
+    return out
+
+
+def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
+    """Index arrays mapping the training grid's elements to the snapshot's
+    (``snap_values[idx]`` is in training order)."""
+    tt, ts = train.topology, snap.topology
+    if tt.n_bus != ts.n_bus:
+        raise SnapshotError(
+            f"the snapshot has {ts.n_bus} buses; the policy was trained on a grid with {tt.n_bus}"
+        )
+    out = {}
+    for name, kt, ks in [
+        ("gen", [(int(b),) for b in tt.gen_bus], [(int(b),) for b in ts.gen_bus]),
+        ("load", [(int(b),) for b in tt.load_bus], [(int(b),) for b in ts.load_bus]),
+        (
+            "branch",
+            [tuple(sorted((int(f), int(t)))) for f, t in zip(tt.branch_from, tt.branch_to, strict=True)],
+            [tuple(sorted((int(f), int(t)))) for f, t in zip(ts.branch_from, ts.branch_to, strict=True)],
+        ),
+    ]:
+        kt, ks = _keys(kt), _keys(ks)
+        where = {k: i for i, k in enumerate(ks)}
+        missing = [k for k in kt if k not in where]
+        if missing or len(ks) != len(kt):
+            raise SnapshotError(
+                f"the snapshot's {name}s do not match the training grid's ({len(ks)} vs {len(kt)}; "
+                f"first missing (bus positions): {missing[:3]})"
+            )
+        out[name] = np.array([where[k] for k in kt])
+    return out
+
+
+def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False) -> dict:
+    """The recommended dispatch for ``snapshot`` and the flows before and after it."""
+    env, params = policy.env, policy.env_params
+    train = params.network
+    idx = match(train, snapshot)
+    dtype = env.dtype
+    load = np.asarray(snapshot.load.p_mw * snapshot.load.status)[idx["load"]]
+    status = np.asarray(snapshot.branch.status)[idx["branch"]]
+    gen_status = np.asarray(snapshot.gen.status)[idx["gen"]]
+    p_set = np.asarray(snapshot.gen.p_mw)[idx["gen"]]
+    net = (
+        train.astype(jnp.float64)
+        .with_loads(p_mw=jnp.asarray(np.asarray(snapshot.load.p_mw)[idx["load"]]),
+                    status=jnp.asarray(np.asarray(snapshot.load.status)[idx["load"]]))
+        .with_gens(p_mw=jnp.asarray(p_set), status=jnp.asarray(gen_status))
+        .with_branches(status=jnp.asarray(status))
+    )
+    before = gp.solve(net)
+    if not bool(before.converged):
+        raise SnapshotError("the snapshot's own DC power flow does not solve (islanded slack?)")
+    gen_now = np.asarray(before.gen_p_mw)
+    rate = np.asarray(train.branch.rate_a_mva, np.float64)
+    t = int(round(hour * 4)) % env.config.episode_steps
+    key = jax.random.PRNGKey(0)
+    _, state = env.reset(key, params)
+    avail = np.asarray(train.gen.p_max_mw) * gen_status
+    base = np.asarray(env._base_dispatch(jnp.asarray(load, dtype), jnp.asarray(avail, dtype), params))
+    loading_now = np.abs(np.asarray(before.p_from_mw)) / rate * 100 * (status > 0)
+    area_gen = np.bincount(env.gen_area, gen_now, env.n_areas)
+    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    state = replace(
+        state,
+        t=jnp.int32(t),
+        offset_mw=f(gen_now - base),
+        gen_mw=f(gen_now),
+        branch_on=f(status > 0),
+        loading=f(loading_now),
+        load_mw=f(load),
+        served_mw=f(load),
+        avail_mw=f(avail),
+        targets_mw=f(area_gen),
+    )
+    obs = env._observe(state, params)
+    actions = policy(obs)
+    from gridrl.env import Exogenous
+
+    x = Exogenous(
+        t=jnp.int32(t),
+        noise=state.noise,
+        wind=state.wind,
+        load_mw=f(load),
+        avail_mw=f(avail),
+        branch_on=f(status > 0),
+        repair=state.repair,
+        rate_mva=f(rate),
+        base_mw=f(base),
+    )
+    _, _, served, gen, _ = env._decide(state, actions, params, x)
+    served, gen = np.asarray(served, np.float64), np.asarray(gen, np.float64)
+    after_net = net.with_loads(p_mw=jnp.asarray(served), status=jnp.ones(len(served))).with_gens(
+        p_mw=jnp.asarray(gen)
+    )
+    after = gp.solve(after_net)
+    loading_after = np.abs(np.asarray(after.p_from_mw)) / rate * 100 * (status > 0)
+    out = {
+        "gen_before_mw": gen_now,
+        "gen_after_mw": np.asarray(after.gen_p_mw),
+        "load_mw": load,
+        "served_mw": served,
+        "loading_before": loading_now,
+        "loading_after": loading_after,
+        "converged": bool(after.converged),
+    }
+    if ac:
+        ac_res = gp.solve(after_net, "ac")
+        out["ac_converged"] = bool(ac_res.converged)
+        out["ac_loading_after"] = np.asarray(ac_res.loading_percent) * (status > 0)
+        out["ac_vm_pu"] = np.asarray(ac_res.vm_pu)
+    out["gen_ids"] = np.asarray(train.topology.bus_ids)[np.asarray(train.topology.gen_bus)]
+    out["branch_ids"] = np.stack(
+        [
+            np.asarray(train.topology.bus_ids)[np.asarray(train.topology.branch_from)],
+            np.asarray(train.topology.bus_ids)[np.asarray(train.topology.branch_to)],
+        ],
+        axis=1,
+    )
+    return out
+
+
+def format_recommendation(r: dict, top: int = 10) -> str:
+    lines = []
+    change = r["gen_after_mw"] - r["gen_before_mw"]
+    order = np.argsort(-np.abs(change))
+    lines.append("Recommended setpoints (largest changes; buses are the training case's ids):")
+    lines.append(f"{'gen':>4s} {'bus':>5s} {'now MW':>9s} {'set MW':>9s} {'change':>8s}")
+    for i in order[:top]:
+        if abs(change[i]) < 0.05:
+            break
+        lines.append(
+            f"{i:4d} {int(r['gen_ids'][i]):5d} {r['gen_before_mw'][i]:9.1f} {r['gen_after_mw'][i]:9.1f} {change[i]:+8.1f}"
+        )
+    shed = float(np.sum(r["load_mw"] - r["served_mw"]))
+    lines.append(f"Load shed: {shed:.1f} MW of {float(np.sum(r['load_mw'])):.1f} MW")
+    lb, la = r["loading_before"], r["loading_after"]
+    lines.append(
+        f"Post-action flows (DC, gridphysics): highest loading {lb.max():.1f}% -> {la.max():.1f}%, "
+        f"lines above 100%: {int((lb > 100).sum())} -> {int((la > 100).sum())}"
+    )
+    if "ac_loading_after" in r:
+        lines.append(
+            f"AC check: {'converged' if r['ac_converged'] else 'NOT converged'}, highest loading "
+            f"{np.nanmax(r['ac_loading_after']):.1f}%, voltages {np.nanmin(r['ac_vm_pu']):.3f}-{np.nanmax(r['ac_vm_pu']):.3f} p.u."
+        )
+    lines.append(f"{'branch':>7s} {'from':>5s} {'to':>5s} {'now %':>7s} {'after %':>8s}")
+    for k in np.argsort(-np.maximum(lb, la))[:top]:
+        f, t = r["branch_ids"][k]
+        lines.append(f"{k:7d} {int(f):5d} {int(t):5d} {lb[k]:7.1f} {la[k]:8.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gridrl.recommend",
+        description="Recommend generator setpoints (and any load shedding) for a pandapower network "
+        "snapshot with a trained policy, and show the post-action flows computed by gridphysics.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="run directory or its checkpoints/")
+    parser.add_argument("--net", required=True, help="pandapower network snapshot (pandapower.to_json)")
+    parser.add_argument("--hour", type=float, default=12.0, help="hour of the day the snapshot is at (default: 12)")
+    parser.add_argument("--ac", action="store_true", help="also check the recommendation with an AC power flow")
+    parser.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    args = parser.parse_args(argv)
+    if not 0 <= args.hour < 24:
+        parser.error("--hour must be in [0, 24)")
+    from gridrl.checkpoint import CheckpointError
+    from gridrl.policy import load_policy
+
+    try:
+        import pandapower as pp
+
+        try:
+            pp_net = pp.from_json(args.net)
+        except FileNotFoundError:
+            raise SnapshotError(f"--net: no such file {args.net}") from None
+        except Exception as exc:
+            raise SnapshotError(f"--net: {args.net} is not a pandapower JSON network ({type(exc).__name__}: {exc})") from None
+        snapshot = gp.from_pandapower(pp_net)
+        policy = load_policy(args.checkpoint)
+        result = recommend(policy, snapshot, hour=args.hour, ac=args.ac)
+    except (CheckpointError, SnapshotError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_recommendation(result))
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({k: np.asarray(v).tolist() for k, v in result.items()}, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

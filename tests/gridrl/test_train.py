@@ -1,0 +1,365 @@
+"""MAPPO training: learning, sharding, multi-process, checkpoints, guards, CLI, reports.
+
+Small cases and few updates; one tiny ieee14 run (module fixture) is shared by the
+inference, evaluation and recommendation tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gridrl import checkpoint as ckpt
+from gridrl.config import ConfigError, TrainConfig
+from gridrl.env import make
+from gridrl.train import TrainingDiverged, main, run_training
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = TrainConfig(
+    case="ieee14",
+    num_envs=16,
+    rollout_steps=16,
+    num_minibatches=2,
+    update_epochs=2,
+    total_steps=16 * 16 * 4,
+    updates_per_chunk=2,
+    checkpoint_every=2,
+    eval_episodes=1,
+)
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    trainer, state = run_training(TINY, run_dir, progress=False, report=False)
+    return run_dir, trainer, state
+
+
+# -- learning ----------------------------------------------------------------------------
+def test_short_training_improves_return_on_ieee14(tmp_path):
+    """Training reward (per step, every environment) rises from the first updates to the
+    last ones, at the hardest level (outages, stressed ratings: blackouts to avoid)."""
+    config = TrainConfig(
+        case="ieee14",
+        num_envs=64,
+        rollout_steps=32,
+        total_steps=64 * 32 * 60,
+        curriculum=False,
+        start_level=4,
+        updates_per_chunk=10,
+        checkpoint_every=60,
+    )
+    run_training(config, tmp_path / "run", progress=False, report=False)
+    log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 60
+    first = np.mean([r["reward"] for r in log[:5]])
+    last = np.mean([r["reward"] for r in log[-5:]])
+    assert last > first + 0.3 * abs(first), (first, last)
+    # the same logs hold every reward component and the curriculum level
+    for key in ("redispatch_cost", "shedding_cost", "overload_penalty", "ens_cost", "trip_penalty",
+                "violation_rate", "interventions", "level", "entropy", "value_loss", "steps_per_s"):
+        assert key in log[-1]
+    events = list((tmp_path / "run/logs").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_curriculum_advances_when_violations_are_rare():
+    from gridrl.mappo import Trainer
+
+    always = TINY.replace(advance_below=1.0, min_updates_per_level=1, max_level=3)
+    trainer = Trainer(always)
+    state, metrics = trainer.run(trainer.init(jax.random.PRNGKey(0)), 4)
+    assert np.asarray(metrics["level"]).tolist() == [0, 1, 2, 3]
+    assert int(state.shared.level) == 3  # capped at max_level
+    never = TINY.replace(advance_below=0.0, min_updates_per_level=1)
+    trainer = Trainer(never)
+    state, metrics = trainer.run(trainer.init(jax.random.PRNGKey(0)), 3)
+    assert np.asarray(metrics["level"]).tolist() == [0, 0, 0]
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def test_resume_continues_exactly(tmp_path):
+    config = TINY.replace(total_steps=16 * 16 * 4)
+    _, straight = run_training(config, tmp_path / "a", progress=False, report=False)
+    run_training(config, tmp_path / "b", progress=False, report=False, max_updates=2)
+    assert ckpt.latest_step(tmp_path / "b") == 2
+    _, resumed = run_training(config, tmp_path / "b", resume=True, progress=False, report=False)
+    assert int(resumed.shared.update) == 4
+    for x, y in zip(_leaves(straight), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # the log holds each update once
+    log = [json.loads(line) for line in (tmp_path / "b/logs/metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in log] == [1, 2, 3, 4]
+
+
+def test_checkpoints_keep_the_newest(tiny_run):
+    run_dir, _, _ = tiny_run
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2, 4]  # every 2 updates, 4 updates, keep 3
+    assert ckpt.latest_step(run_dir) == 4
+
+
+def test_incomplete_checkpoint_is_ignored(tiny_run, tmp_path):
+    """orbax writes under a temporary name and renames when done: a save killed midway
+    leaves a temporary directory that is never taken for the latest checkpoint."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    tmp = run_dir / "checkpoints" / "6.orbax-checkpoint-tmp-1234"
+    tmp.mkdir()
+    (tmp / "state").mkdir()
+    assert ckpt.latest_step(run_dir) == 4
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    env, params = make("ieee14")
+    config = TINY.replace(total_steps=16 * 16 * 6)
+    run_training(config, tmp_path / "run", progress=False, report=False, max_updates=2)
+    bad = replace(params, reward=replace(params.reward, normalizer=jnp.asarray(jnp.nan, env.dtype)))
+    with pytest.raises(TrainingDiverged, match=r"diverged at update 3.*last good checkpoint: update 2"):
+        run_training(config, tmp_path / "run", resume=True, progress=False, report=False, env_params=bad)
+    assert ckpt.latest_step(tmp_path / "run") == 2
+    from gridrl.policy import load_policy
+
+    policy = load_policy(tmp_path / "run")
+    assert all(np.isfinite(x).all() for x in _leaves(policy.params))
+
+
+def test_missing_and_corrupt_checkpoints_give_clear_errors(tiny_run, tmp_path):
+    from gridrl.policy import load_policy
+
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint directory"):
+        load_policy(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ckpt.CheckpointError, match="no complete checkpoint"):
+        load_policy(tmp_path / "empty")
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    (run_dir / "checkpoints/4/meta/metadata").write_text("{not json")
+    with pytest.raises(ckpt.CheckpointError, match="corrupt metadata"):
+        load_policy(run_dir)
+    shutil.rmtree(run_dir)
+    shutil.copytree(tiny_run[0], run_dir)
+    for f in (run_dir / "checkpoints/4/state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
+            f.write_bytes(b"garbage" * 10)
+    with pytest.raises(ckpt.CheckpointError, match="could not be read"):
+        load_policy(run_dir)
+    assert main(["--resume", str(tmp_path / "empty")]) == 1  # clean message, no traceback
+
+
+# -- inference, evaluation, recommendation ----------------------------------------------------
+def test_load_policy_acts_like_the_trained_parameters(tiny_run):
+    from gridrl.policy import load_policy
+
+    run_dir, trainer, state = tiny_run
+    policy = load_policy(run_dir)
+    assert policy.update == 4
+    env, params = policy.env, policy.env_params
+    obs, _ = env.reset(jax.random.PRNGKey(3), params)
+    actions = policy(obs)
+    assert set(actions) == set(env.agents)
+    for agent in env.agents:
+        assert actions[agent].shape == env.action_space(agent).shape
+        assert np.all(np.abs(np.asarray(actions[agent])) <= 1)
+    expected = trainer.agents.act_deterministic(state.shared.params, obs)
+    for agent in env.agents:
+        np.testing.assert_allclose(actions[agent], expected[agent], rtol=1e-6, atol=1e-7)
+    batch = jax.vmap(policy.act)(jax.tree.map(lambda x: jnp.stack([x, x]), obs))
+    assert batch["safety"].shape == (2, env.n_gen)
+
+
+def test_normalized_score_is_zero_for_do_nothing_and_100_for_the_oracle():
+    from gridrl.evaluate import normalized_score
+
+    assert normalized_score(10.0, 10.0, 4.0) == 0.0
+    assert normalized_score(4.0, 10.0, 4.0) == 100.0
+    assert normalized_score(7.0, 10.0, 4.0) == 50.0
+    assert normalized_score(12.0, 10.0, 4.0) < 0
+    assert np.isnan(normalized_score(7.0, 10.0, 11.0))  # oracle worse than do-nothing
+
+
+def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
+    from gridrl.evaluate import main as evaluate_main
+
+    run_dir = tiny_run[0]
+    out = tmp_path / "report"
+    rc = evaluate_main(
+        ["--checkpoint", str(run_dir), "--case", "ieee14", "--episodes", "1", "--seed", "1000000",
+         "--level", "4", "--out", str(out), "--baselines", "do_nothing,greedy,dc_opf"]
+    )
+    assert rc == 0
+    text = (out / "report.md").read_text()
+    for name in ("| policy |", "| do_nothing | 0.0 |", "| greedy |", "| dc_opf | 100.0 |"):
+        assert name in text
+    for png in ("learning_curves.png", "baselines.png", "day_loadings.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "evaluation.json").read_text())
+    assert set(data["results"]) == {"policy", "do_nothing", "greedy", "dc_opf"}
+    res = data["results"]
+    # this day is stressed enough that the oracle is cheaper than do-nothing
+    assert res["dc_opf"]["cost"] < res["do_nothing"]["cost"]
+    expected = 100 * (res["do_nothing"]["cost"] - res["greedy"]["cost"]) / (
+        res["do_nothing"]["cost"] - res["dc_opf"]["cost"]
+    )
+    assert res["greedy"]["score"] == pytest.approx(expected)
+    with pytest.raises(SystemExit):
+        evaluate_main(["--checkpoint", str(run_dir), "--case", "ieee30", "--out", str(out)])
+    assert "trained on 'ieee14'" in capsys.readouterr().err
+
+
+def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    from gridrl.recommend import main as recommend_main
+
+    net = pn.case14()
+    net.load["p_mw"] *= 1.1
+    path = tmp_path / "snapshot.json"
+    pp.to_json(net, str(path))
+    rc = recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(path), "--json",
+                         str(tmp_path / "r.json"), "--ac"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Recommended setpoints" in out and "Post-action flows" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    # DC balance: generation equals served load plus shunt conductance
+    shunt = float((net.shunt.p_mw * net.shunt.in_service).sum()) if len(net.shunt) else 0.0
+    assert abs(sum(r["gen_after_mw"]) - sum(r["served_mw"]) - shunt) < 1e-6
+    # the snapshot's own flows equal pandapower's DC power flow of it
+    pp.rundcpp(net)
+    assert max(r["loading_before"]) > 0
+    assert recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "no.json")]) == 1
+    pp.to_json(pn.case30(), str(tmp_path / "other.json"))
+    assert recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "other.json")]) == 1
+    assert "30 buses" in capsys.readouterr().err
+
+
+# -- configuration and flags -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--num-minibatches", "3"], "--num-minibatches"),
+        (["--learning-rate", "-1"], "--learning-rate"),
+        (["--num-envs", "abc"], "--num-envs"),
+        (["--case", "ieee9999"], "--case"),
+        (["--gamma", "1.5"], "--gamma"),
+        (["--start-level", "3", "--max-level", "2"], "--start-level"),
+        (["--devices", "64"], "--devices"),
+        (["--total-steps", "10"], "--total-steps"),
+        (["--coordinator-address", "localhost:1"], "--coordinator-address"),
+    ],
+)
+def test_bad_flags_fail_before_compiling_and_name_the_flag(argv, flag, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_file_and_flags(tmp_path):
+    from gridrl.train import build_parser, config_from_args
+
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\ncase = 'ieee14'\nnum_envs = 32\nanneal_lr = false\n")
+    args = build_parser().parse_args(["--config", str(path), "--num-envs", "64"])
+    config = config_from_args(args)
+    assert (config.case, config.num_envs, config.anneal_lr) == ("ieee14", 64, False)
+    path.write_text("[train]\nnum_env = 32\n")
+    with pytest.raises(ConfigError, match="unknown option 'num_env'"):
+        TrainConfig.from_toml(path)
+    with pytest.raises(ConfigError, match="--num-envs: .*split evenly over 3"):
+        TrainConfig(num_envs=16).validate(3)
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for f in TrainConfig.__dataclass_fields__:
+        assert "--" + f.replace("_", "-") in text
+    for flag in ("--resume", "--run-dir", "--log-dir", "--checkpoint-dir", "--coordinator-address"):
+        assert flag in text
+
+
+# -- devices and processes ------------------------------------------------------------------
+def _python(code: str, env_extra: dict, timeout: int = 600):
+    env = os.environ | env_extra
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_sharded_training_on_4_devices_equals_1_device():
+    code = """
+    import jax, numpy as np
+    from gridrl.config import TrainConfig
+    from gridrl.mappo import Trainer
+    assert len(jax.devices()) == 4
+    c = TrainConfig(case="ieee14", num_envs=16, rollout_steps=16, num_minibatches=2,
+                    update_epochs=2, total_steps=16 * 16 * 3)
+    out = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        t = Trainer(c, devices=devices)
+        state, metrics = t.run(t.init(jax.random.PRNGKey(0)), 3)
+        if len(devices) == 4:
+            shards = state.local.episode_return.addressable_shards
+            assert len({s.device for s in shards}) == 4
+        out.append((jax.tree.leaves(jax.device_get(state.shared.params)), jax.device_get(metrics)))
+    (p1, m1), (p4, m4) = out
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(p1, p4))
+    scale = max(float(np.max(np.abs(a))) for a in p1)
+    assert worst <= 1e-4 * scale, (worst, scale)
+    np.testing.assert_allclose(m1["reward"], m4["reward"], rtol=1e-4)
+    print("max param difference", worst)
+    """
+    r = _python(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_distributed_run_on_localhost(tmp_path):
+    port = _free_port()
+    common = [
+        sys.executable, "-m", "gridrl.train", "--case", "ieee14", "--num-envs", "8",
+        "--rollout-steps", "8", "--num-minibatches", "2", "--update-epochs", "1",
+        "--total-steps", str(8 * 8 * 2), "--updates-per-chunk", "1", "--checkpoint-every", "2",
+        "--no-report", "--no-progress", "--run-dir", str(tmp_path / "run"),
+        "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
+    ]
+    env = os.environ | {"JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen([*common, "--process-id", str(i)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in log] == [1, 2]  # process 0 logs, once per update
+    assert ckpt.latest_step(tmp_path / "run") == 2
