@@ -18,6 +18,7 @@ import pytest
 _RESULTS: dict[str, dict[str, float]] = defaultdict(dict)
 _UNITS: dict[str, str] = {}
 _TARGETS: dict[str, dict[str, float]] = defaultdict(dict)
+_RATE_TARGETS: dict[str, dict[str, float]] = defaultdict(dict)
 
 OURS = "gridphysics"
 
@@ -51,14 +52,18 @@ def record():
     """``record(group, tool, seconds_per_unit, unit="solve", target=None)``.
 
     ``target`` (for gridphysics rows) is the required speed-up over a named peer,
-    given as ``{"peer": ratio}``.
+    given as ``{"peer": ratio}``; ``min_rate`` an absolute target in units per second.
     """
 
-    def _record(group: str, tool: str, seconds: float, unit: str = "solve", target=None):
+    def _record(
+        group: str, tool: str, seconds: float, unit: str = "solve", target=None, min_rate=None
+    ):
         _RESULTS[group][tool] = seconds
         _UNITS[group] = unit
         if target:
             _TARGETS[group].update(target)
+        if min_rate:
+            _RATE_TARGETS[group][tool] = min_rate
 
     return _record
 
@@ -82,7 +87,11 @@ def pytest_terminal_summary(terminalreporter):
         rows = _RESULTS[group]
         tr.write_line(f"{group}  [time per {_UNITS[group]}]")
         for tool, seconds in sorted(rows.items(), key=lambda kv: kv[1]):
-            tr.write_line(f"    {tool:48s} {_fmt(seconds)}")
+            line = f"    {tool:48s} {_fmt(seconds)}   {1 / seconds:12,.0f} {_UNITS[group]}s/s"
+            goal = _RATE_TARGETS[group].get(tool)
+            if goal:
+                line += f"   (target >= {goal:,.0f}/s: {'met' if 1 / seconds >= goal else 'NOT met'})"
+            tr.write_line(line)
         ours = {k: v for k, v in rows.items() if k.startswith(OURS)}
         peers = {k: v for k, v in rows.items() if not k.startswith(OURS)}
         for mine, my_time in ours.items():
