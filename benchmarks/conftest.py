@@ -90,7 +90,9 @@ def pytest_terminal_summary(terminalreporter):
             line = f"    {tool:48s} {_fmt(seconds)}   {1 / seconds:12,.0f} {_UNITS[group]}s/s"
             goal = _RATE_TARGETS[group].get(tool)
             if goal:
-                line += f"   (target >= {goal:,.0f}/s: {'met' if 1 / seconds >= goal else 'NOT met'})"
+                line += (
+                    f"   (target >= {goal:,.0f}/s: {'met' if 1 / seconds >= goal else 'NOT met'})"
+                )
             tr.write_line(line)
         ours = {k: v for k, v in rows.items() if k.startswith(OURS)}
         peers = {k: v for k, v in rows.items() if not k.startswith(OURS)}

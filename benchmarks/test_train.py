@@ -56,5 +56,9 @@ def test_training_throughput_grid2op_stepping_only(record):
         _, _, done, _ = env.step(action)
         if done:
             env.reset()
-    record(GROUP, "Grid2Op + lightsim2grid, stepping only", (time.perf_counter() - start) / 300,
-           unit="env step")
+    record(
+        GROUP,
+        "Grid2Op + lightsim2grid, stepping only",
+        (time.perf_counter() - start) / 300,
+        unit="env step",
+    )

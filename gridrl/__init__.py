@@ -2,10 +2,25 @@
 
 ``env, params = gridrl.make("ieee118")`` builds the functional, vmappable environment
 (agents ``strategic``, ``operational_<k>`` per area and ``safety``);
-:func:`evaluate_baselines` compares the baseline policies on it.
+:func:`evaluate_baselines` compares the baseline policies on it;
+``python -m gridrl.train`` (or :func:`make_train`) trains them with MAPPO and
+:func:`load_policy` loads a trained policy for inference.
 """
 
 from gridrl.baselines import evaluate_baselines
+from gridrl.config import TrainConfig
 from gridrl.env import EnvConfig, EnvParams, EnvState, GridEnv, make
+from gridrl.mappo import make_train
+from gridrl.policy import load_policy
 
-__all__ = ["EnvConfig", "EnvParams", "EnvState", "GridEnv", "evaluate_baselines", "make"]
+__all__ = [
+    "EnvConfig",
+    "EnvParams",
+    "EnvState",
+    "GridEnv",
+    "TrainConfig",
+    "evaluate_baselines",
+    "load_policy",
+    "make",
+    "make_train",
+]

@@ -79,9 +79,13 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {directory / str(step)} has no metadata (incomplete or not a gridrl checkpoint)") from None
+        raise CheckpointError(
+            f"checkpoint {directory / str(step)} has no metadata (incomplete or not a gridrl checkpoint)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {directory / str(step)}: corrupt metadata ({exc})") from None
+        raise CheckpointError(
+            f"checkpoint {directory / str(step)}: corrupt metadata ({exc})"
+        ) from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {directory / str(step)} has format {meta.get('format')!r}; "

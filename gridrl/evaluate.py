@@ -139,7 +139,11 @@ def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> li
         rows = loadings.get("policy")
         if rows is not None and rows.size:
             im = axes[1].imshow(
-                rows.T, aspect="auto", cmap="magma", vmin=0, vmax=120,
+                rows.T,
+                aspect="auto",
+                cmap="magma",
+                vmin=0,
+                vmax=120,
                 extent=(0, len(rows) / 4, rows.shape[1], 0),
             )
             axes[1].set_xlabel("hour")
@@ -232,7 +236,12 @@ def write_report(
             "",
         ]
     lines += [f"![{f}]({f})" for f in files]
-    lines += ["", f"Options: `{json.dumps(c.to_dict())}`", f"Evaluated in {time.time() - t0:.0f} s.", ""]
+    lines += [
+        "",
+        f"Options: `{json.dumps(c.to_dict())}`",
+        f"Evaluated in {time.time() - t0:.0f} s.",
+        "",
+    ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     (out_dir / "evaluation.json").write_text(
@@ -258,13 +267,21 @@ def main(argv: list[str] | None = None) -> int:
         "with PNG plots.",
     )
     parser.add_argument("--checkpoint", required=True, help="run directory or its checkpoints/")
-    parser.add_argument("--case", help="case the policy was trained on (checked against the checkpoint)")
+    parser.add_argument(
+        "--case", help="case the policy was trained on (checked against the checkpoint)"
+    )
     parser.add_argument("--episodes", type=int, default=4, help="held-out days (default: 4)")
-    parser.add_argument("--seed", type=int, default=1_000_000, help="seed of the days (default: 1000000)")
-    parser.add_argument("--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)")
+    parser.add_argument(
+        "--seed", type=int, default=1_000_000, help="seed of the days (default: 1000000)"
+    )
+    parser.add_argument(
+        "--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)"
+    )
     parser.add_argument("--out", help="output directory (default: the run directory)")
     parser.add_argument(
-        "--baselines", default=",".join(BASELINES), help=f"comma-separated subset of {', '.join(BASELINES)}"
+        "--baselines",
+        default=",".join(BASELINES),
+        help=f"comma-separated subset of {', '.join(BASELINES)}",
     )
     args = parser.parse_args(argv)
     if args.episodes < 1:

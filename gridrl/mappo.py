@@ -20,6 +20,7 @@ every environment), so the same global batch gives the same result on 1 or N dev
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -136,9 +137,7 @@ class Agents:
         return params
 
     def heads(self, params, grouped) -> dict:
-        return {
-            g: self.actors[g].apply(params[g], grouped[g].astype(jnp.float32)) for g in GROUPS
-        }
+        return {g: self.actors[g].apply(params[g], grouped[g].astype(jnp.float32)) for g in GROUPS}
 
     def value(self, params, grouped, level) -> jax.Array:
         x = self.global_state(grouped, level).astype(jnp.float32)
@@ -271,7 +270,8 @@ class Trainer:
         if env_params is not None:
             params = env_params
         self.env_params = replace(
-            params, learned_safety=jnp.asarray(1.0 if config.learned_safety else 0.0, self.env.dtype)
+            params,
+            learned_safety=jnp.asarray(1.0 if config.learned_safety else 0.0, self.env.dtype),
         )
         self.agents = Agents(self.env, config)
         c = config
@@ -291,7 +291,7 @@ class Trainer:
         self.init = jax.jit(self._init, out_shardings=self.shardings)
         self._runners = {}
 
-    _cache: dict = {}
+    _cache: ClassVar[dict] = {}
 
     @classmethod
     def cached(cls, config: TrainConfig, env_params: EnvParams | None = None, devices=None):
@@ -429,8 +429,11 @@ class Trainer:
         batch_sq = jax.lax.pmean(jnp.mean(targets**2), AXIS)
         s = shared.value_stats
         value_stats = jnp.stack(
-            [beta * s[0] + (1 - beta) * batch_mean, beta * s[1] + (1 - beta) * batch_sq,
-             beta * s[2] + (1 - beta)]
+            [
+                beta * s[0] + (1 - beta) * batch_mean,
+                beta * s[1] + (1 - beta) * batch_sq,
+                beta * s[2] + (1 - beta),
+            ]
         )
         new_mean, new_std = _value_mean_std(value_stats)
         norm_targets = (targets - new_mean) / new_std
@@ -530,9 +533,7 @@ class Trainer:
         metrics["return"] = jnp.where(finished > 0, metrics["return"], jnp.nan)
         metrics["episode_cost"] = jnp.where(finished > 0, metrics["episode_cost"], jnp.nan)
         finite = jnp.isfinite(aux["policy_loss"]) & jnp.isfinite(aux["value_loss"])
-        finite &= jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)])
-        )
+        finite &= jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
         metrics["finite"] = finite.astype(jnp.float32)
 
         # curriculum

@@ -21,7 +21,6 @@ from jax.custom_batching import custom_vmap
 
 import gridphysics as gp
 
-
 EXACT_CHUNK = 8  # environments per exact fallback solve (a loop covers the rest)
 
 

@@ -59,7 +59,9 @@ def load_policy(checkpoint: str | Path, step: int | None = None) -> Policy:
     try:
         config = TrainConfig.from_dict(meta["config"], source=f"{directory}/{step}")
     except (KeyError, ValueError) as exc:
-        raise ckpt.CheckpointError(f"checkpoint {directory / str(step)}: bad configuration ({exc})") from None
+        raise ckpt.CheckpointError(
+            f"checkpoint {directory / str(step)}: bad configuration ({exc})"
+        ) from None
     trainer = Trainer(config, devices=[jax.local_devices()[0]])
     target = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
     target = jax.tree.map(
@@ -71,7 +73,9 @@ def load_policy(checkpoint: str | Path, step: int | None = None) -> Policy:
     params = state.shared.params
     agents = trainer.agents
     act = jax.jit(lambda obs: agents.act_deterministic(params, obs))
-    env_params = replace(trainer.env_params, level=jnp.asarray(int(meta.get("level", 0)), jnp.int32))
+    env_params = replace(
+        trainer.env_params, level=jnp.asarray(int(meta.get("level", 0)), jnp.int32)
+    )
     return Policy(
         config=config,
         env=trainer.env,

@@ -53,8 +53,14 @@ def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
         ("load", [(int(b),) for b in tt.load_bus], [(int(b),) for b in ts.load_bus]),
         (
             "branch",
-            [tuple(sorted((int(f), int(t)))) for f, t in zip(tt.branch_from, tt.branch_to, strict=True)],
-            [tuple(sorted((int(f), int(t)))) for f, t in zip(ts.branch_from, ts.branch_to, strict=True)],
+            [
+                tuple(sorted((int(f), int(t))))
+                for f, t in zip(tt.branch_from, tt.branch_to, strict=True)
+            ],
+            [
+                tuple(sorted((int(f), int(t))))
+                for f, t in zip(ts.branch_from, ts.branch_to, strict=True)
+            ],
         ),
     ]:
         kt, ks = _keys(kt), _keys(ks)
@@ -81,8 +87,10 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
     p_set = np.asarray(snapshot.gen.p_mw)[idx["gen"]]
     net = (
         train.astype(jnp.float64)
-        .with_loads(p_mw=jnp.asarray(np.asarray(snapshot.load.p_mw)[idx["load"]]),
-                    status=jnp.asarray(np.asarray(snapshot.load.status)[idx["load"]]))
+        .with_loads(
+            p_mw=jnp.asarray(np.asarray(snapshot.load.p_mw)[idx["load"]]),
+            status=jnp.asarray(np.asarray(snapshot.load.status)[idx["load"]]),
+        )
         .with_gens(p_mw=jnp.asarray(p_set), status=jnp.asarray(gen_status))
         .with_branches(status=jnp.asarray(status))
     )
@@ -91,11 +99,13 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
         raise SnapshotError("the snapshot's own DC power flow does not solve (islanded slack?)")
     gen_now = np.asarray(before.gen_p_mw)
     rate = np.asarray(train.branch.rate_a_mva, np.float64)
-    t = int(round(hour * 4)) % env.config.episode_steps
+    t = round(hour * 4) % env.config.episode_steps
     key = jax.random.PRNGKey(0)
     _, state = env.reset(key, params)
     avail = np.asarray(train.gen.p_max_mw) * gen_status
-    base = np.asarray(env._base_dispatch(jnp.asarray(load, dtype), jnp.asarray(avail, dtype), params))
+    base = np.asarray(
+        env._base_dispatch(jnp.asarray(load, dtype), jnp.asarray(avail, dtype), params)
+    )
     loading_now = np.abs(np.asarray(before.p_from_mw)) / rate * 100 * (status > 0)
     area_gen = np.bincount(env.gen_area, gen_now, env.n_areas)
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
@@ -196,9 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         "snapshot with a trained policy, and show the post-action flows computed by gridphysics.",
     )
     parser.add_argument("--checkpoint", required=True, help="run directory or its checkpoints/")
-    parser.add_argument("--net", required=True, help="pandapower network snapshot (pandapower.to_json)")
-    parser.add_argument("--hour", type=float, default=12.0, help="hour of the day the snapshot is at (default: 12)")
-    parser.add_argument("--ac", action="store_true", help="also check the recommendation with an AC power flow")
+    parser.add_argument(
+        "--net", required=True, help="pandapower network snapshot (pandapower.to_json)"
+    )
+    parser.add_argument(
+        "--hour", type=float, default=12.0, help="hour of the day the snapshot is at (default: 12)"
+    )
+    parser.add_argument(
+        "--ac", action="store_true", help="also check the recommendation with an AC power flow"
+    )
     parser.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if not 0 <= args.hour < 24:
@@ -214,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             raise SnapshotError(f"--net: no such file {args.net}") from None
         except Exception as exc:
-            raise SnapshotError(f"--net: {args.net} is not a pandapower JSON network ({type(exc).__name__}: {exc})") from None
+            raise SnapshotError(
+                f"--net: {args.net} is not a pandapower JSON network ({type(exc).__name__}: {exc})"
+            ) from None
         snapshot = gp.from_pandapower(pp_net)
         policy = load_policy(args.checkpoint)
         result = recommend(policy, snapshot, hour=args.hour, ac=args.ac)

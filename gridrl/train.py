@@ -65,7 +65,10 @@ class MetricsLog:
         for k, v in record.items():
             if isinstance(v, float) and math.isfinite(v):
                 self.writer.add_scalar(_tb_name(k), v, step)
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
+        clean = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+            for k, v in record.items()
+        }
         self.file.write(json.dumps(clean) + "\n")
 
     def flush(self):
@@ -140,7 +143,7 @@ def run_training(
     state = trainer.init(jax.random.PRNGKey(c.seed))
     start = 0
     if resume:
-        step, meta = ckpt.read_meta(checkpoint_dir)
+        _, meta = ckpt.read_meta(checkpoint_dir)
         saved = TrainConfig.from_dict(meta["config"])
         if saved.to_dict() | {"total_steps": 0} != c.to_dict() | {"total_steps": 0}:
             diff = {
@@ -182,7 +185,7 @@ def run_training(
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts
 
     previous = None
-    if main_process and progress and _is_main_thread():
+    if _is_main_thread():
         previous = signal.signal(signal.SIGINT, on_sigint)
     bar = tqdm(
         total=total * c.batch_steps,
@@ -238,7 +241,9 @@ def run_training(
                 last_saved = update
         if stop["flag"] and update < total:
             save(state, update)
-            bar.write(f"interrupted: checkpoint saved at update {update} in {checkpoint_dir}; continue with --resume {run_dir}")
+            bar.write(
+                f"interrupted: checkpoint saved at update {update} in {checkpoint_dir}; continue with --resume {run_dir}"
+            )
     finally:
         bar.close()
         if previous is not None:
@@ -295,9 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML file of options (a [train] table or top-level keys)")
     run.add_argument("--run-dir", help="output directory (default: runs/<case>-<date>-<time>)")
     run.add_argument("--log-dir", help="TensorBoard/JSONL directory (default: RUN_DIR/logs)")
-    run.add_argument(
-        "--checkpoint-dir", help="checkpoint directory (default: RUN_DIR/checkpoints)"
-    )
+    run.add_argument("--checkpoint-dir", help="checkpoint directory (default: RUN_DIR/checkpoints)")
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -371,7 +374,9 @@ def init_distributed(args) -> None:
 
     if not args.coordinator_address:
         if args.num_processes not in (None, 1):
-            raise ConfigError("--num-processes: needs --coordinator-address (host:port of process 0)")
+            raise ConfigError(
+                "--num-processes: needs --coordinator-address (host:port of process 0)"
+            )
         return
     if args.num_processes is None or args.process_id is None:
         raise ConfigError(
@@ -399,12 +404,16 @@ def main(argv: list[str] | None = None) -> int:
             from gridrl import checkpoint as ckpt
 
             run_dir = Path(args.resume)
-            checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else run_dir / "checkpoints"
+            checkpoint_dir = (
+                Path(args.checkpoint_dir) if args.checkpoint_dir else run_dir / "checkpoints"
+            )
             _, meta = ckpt.read_meta(checkpoint_dir)
             config = TrainConfig.from_dict(meta["config"])
             if args.total_steps is not None:
                 config = config.replace(
-                    total_steps=TrainConfig.from_dict({"total_steps": args.total_steps}, "--total-steps").total_steps
+                    total_steps=TrainConfig.from_dict(
+                        {"total_steps": args.total_steps}, "--total-steps"
+                    ).total_steps
                 )
             others = [
                 "--" + f.name.replace("_", "-")
@@ -418,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
         else:
             config = config_from_args(args)
-            run_dir = Path(args.run_dir or f"runs/{Path(config.case).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir = Path(
+                args.run_dir or f"runs/{Path(config.case).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
             checkpoint_dir = args.checkpoint_dir
             cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
             if cdir.is_dir() and any(cdir.iterdir()):

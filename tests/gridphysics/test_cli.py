@@ -58,4 +58,7 @@ def test_cli_ac_summary(capsys):
     out = capsys.readouterr().out
     r = gp.solve(gp.load_case("ieee14"), "ac")
     assert "AC power flow of ieee14" in out
-    assert f"losses {float(r.total_loss_mw):.2f} MW" in out and f"iterations {int(r.iterations)}" in out
+    assert (
+        f"losses {float(r.total_loss_mw):.2f} MW" in out
+        and f"iterations {int(r.iterations)}" in out
+    )

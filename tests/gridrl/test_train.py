@@ -67,14 +67,27 @@ def test_short_training_improves_return_on_ieee14(tmp_path):
         checkpoint_every=60,
     )
     run_training(config, tmp_path / "run", progress=False, report=False)
-    log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()
+    ]
     assert len(log) == 60
     first = np.mean([r["reward"] for r in log[:5]])
     last = np.mean([r["reward"] for r in log[-5:]])
     assert last > first + 0.3 * abs(first), (first, last)
     # the same logs hold every reward component and the curriculum level
-    for key in ("redispatch_cost", "shedding_cost", "overload_penalty", "ens_cost", "trip_penalty",
-                "violation_rate", "interventions", "level", "entropy", "value_loss", "steps_per_s"):
+    for key in (
+        "redispatch_cost",
+        "shedding_cost",
+        "overload_penalty",
+        "ens_cost",
+        "trip_penalty",
+        "violation_rate",
+        "interventions",
+        "level",
+        "entropy",
+        "value_loss",
+        "steps_per_s",
+    ):
         assert key in log[-1]
     events = list((tmp_path / "run/logs").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
@@ -105,7 +118,9 @@ def test_resume_continues_exactly(tmp_path):
     for x, y in zip(_leaves(straight), _leaves(resumed), strict=True):
         np.testing.assert_array_equal(x, y)
     # the log holds each update once
-    log = [json.loads(line) for line in (tmp_path / "b/logs/metrics.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (tmp_path / "b/logs/metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["update"] for r in log] == [1, 2, 3, 4]
 
 
@@ -132,8 +147,12 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = TINY.replace(total_steps=16 * 16 * 6)
     run_training(config, tmp_path / "run", progress=False, report=False, max_updates=2)
     bad = replace(params, reward=replace(params.reward, normalizer=jnp.asarray(jnp.nan, env.dtype)))
-    with pytest.raises(TrainingDiverged, match=r"diverged at update 3.*last good checkpoint: update 2"):
-        run_training(config, tmp_path / "run", resume=True, progress=False, report=False, env_params=bad)
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at update 3.*last good checkpoint: update 2"
+    ):
+        run_training(
+            config, tmp_path / "run", resume=True, progress=False, report=False, env_params=bad
+        )
     assert ckpt.latest_step(tmp_path / "run") == 2
     from gridrl.policy import load_policy
 
@@ -162,6 +181,51 @@ def test_missing_and_corrupt_checkpoints_give_clear_errors(tiny_run, tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="could not be read"):
         load_policy(run_dir)
     assert main(["--resume", str(tmp_path / "empty")]) == 1  # clean message, no traceback
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gridrl.train",
+        "--case",
+        "ieee14",
+        "--num-envs",
+        "16",
+        "--rollout-steps",
+        "16",
+        "--num-minibatches",
+        "2",
+        "--total-steps",
+        "100000000",
+        "--updates-per-chunk",
+        "1",
+        "--checkpoint-every",
+        "100000",
+        "--no-report",
+        "--run-dir",
+        str(run_dir),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = run_dir / "logs/metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    updates = len(log.read_text().splitlines())
+    assert ckpt.latest_step(run_dir) == updates >= 2
+    assert f"checkpoint saved at update {updates}" in out + err
+    assert "--resume" in out + err
 
 
 # -- inference, evaluation, recommendation ----------------------------------------------------
@@ -201,8 +265,22 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
     run_dir = tiny_run[0]
     out = tmp_path / "report"
     rc = evaluate_main(
-        ["--checkpoint", str(run_dir), "--case", "ieee14", "--episodes", "1", "--seed", "1000000",
-         "--level", "4", "--out", str(out), "--baselines", "do_nothing,greedy,dc_opf"]
+        [
+            "--checkpoint",
+            str(run_dir),
+            "--case",
+            "ieee14",
+            "--episodes",
+            "1",
+            "--seed",
+            "1000000",
+            "--level",
+            "4",
+            "--out",
+            str(out),
+            "--baselines",
+            "do_nothing,greedy,dc_opf",
+        ]
     )
     assert rc == 0
     text = (out / "report.md").read_text()
@@ -215,8 +293,10 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
     res = data["results"]
     # this day is stressed enough that the oracle is cheaper than do-nothing
     assert res["dc_opf"]["cost"] < res["do_nothing"]["cost"]
-    expected = 100 * (res["do_nothing"]["cost"] - res["greedy"]["cost"]) / (
-        res["do_nothing"]["cost"] - res["dc_opf"]["cost"]
+    expected = (
+        100
+        * (res["do_nothing"]["cost"] - res["greedy"]["cost"])
+        / (res["do_nothing"]["cost"] - res["dc_opf"]["cost"])
     )
     assert res["greedy"]["score"] == pytest.approx(expected)
     with pytest.raises(SystemExit):
@@ -234,8 +314,17 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
     net.load["p_mw"] *= 1.1
     path = tmp_path / "snapshot.json"
     pp.to_json(net, str(path))
-    rc = recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(path), "--json",
-                         str(tmp_path / "r.json"), "--ac"])
+    rc = recommend_main(
+        [
+            "--checkpoint",
+            str(tiny_run[0]),
+            "--net",
+            str(path),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--ac",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Recommended setpoints" in out and "Post-action flows" in out
@@ -246,9 +335,14 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
     # the snapshot's own flows equal pandapower's DC power flow of it
     pp.rundcpp(net)
     assert max(r["loading_before"]) > 0
-    assert recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "no.json")]) == 1
+    assert (
+        recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "no.json")]) == 1
+    )
     pp.to_json(pn.case30(), str(tmp_path / "other.json"))
-    assert recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "other.json")]) == 1
+    assert (
+        recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "other.json")])
+        == 1
+    )
     assert "30 buses" in capsys.readouterr().err
 
 
@@ -286,7 +380,7 @@ def test_config_file_and_flags(tmp_path):
     path.write_text("[train]\nnum_env = 32\n")
     with pytest.raises(ConfigError, match="unknown option 'num_env'"):
         TrainConfig.from_toml(path)
-    with pytest.raises(ConfigError, match="--num-envs: .*split evenly over 3"):
+    with pytest.raises(ConfigError, match=r"--num-envs: .*split evenly over 3"):
         TrainConfig(num_envs=16).validate(3)
 
 
@@ -305,7 +399,11 @@ def _python(code: str, env_extra: dict, timeout: int = 600):
     env = os.environ | env_extra
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -332,7 +430,9 @@ def test_sharded_training_on_4_devices_equals_1_device():
     np.testing.assert_allclose(m1["reward"], m4["reward"], rtol=1e-4)
     print("max param difference", worst)
     """
-    r = _python(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    r = _python(
+        code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -345,21 +445,51 @@ def _free_port():
 def test_two_process_distributed_run_on_localhost(tmp_path):
     port = _free_port()
     common = [
-        sys.executable, "-m", "gridrl.train", "--case", "ieee14", "--num-envs", "8",
-        "--rollout-steps", "8", "--num-minibatches", "2", "--update-epochs", "1",
-        "--total-steps", str(8 * 8 * 2), "--updates-per-chunk", "1", "--checkpoint-every", "2",
-        "--no-report", "--no-progress", "--run-dir", str(tmp_path / "run"),
-        "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
+        sys.executable,
+        "-m",
+        "gridrl.train",
+        "--case",
+        "ieee14",
+        "--num-envs",
+        "8",
+        "--rollout-steps",
+        "8",
+        "--num-minibatches",
+        "2",
+        "--update-epochs",
+        "1",
+        "--total-steps",
+        str(8 * 8 * 2),
+        "--updates-per-chunk",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--no-report",
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--coordinator-address",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
     ]
     env = os.environ | {"JAX_PLATFORMS": "cpu"}
     procs = [
-        subprocess.Popen([*common, "--process-id", str(i)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*common, "--process-id", str(i)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["update"] for r in log] == [1, 2]  # process 0 logs, once per update
     assert ckpt.latest_step(tmp_path / "run") == 2
