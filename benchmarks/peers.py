@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 
 import numpy as np
@@ -104,3 +105,21 @@ def lightsim_sweep_runner(net, algorithm: str, n: int, threads: int = 2):
         sweep.compute_power_flows()
 
     return run
+
+
+def grid2op_step_seconds(steps: int = 300) -> float:
+    """Seconds per do-nothing step of Grid2Op + lightsim2grid on rte_case118_example."""
+    import grid2op
+    from lightsim2grid import LightSimBackend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = grid2op.make("rte_case118_example", test=True, backend=LightSimBackend())
+    env.reset()
+    action = env.action_space({})
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, done, _ = env.step(action)
+        if done:
+            env.reset()
+    return (time.perf_counter() - start) / steps

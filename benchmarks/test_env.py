@@ -7,13 +7,13 @@ Target (issue #5): >= 100x Grid2Op + lightsim2grid's steps/s for the DC environm
 from __future__ import annotations
 
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from benchmarks.conftest import OURS
+from benchmarks.peers import grid2op_step_seconds
 from gridrl.env import make
 
 N_ENVS = 1000
@@ -51,20 +51,8 @@ def test_env_steps_per_second_gridrl(record, level):
 
 
 def test_env_steps_per_second_grid2op(record):
-    grid2op = pytest.importorskip("grid2op")
-    from lightsim2grid import LightSimBackend
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        env = grid2op.make("rte_case118_example", test=True, backend=LightSimBackend())
-    env.reset()
-    action = env.action_space({})
-    start = time.perf_counter()
-    for _ in range(GRID2OP_STEPS):
-        _, _, done, _ = env.step(action)
-        if done:
-            env.reset()
-    seconds = (time.perf_counter() - start) / GRID2OP_STEPS
+    pytest.importorskip("grid2op")
+    seconds = grid2op_step_seconds(GRID2OP_STEPS)
     record(
         "Env step, 118 buses, do-nothing",
         "Grid2Op + lightsim2grid (rte_case118_example)",

@@ -12,17 +12,18 @@ Target (issue #6): >= 20,000 environment steps per second on this 2-core CPU.
 from __future__ import annotations
 
 import time
-import warnings
 
 import jax
 import pytest
 
 from benchmarks.conftest import OURS
+from benchmarks.peers import grid2op_step_seconds
 from gridrl.config import TrainConfig
 from gridrl.mappo import Trainer
 
 GROUP = "MAPPO training, 118 buses (env steps incl. updates)"
 UPDATES = 10
+GRID2OP_STEPS = 300
 
 
 @pytest.mark.parametrize("level", [0, 3])
@@ -43,22 +44,11 @@ def test_training_throughput_gridrl(record, level):
 
 
 def test_training_throughput_grid2op_stepping_only(record):
-    grid2op = pytest.importorskip("grid2op")
-    from lightsim2grid import LightSimBackend
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        env = grid2op.make("rte_case118_example", test=True, backend=LightSimBackend())
-    env.reset()
-    action = env.action_space({})
-    start = time.perf_counter()
-    for _ in range(300):
-        _, _, done, _ = env.step(action)
-        if done:
-            env.reset()
+    pytest.importorskip("grid2op")
+    seconds = grid2op_step_seconds(GRID2OP_STEPS)
     record(
         GROUP,
         "Grid2Op + lightsim2grid, stepping only",
-        (time.perf_counter() - start) / 300,
+        seconds,
         unit="env step",
     )

@@ -241,6 +241,15 @@ def format_table(results: dict[str, EpisodeMetrics]) -> str:
     return "\n".join(rows)
 
 
+def parse_baselines(parser, text: str) -> tuple[str, ...]:
+    """The names of a ``--baselines a,b`` flag (a parser error names unknown ones)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m gridrl.baselines``: evaluate the baselines and print the table."""
     import argparse
@@ -268,10 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
-    names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
-    bad = [n for n in names if n not in BASELINES]
-    if bad:
-        parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")
+    names = parse_baselines(parser, args.baselines)
     results = evaluate_baselines(
         args.case, episodes=args.episodes, seed=args.seed, level=args.level, baselines=names
     )

@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gridrl.baselines import BASELINES, EpisodeMetrics, make_policy, run_episodes
+from gridrl.baselines import (
+    BASELINES,
+    EpisodeMetrics,
+    make_policy,
+    parse_baselines,
+    run_episodes,
+)
 
 
 def normalized_score(cost: float, do_nothing: float, oracle: float) -> float:
@@ -286,10 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
-    names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
-    bad = [n for n in names if n not in BASELINES]
-    if bad:
-        parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")
+    names = parse_baselines(parser, args.baselines)
     from gridrl.checkpoint import CheckpointError
 
     try:

@@ -210,11 +210,7 @@ class TrainState:
     local: Local
 
 
-METRICS = (
-    "return",
-    "episode_cost",
-    "episodes",
-    "reward",
+INFO_KEYS = (  # per-step environment info averaged into the metrics
     "total_cost",
     "generation_cost",
     "redispatch_cost",
@@ -224,6 +220,14 @@ METRICS = (
     "trip_penalty",
     "energy_not_served_mwh",
     "trips",
+    "interventions",
+)
+METRICS = (
+    "return",
+    "episode_cost",
+    "episodes",
+    "reward",
+    *INFO_KEYS[:-1],
     "overload_share",
     "violation_rate",
     "interventions",
@@ -369,21 +373,7 @@ class Trainer:
                 "done": d,
                 "finished_return": jnp.where(d, ep_ret, 0.0),
                 "finished_cost": jnp.where(d, ep_cost, 0.0),
-                "info": {
-                    k: info[k].astype(jnp.float32)
-                    for k in (
-                        "total_cost",
-                        "generation_cost",
-                        "redispatch_cost",
-                        "shedding_cost",
-                        "overload_penalty",
-                        "ens_cost",
-                        "trip_penalty",
-                        "energy_not_served_mwh",
-                        "trips",
-                        "interventions",
-                    )
-                }
+                "info": {k: info[k].astype(jnp.float32) for k in INFO_KEYS}
                 | {
                     "overloaded": (info["overloaded_lines"] > 0).astype(jnp.float32),
                     "violation": ((info["overloaded_lines"] > 0) | (info["trips"] > 0)).astype(

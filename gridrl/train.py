@@ -269,9 +269,11 @@ def run_training(
 
 
 def _postfix(m, rate):
-    ret = m["return"][np.isfinite(m["return"])] if (np := __import__("numpy")) else None
+    import numpy as np
+
+    ret = m["return"][np.isfinite(m["return"])]
     parts = [f"{rate:,.0f} steps/s"]
-    if ret is not None and ret.size:
+    if ret.size:
         parts.append(f"return {ret[-1]:.1f}")
     parts += [
         f"cost/step {m['total_cost'][-1]:,.0f}$",

@@ -41,6 +41,16 @@ TINY = TrainConfig(
 )
 
 
+def _train_cmd(**flags) -> list[str]:
+    """``python -m gridrl.train`` with ``--flag value`` pairs (True: a bare flag)."""
+    cmd = [sys.executable, "-m", "gridrl.train"]
+    for name, value in flags.items():
+        cmd.append("--" + name.replace("_", "-"))
+        if value is not True:
+            cmd.append(str(value))
+    return cmd
+
+
 def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
@@ -188,28 +198,17 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
     import time
 
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gridrl.train",
-        "--case",
-        "ieee14",
-        "--num-envs",
-        "16",
-        "--rollout-steps",
-        "16",
-        "--num-minibatches",
-        "2",
-        "--total-steps",
-        "100000000",
-        "--updates-per-chunk",
-        "1",
-        "--checkpoint-every",
-        "100000",
-        "--no-report",
-        "--run-dir",
-        str(run_dir),
-    ]
+    cmd = _train_cmd(
+        case="ieee14",
+        num_envs=16,
+        rollout_steps=16,
+        num_minibatches=2,
+        total_steps=100_000_000,
+        updates_per_chunk=1,
+        checkpoint_every=100_000,
+        no_report=True,
+        run_dir=run_dir,
+    )
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -444,35 +443,21 @@ def _free_port():
 
 def test_two_process_distributed_run_on_localhost(tmp_path):
     port = _free_port()
-    common = [
-        sys.executable,
-        "-m",
-        "gridrl.train",
-        "--case",
-        "ieee14",
-        "--num-envs",
-        "8",
-        "--rollout-steps",
-        "8",
-        "--num-minibatches",
-        "2",
-        "--update-epochs",
-        "1",
-        "--total-steps",
-        str(8 * 8 * 2),
-        "--updates-per-chunk",
-        "1",
-        "--checkpoint-every",
-        "2",
-        "--no-report",
-        "--no-progress",
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--coordinator-address",
-        f"127.0.0.1:{port}",
-        "--num-processes",
-        "2",
-    ]
+    common = _train_cmd(
+        case="ieee14",
+        num_envs=8,
+        rollout_steps=8,
+        num_minibatches=2,
+        update_epochs=1,
+        total_steps=8 * 8 * 2,
+        updates_per_chunk=1,
+        checkpoint_every=2,
+        no_report=True,
+        no_progress=True,
+        run_dir=tmp_path / "run",
+        coordinator_address=f"127.0.0.1:{port}",
+        num_processes=2,
+    )
     env = os.environ | {"JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
