@@ -41,7 +41,7 @@ class TrainConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
-    critic_hidden: int = 128
+    critic_hidden: int = 64
     init_log_std: float = -1.0
     value_norm_beta: float = 0.99
     learned_safety: bool = True
@@ -56,7 +56,7 @@ class TrainConfig:
     updates_per_chunk: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
-    eval_episodes: int = 4
+    eval_episodes: int = 8
     eval_seed: int = 1_000_000
     eval_level: int = 4
 

@@ -195,6 +195,8 @@ def run_training(
         disable=not (progress and main_process),
         desc=f"{c.case}",
         dynamic_ncols=True,
+        miniters=1,
+        mininterval=0.5,
     )
     update = start
     last_saved = start if resume else None
