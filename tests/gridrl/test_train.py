@@ -117,6 +117,15 @@ def test_curriculum_advances_when_violations_are_rare():
     assert np.asarray(metrics["level"]).tolist() == [0, 0, 0]
 
 
+def test_training_with_ac_physics():
+    from gridrl.mappo import Trainer
+
+    trainer = Trainer(TINY.replace(method="ac"))
+    _, metrics = trainer.run(trainer.init(jax.random.PRNGKey(0)), 2)
+    assert np.all(np.asarray(metrics["finite"]) == 1)
+    assert np.all(np.isfinite(np.asarray(metrics["reward"])))
+
+
 # -- checkpoints ---------------------------------------------------------------------------
 def test_resume_continues_exactly(tmp_path):
     config = TINY.replace(total_steps=16 * 16 * 4)
