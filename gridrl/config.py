@@ -85,16 +85,32 @@ class TrainConfig:
         return cls(**out)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Options from a TOML file (or YAML: ``.yaml``/``.yml``), at the top level or
+        under a ``train`` table."""
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise ConfigError(f"--config: no such file {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                data = yaml.safe_load(text) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config: {path} must hold a table of options")
         data = data.get("train", data)
         return cls.from_dict(data, source=str(path))
+
+    from_toml = from_file
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

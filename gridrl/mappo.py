@@ -586,10 +586,6 @@ class Trainer:
             )
         return self._runners[n](state)
 
-    def policy(self, params):
-        """A jitted deterministic ``act(obs) -> actions`` for one environment."""
-        return jax.jit(lambda obs: self.agents.act_deterministic(params, obs))
-
 
 def default_devices(config: TrainConfig):
     """``config.devices`` devices of this process (0 = all); every process's devices

@@ -161,7 +161,7 @@ def run_training(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
     mgr = ckpt.manager(checkpoint_dir, keep=c.keep_checkpoints)
-    log = MetricsLog(log_dir, resume_update=start if resume else 0) if main_process else None
+    log = MetricsLog(log_dir, resume_update=start if resume else None) if main_process else None
 
     def save(state, update):
         ckpt.save(
@@ -301,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--config", help="TOML file of options (a [train] table or top-level keys)")
+    run.add_argument(
+        "--config",
+        help="TOML (or .yaml) file of options, keys as the flags with underscores, at the top "
+        "level or under [train]",
+    )
     run.add_argument("--run-dir", help="output directory (default: runs/<case>-<date>-<time>)")
     run.add_argument("--log-dir", help="TensorBoard/JSONL directory (default: RUN_DIR/logs)")
     run.add_argument("--checkpoint-dir", help="checkpoint directory (default: RUN_DIR/checkpoints)")
@@ -364,7 +368,7 @@ def config_from_args(args) -> TrainConfig:
     """Defaults, then ``--config``, then flags; a bad value names its flag."""
     from gridrl.config import _coerce
 
-    base = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     changes = {}
     for f in fields(TrainConfig):
         value = getattr(args, f.name)
@@ -436,10 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             checkpoint_dir = args.checkpoint_dir
             cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
-            if cdir.is_dir() and any(cdir.iterdir()):
+            ldir = Path(args.log_dir) if args.log_dir else run_dir / "logs"
+            if (cdir.is_dir() and any(cdir.iterdir())) or (ldir / "metrics.jsonl").exists():
                 parser.error(
-                    f"{cdir} already holds checkpoints; use --resume {run_dir} to continue that run "
-                    "or choose another --run-dir"
+                    f"{run_dir} already holds a run (checkpoints or logs); use --resume {run_dir} "
+                    "to continue it or choose another --run-dir"
                 )
         config.validate()
         from gridphysics.cases import _resolve_name, case_names

@@ -202,6 +202,13 @@ def test_missing_and_corrupt_checkpoints_give_clear_errors(tiny_run, tmp_path):
     assert main(["--resume", str(tmp_path / "empty")]) == 1  # clean message, no traceback
 
 
+def test_a_new_run_never_overwrites_an_old_one(tiny_run, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--case", "ieee14", "--run-dir", str(tiny_run[0])])
+    assert exc.value.code == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
     import signal
     import time
@@ -385,6 +392,9 @@ def test_config_file_and_flags(tmp_path):
     args = build_parser().parse_args(["--config", str(path), "--num-envs", "64"])
     config = config_from_args(args)
     assert (config.case, config.num_envs, config.anneal_lr) == ("ieee14", 64, False)
+    yml = tmp_path / "c.yaml"
+    yml.write_text("train:\n  case: ieee30\n  gamma: 0.9\n")
+    assert (TrainConfig.from_file(yml).case, TrainConfig.from_file(yml).gamma) == ("ieee30", 0.9)
     path.write_text("[train]\nnum_env = 32\n")
     with pytest.raises(ConfigError, match="unknown option 'num_env'"):
         TrainConfig.from_toml(path)
