@@ -241,9 +241,31 @@ def format_table(results: dict[str, EpisodeMetrics]) -> str:
     return "\n".join(rows)
 
 
-def parse_baselines(parser, text: str) -> tuple[str, ...]:
-    """The names of a ``--baselines a,b`` flag (a parser error names unknown ones)."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
+def add_day_flags(parser, *, episodes: int, seed: int) -> None:
+    """``--episodes``, ``--seed``, ``--level`` and ``--baselines`` (the evaluated days and
+    the baselines run on them), shared by the baselines and evaluation commands."""
+    parser.add_argument(
+        "--episodes", type=int, default=episodes, help=f"days per policy (default: {episodes})"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=seed, help=f"seed of the evaluated days (default: {seed})"
+    )
+    parser.add_argument(
+        "--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)"
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help=f"comma-separated subset of {', '.join(BASELINES)}",
+    )
+
+
+def check_day_flags(parser, args) -> tuple[str, ...]:
+    """Validate :func:`add_day_flags`' values; the baseline names (a parser error names
+    unknown ones)."""
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
     bad = [n for n in names if n not in BASELINES]
     if bad:
         parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")
@@ -260,24 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         "days and print cost, overload-step share, energy not served, trips, interventions and survival.",
     )
     parser.add_argument("--case", default="ieee118", help="case name (default: ieee118)")
-    parser.add_argument(
-        "--episodes", type=int, default=2, help="episodes per baseline (default: 2)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the evaluated days (default: 0)"
-    )
-    parser.add_argument(
-        "--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)"
-    )
-    parser.add_argument(
-        "--baselines",
-        default=",".join(BASELINES),
-        help=f"comma-separated subset of {', '.join(BASELINES)}",
-    )
+    add_day_flags(parser, episodes=2, seed=0)
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
-    names = parse_baselines(parser, args.baselines)
+    names = check_day_flags(parser, args)
     results = evaluate_baselines(
         args.case, episodes=args.episodes, seed=args.seed, level=args.level, baselines=names
     )

@@ -23,8 +23,9 @@ import numpy as np
 from gridrl.baselines import (
     BASELINES,
     EpisodeMetrics,
+    add_day_flags,
+    check_day_flags,
     make_policy,
-    parse_baselines,
     run_episodes,
 )
 
@@ -276,23 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--case", help="case the policy was trained on (checked against the checkpoint)"
     )
-    parser.add_argument("--episodes", type=int, default=4, help="held-out days (default: 4)")
-    parser.add_argument(
-        "--seed", type=int, default=1_000_000, help="seed of the days (default: 1000000)"
-    )
-    parser.add_argument(
-        "--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)"
-    )
+    add_day_flags(parser, episodes=4, seed=1_000_000)
     parser.add_argument("--out", help="output directory (default: the run directory)")
-    parser.add_argument(
-        "--baselines",
-        default=",".join(BASELINES),
-        help=f"comma-separated subset of {', '.join(BASELINES)}",
-    )
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
-    names = parse_baselines(parser, args.baselines)
+    names = check_day_flags(parser, args)
     from gridrl.checkpoint import CheckpointError
 
     try:
