@@ -43,10 +43,11 @@ from gridphysics.network import (  # noqa: E402
     ShuntData,
     Topology,
 )
+from gridphysics.outage import OutageFlowResult, OutageFlows  # noqa: E402
 from gridphysics.pandapower_io import from_pandapower  # noqa: E402
 from gridphysics.ppc import from_ppc, to_ppc  # noqa: E402
 from gridphysics.ratings import Ratings, fill_missing_ratings, rating_rule  # noqa: E402
-from gridphysics.results import PowerFlowResult  # noqa: E402
+from gridphysics.results import PowerFlowResult, loading_percent, lost_load_mw  # noqa: E402
 from gridphysics.sensitivity import bridges, lodf, otdf, ptdf  # noqa: E402
 from gridphysics.solve import SolveOptions, solve  # noqa: E402
 
@@ -68,6 +69,8 @@ __all__ = [
     "Network",
     "NetworkError",
     "NoSlackError",
+    "OutageFlowResult",
+    "OutageFlows",
     "PowerFlowResult",
     "PrecisionError",
     "Ratings",
@@ -87,7 +90,9 @@ __all__ = [
     "from_ppc",
     "load_case",
     "load_matpower",
+    "loading_percent",
     "lodf",
+    "lost_load_mw",
     "n1_dc_flows",
     "n1_plan",
     "otdf",

@@ -36,7 +36,7 @@ import numpy as np
 
 from gridphysics import admittance, dc, islands, linalg
 from gridphysics.network import PV, REF, Network, Topology
-from gridphysics.results import PowerFlowResult
+from gridphysics.results import PowerFlowResult, loading_percent
 
 Algorithm = Literal["nr", "fdxb", "fdbx"]
 Init = Literal["dc", "flat", "case"]
@@ -514,15 +514,15 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
     def keep(a: jax.Array, valid: jax.Array | bool = True) -> jax.Array:
         return jnp.where(converged & valid, a, nan)
 
-    rate = network.branch.rate_a_mva
-    flow = jnp.maximum(jnp.abs(s_from), jnp.abs(s_to))
-    loading = flow / jnp.where(jnp.isnan(rate), 1.0, rate) * 100.0
+    loading = loading_percent(
+        jnp.maximum(jnp.abs(s_from), jnp.abs(s_to)), network.branch.rate_a_mva
+    )
     gen_ok = reach[topo.gen_bus]
     return PowerFlowResult(
         va_rad=keep(jnp.angle(v), reach),  # wrapped to (-pi, pi] like angle(V) in MATPOWER
         p_bus_mw=keep(s_bus.real, reach),
         p_from_mw=keep(s_from.real),
-        loading_percent=keep(loading, ~jnp.isnan(rate)),
+        loading_percent=keep(loading),
         gen_p_mw=keep(gen_p, gen_ok),
         converged=converged,
         method="ac",

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gridphysics import dc, islands, sensitivity
+from gridphysics import dc, islands, outage, sensitivity
 from gridphysics.errors import NetworkError
 from gridphysics.network import Network
 from gridphysics.ratings import Ratings, fill_missing_ratings
-from gridphysics.results import PowerFlowResult
+from gridphysics.results import PowerFlowResult, loading_percent, lost_load_mw
 from gridphysics.solve import SolveOptions, solve
 
 if TYPE_CHECKING:
@@ -190,17 +190,18 @@ def _islanding(network: Network, sets: list[tuple[int, ...]]) -> np.ndarray:
 def _multi_outage_flows(
     base_flow: jax.Array, h: jax.Array, sets: jax.Array, columns: jax.Array
 ) -> jax.Array:
-    """(..., n_sets, n_branch) flows after simultaneous outages (Woodbury identity):
-    with ``H_K`` the transfer columns of the set ``K``, ``f + H_K (I - H_KK)^-1 f_K``.
+    """(..., n_sets, n_branch) flows after simultaneous outages that keep the grid whole,
+    by the outage engine's Woodbury step (:func:`gridphysics.outage.woodbury_solve`):
     ``sets`` holds branch indices, ``columns`` their columns in ``h``."""
+    tol = outage.pivot_tolerance(h.dtype)
 
     def per_set(members, cols_of):
         cols = h[:, cols_of]  # (n_branch, k)
-        m = jnp.eye(members.shape[0], dtype=h.dtype) - cols[members]
+        used = jnp.ones(members.shape[0], bool)
 
         def apply(f):
-            post = f + cols @ jnp.linalg.solve(m, f[members])
-            return post.at[members].set(0.0)  # the outaged branches carry nothing
+            z, _, _ = outage.woodbury_solve(cols[members], f[members], used, tol)
+            return (f + cols @ z).at[members].set(0.0)  # the outaged branches carry nothing
 
         return apply(base_flow) if base_flow.ndim == 1 else jax.vmap(apply)(base_flow)
 
@@ -418,7 +419,7 @@ def contingencies(
 def _summarize(flows, loading, rate, limit):
     """Worst loading, its branch and the number of overloaded branches per contingency."""
     if loading is None:
-        loading = jnp.abs(flows) / rate * 100.0
+        loading = loading_percent(flows, rate)
     loading = jnp.where(jnp.isnan(loading), -jnp.inf, loading)
     worst = jnp.argmax(loading, axis=-1)
     peak = jnp.max(loading, axis=-1)
@@ -501,11 +502,7 @@ def _ac_screen_one(
         vm_pu=jnp.nan_to_num(base.vm_pu, nan=1.0), va_rad=jnp.nan_to_num(base.va_rad)
     )
     res = jax.vmap(lambda st: solve(start.with_branches(status=st), "ac", options=options))(status)
-    topo = network.topology
-    at_bus = jax.ops.segment_sum(
-        network.load.p_mw * network.load.status, jnp.asarray(topo.load_bus), topo.n_bus
-    )
-    lost = jnp.sum(jnp.where(res.bus_isolated, at_bus, 0.0), axis=-1)
+    lost = lost_load_mw(network.topology, network.load.p_mw * network.load.status, res.bus_isolated)
     return res.p_from_mw, res.loading_percent, res.converged, res.bus_isolated.sum(-1), lost
 
 
@@ -541,13 +538,9 @@ def _ac_chunks(network, sets, base_result, scenarios, n_scen, options):
 
 def _load_on(network, isolated_mask, scenarios, n_scen) -> np.ndarray:
     """Load (MW) on the isolated buses of each contingency."""
-    topo = network.topology
 
     def lost(net, mask):
-        at_bus = jax.ops.segment_sum(
-            net.load.p_mw * net.load.status, jnp.asarray(topo.load_bus), topo.n_bus
-        )
-        return jnp.sum(jnp.where(mask, at_bus, 0.0), axis=-1)
+        return lost_load_mw(net.topology, net.load.p_mw * net.load.status, mask)
 
     if n_scen is None:
         return np.asarray(lost(network, isolated_mask))

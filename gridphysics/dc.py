@@ -19,7 +19,7 @@ import numpy as np
 
 from gridphysics import islands, linalg
 from gridphysics.network import REF, Network, Topology
-from gridphysics.results import PowerFlowResult
+from gridphysics.results import PowerFlowResult, loading_percent
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,13 +200,12 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     def ok(x: jax.Array, valid: jax.Array | bool = True) -> jax.Array:
         return jnp.where(converged & valid, x, nan)
 
-    rate = br.rate_a_mva
-    loading = jnp.abs(p_from) / jnp.where(jnp.isnan(rate), 1.0, rate) * 100.0
+    loading = loading_percent(p_from, br.rate_a_mva)
     return PowerFlowResult(
         va_rad=ok(theta, reach),
         p_bus_mw=ok(p_bus, reach),
         p_from_mw=ok(p_from),
-        loading_percent=ok(loading, ~jnp.isnan(rate)),
+        loading_percent=ok(loading),
         gen_p_mw=ok(gen_p, reach[topo.gen_bus]),
         converged=converged,
         method="dc",

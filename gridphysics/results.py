@@ -15,6 +15,22 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def loading_percent(flow: jax.Array, rate_mva: jax.Array) -> jax.Array:
+    """``100 * flow / rate_mva`` (flow: |P| in DC, max |S| of both ends in AC; (n_branch,)),
+    NaN where the branch has no rating (``rate_mva`` NaN). The one definition of a
+    branch's loading, shared by the solvers, the outage engine and gridrl."""
+    rate = jnp.asarray(rate_mva)
+    loading = jnp.abs(flow) / jnp.where(jnp.isnan(rate), 1.0, rate) * 100.0
+    return jnp.where(jnp.isnan(rate), jnp.nan, loading)
+
+
+def lost_load_mw(topology: Topology, load_p_mw: jax.Array, bus_isolated: jax.Array) -> jax.Array:
+    """() load on the buses cut off (``load_p_mw``: (n_load,) served load, MW;
+    ``bus_isolated``: (n_bus,)): what a split grid loses."""
+    at_bus = jax.ops.segment_sum(load_p_mw, jnp.asarray(topology.load_bus), topology.n_bus)
+    return jnp.sum(jnp.where(bus_isolated, at_bus, 0.0), axis=-1)
+
+
 @struct.dataclass
 class PowerFlowResult:
     """Result of :func:`gridphysics.solve`. Never written into the input network.

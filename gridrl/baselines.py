@@ -74,13 +74,13 @@ def greedy(env: GridEnv, steps: int = 3) -> Policy:
         p = state.gen_mw
         rate = jnp.where(state.branch_on > 0, net.branch.rate_a_mva, jnp.nan)
         for _ in range(steps):
-            flow = params.ptdf @ (
+            flow = params.grid.ptdf @ (
                 inj + jax.ops.segment_sum(p, jnp.asarray(topo.gen_bus), env.n_bus)
             )
             loading = jnp.abs(flow) / rate
             worst = jnp.argmax(jnp.nan_to_num(loading, nan=-1.0))
             need = jnp.maximum(jnp.abs(flow[worst]) - 0.9 * rate[worst], 0.0)
-            sens = params.ptdf[worst, topo.gen_bus] * jnp.sign(flow[worst])
+            sens = params.grid.ptdf[worst, topo.gen_bus] * jnp.sign(flow[worst])
             inc = jnp.argmin(jnp.where(hi - p > 1e-3, sens, jnp.inf))
             dec = jnp.argmax(jnp.where(p - lo > 1e-3, sens, -jnp.inf))
             gain = jnp.maximum(sens[dec] - sens[inc], 1e-6)

@@ -33,13 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
-from gridrl import physics, safety, scenarios
+from gridrl import safety, scenarios
 from gridrl.areas import partition, tie_lines
-from gridrl.opf import zero_injection_flows
 from gridrl.spaces import Box
 
 DT_HOURS = 0.25
-FAST_DC_MAX_BRANCHES = 3000  # above this, no dense transfer matrix: exact solves every step
+FAST_DC_MAX_BRANCHES = 3000  # above this, no dense outage engine: gridphysics.solve every step
 RATING_RULE = "operation-v1"  # cases/ratings.toml: ratings of branches the case leaves unrated
 
 
@@ -57,6 +56,9 @@ class EnvConfig:
         renewable_share: share of generators turned into wind/solar units.
         repair_steps: steps until a tripped or failed branch is back.
         max_cascade: re-solves per step while trips cascade.
+        max_outages: branches that may be out at once (the outage engine's slots, see
+            :class:`gridphysics.OutageFlows`; capped at the number of branches). A state
+            with more is a collapse: every bus counts as cut off (a blackout).
         max_shed_share: largest share of an area's load its agent may shed in a step.
         method: physics: "dc" (default) or "ac".
         dtype: "float32" (default, fast) or "float64".
@@ -71,6 +73,7 @@ class EnvConfig:
     renewable_share: float = 0.2
     repair_steps: int = 16
     max_cascade: int = 5
+    max_outages: int = 16
     max_shed_share: float = 0.2
     method: Literal["dc", "ac"] = "dc"
     dtype: Literal["float32", "float64"] = "float32"
@@ -96,12 +99,10 @@ class EnvParams:
     level: jax.Array  # () int32 curriculum level 0..4
     levels: scenarios.LevelSettings
     reward: RewardWeights
-    ptdf: jax.Array  # (n_branch, n_bus) of the intact grid, for the safety filter
+    grid: gp.OutageFlows  # DC flows after outages (its ptdf also serves the safety filter)
     base_gen_mw: jax.Array  # (n_gen,) the case's own dispatch
     ramp_mw: jax.Array  # (n_gen,) ramp per step
     capacity_mw: jax.Array  # (n_gen,) installed capacity (renewables: twice the case output)
-    transfer: jax.Array | None  # (n_branch, n_branch) see gridrl.physics; None: exact solves only
-    flow_shift: jax.Array  # (n_branch,) flows at zero injection (phase shifters)
     learned_safety: jax.Array  # () 0/1: apply the safety agent's residual action
 
 
@@ -182,6 +183,7 @@ class GridEnv:
         self.is_solar = np.arange(len(self.renewable_index)) % 2 == 0  # alternate solar / wind
         bridges = set(gp.bridges(network).tolist())
         self.can_fail = np.array([k not in bridges for k in range(t.n_branch)])
+        self._engine = network.n_branch <= FAST_DC_MAX_BRANCHES
         self.agents = ["strategic", *[f"operational_{a}" for a in range(A)], "safety"]
         self.dtype = jnp.dtype(config.dtype)
         self._shape = jnp.asarray(scenarios.daily_load_shape(config.episode_steps), self.dtype)
@@ -357,8 +359,7 @@ class GridEnv:
         loading, isolated, trips, branch_on, counts, repair = self._protect(
             params, gen, served, branch_on, state.overload_steps, repair, rate
         )
-        load_at_bus = jax.ops.segment_sum(served, jnp.asarray(net.topology.load_bus), self.n_bus)
-        ens = jnp.sum(jnp.where(isolated, load_at_bus, 0.0))
+        ens = gp.lost_load_mw(net.topology, served, isolated)
         total = jnp.maximum(jnp.sum(load), 1e-6)
         lost_share = (ens + jnp.sum(load - served)) / total
         blackout = lost_share > 0.5
@@ -466,7 +467,7 @@ class GridEnv:
             p_max=avail,
             ramp=params.ramp_mw,
             demand=self._demand(served, params),
-            ptdf=params.ptdf,
+            ptdf=params.grid.ptdf,
             injection_bus=self._injection(net, served),
             gen_bus=jnp.asarray(net.topology.gen_bus),
             rate=rate,
@@ -484,34 +485,26 @@ class GridEnv:
             )
         )
 
-    def _exact_flows(self, params: EnvParams, branch_on, gen, served):
-        """``(p_from_mw, bus_isolated)`` from ``gridphysics.solve`` (a failed solve counts
-        every bus as isolated: a blackout)."""
-        net = (
-            params.network.with_loads(p_mw=served)
-            .with_gens(p_mw=gen)
-            .with_branches(status=branch_on)
-        )
-        res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
-        return res.p_from_mw, res.bus_isolated | ~res.converged
-
     def _flows(self, params: EnvParams, gen, served, branch_on, rate):
-        """Branch loadings (percent; inf where the solve failed) and isolated buses."""
-        if self.config.method == "dc" and params.transfer is not None:
-            injection = self._injection(params.network, served) + jax.ops.segment_sum(
-                gen, jnp.asarray(params.network.topology.gen_bus), self.n_bus
+        """Branch loadings (percent; inf where the flows are undefined) and isolated buses
+        (all of them where the flows are undefined: a collapse)."""
+        net = params.network
+        if self.config.method == "dc" and self._engine:
+            injection = self._injection(net, served) + jax.ops.segment_sum(
+                gen, jnp.asarray(net.topology.gen_bus), self.n_bus
             )
-            p_from, isolated = physics.dc_flows(
-                self._exact_flows, params, injection, branch_on, gen, served
+            res = params.grid.flows(injection, branch_on)
+            loading, ok, isolated = (
+                gp.loading_percent(res.p_from_mw, rate),
+                res.exact,
+                res.bus_isolated,
             )
-            loading = jnp.abs(p_from) / jnp.where(jnp.isnan(rate), 1.0, rate) * 100.0
-            loading = jnp.where(jnp.isnan(rate), jnp.nan, loading)
-            return jnp.where(jnp.isfinite(p_from), loading, jnp.inf), isolated
-        net = params.network.with_loads(p_mw=served).with_gens(p_mw=gen)
-        net = net.with_branches(status=branch_on, rate_a_mva=rate)
-        res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
-        loading = jnp.where(res.converged, res.loading_percent, jnp.inf)
-        return loading, res.bus_isolated | ~res.converged
+        else:
+            net = net.with_loads(p_mw=served).with_gens(p_mw=gen)
+            net = net.with_branches(status=branch_on, rate_a_mva=rate)
+            res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
+            loading, ok, isolated = res.loading_percent, res.converged, res.bus_isolated
+        return jnp.where(ok, loading, jnp.inf), isolated | ~ok
 
     def _protect(self, params, gen, served, branch_on, counts, repair, rate):
         """Power flow, then trips until no line exceeds its instant limit (cascade)."""
@@ -664,14 +657,10 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
                 normalizer=jnp.asarray(normalizer),
             ),
         ),
-        ptdf=jnp.asarray(gp.ptdf(network), dtype),
+        grid=gp.OutageFlows.build(network, config.max_outages if env._engine else 0, dtype),
         base_gen_mw=jnp.asarray(base, dtype),
         ramp_mw=jnp.asarray(ramp, dtype),
         capacity_mw=jnp.asarray(capacity, dtype),
-        transfer=None
-        if network.n_branch > FAST_DC_MAX_BRANCHES
-        else jnp.asarray(physics.transfer_matrix(network), dtype),
-        flow_shift=jnp.asarray(zero_injection_flows(network)[0], dtype),
         learned_safety=jnp.asarray(0.0, dtype),
     )
     return env, params

@@ -41,13 +41,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
 import gridphysics as gp
 from gridphysics.network import REF, Network
+from gridphysics.outage import zero_injection_solve
 
 # A branch outside the LP counts as overloaded above rate * (1 + RTOL) + ATOL.
 _RATE_RTOL = 1e-9
@@ -115,11 +115,9 @@ def _failure(n_gen: int, n_load: int, n_branch: int, status: str, message: str) 
 def zero_injection_flows(net: Network) -> tuple[np.ndarray, np.ndarray, bool]:
     """DC flows with every load, generator and shunt at zero (only phase shifters drive
     them), the dead buses, and whether that solve converged."""
-    empty = net.with_loads(p_mw=0.0).with_gens(p_mw=0.0)
-    empty = empty.replace(shunt=empty.shunt.replace(g_mw=jnp.zeros_like(empty.shunt.g_mw)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gp.ConvergenceWarning)
-        result = gp.solve(empty)
+        result = zero_injection_solve(net)
     converged = bool(result.converged)
     return np.asarray(result.p_from_mw), np.asarray(result.bus_isolated), converged
 

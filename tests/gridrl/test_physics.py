@@ -1,4 +1,5 @@
-"""The environment's fast DC flows equal gridphysics.solve, with and without outages."""
+"""The environment's DC flows (gridphysics.OutageFlows) equal gridphysics.solve, with and
+without outages, islands included; a state beyond the engine's slots is a collapse."""
 
 from __future__ import annotations
 
@@ -10,34 +11,47 @@ import gridphysics as gp
 from gridrl.env import make
 
 
-def test_fast_flows_equal_exact_solves_for_random_outages_single_and_batched():
+def test_env_flows_equal_exact_solves_for_random_outages_single_and_batched():
     env, params = make("ieee118", dtype="float64")
     net = params.network
+    k = env.config.max_outages
     rng = np.random.default_rng(0)
-    n = 64
+    n = 48
     status = np.ones((n, net.n_branch))
     for i in range(n):
-        k = rng.integers(0, 12)  # up to 11 outages: some beyond the Woodbury size
-        status[i, rng.choice(net.n_branch, k, replace=False)] = 0.0
+        status[i, rng.choice(net.n_branch, rng.integers(0, k), replace=False)] = 0.0
     status[5, 182] = 0.0  # a bridge: bus 116 is cut off
+    status[6, [182, 7, 8]] = 0.0
     gen = np.asarray(gp.solve(net).gen_p_mw) * rng.uniform(0.9, 1.1, (n, net.n_gen))
     served = np.asarray(net.load.p_mw) * rng.uniform(0.9, 1.1, (n, net.n_load))
     rate = net.branch.rate_a_mva
 
-    def fast(st, g, s):
+    def flows(st, g, s):
         return env._flows(params, g, s, st, rate)
 
-    batched = jax.jit(jax.vmap(fast))(jnp.asarray(status), jnp.asarray(gen), jnp.asarray(served))
+    loading, isolated = jax.jit(jax.vmap(flows))(
+        jnp.asarray(status), jnp.asarray(gen), jnp.asarray(served)
+    )
     for i in range(n):
         ref = gp.solve(
             net.with_loads(p_mw=served[i]).with_gens(p_mw=gen[i]).with_branches(status=status[i])
         )
-        expected = np.abs(np.asarray(ref.p_from_mw)) / np.asarray(rate) * 100
-        np.testing.assert_allclose(batched[0][i], expected, rtol=1e-7, atol=1e-6, err_msg=str(i))
-        np.testing.assert_array_equal(batched[1][i], np.asarray(ref.bus_isolated))
-        if i < 4:
-            single = jax.jit(fast)(
+        expected = np.abs(np.nan_to_num(np.asarray(ref.p_from_mw))) / np.asarray(rate) * 100
+        np.testing.assert_allclose(loading[i], expected, rtol=1e-7, atol=1e-6, err_msg=str(i))
+        np.testing.assert_array_equal(isolated[i], np.asarray(ref.bus_isolated))
+        if i < 3:
+            single = jax.jit(flows)(
                 jnp.asarray(status[i]), jnp.asarray(gen[i]), jnp.asarray(served[i])
             )
             np.testing.assert_allclose(single[0], expected, rtol=1e-7, atol=1e-6)
-    assert bool(batched[1][5].any())  # the bridge outage isolated a bus (the exact path ran)
+    assert bool(isolated[5].any()) and bool(isolated[6].any())
+
+
+def test_more_outages_than_the_engine_holds_is_a_collapse():
+    env, params = make("ieee14", max_outages=3)
+    net = params.network
+    gen = jnp.asarray(gp.solve(net).gen_p_mw, env.dtype)
+    served = net.load.p_mw
+    status = jnp.ones(net.n_branch, env.dtype).at[jnp.array([1, 5, 9, 12])].set(0.0)
+    loading, isolated = env._flows(params, gen, served, status, net.branch.rate_a_mva)
+    assert bool(jnp.all(jnp.isinf(loading))) and bool(isolated.all())

@@ -1,0 +1,298 @@
+"""DC flows after any set of branch outages, at a fixed cost per grid state.
+
+``engine = gp.OutageFlows.build(network)`` computes once per grid the intact grid's
+PTDF, its transfer matrix ``H`` (``H[:, k]``: flow change on every branch per MW moved
+from branch ``k``'s from bus to its to bus) and its flows at zero injection (phase
+shifters). ``engine.flows(injection_mw, status)`` then returns the DC flows of the grid
+with the branches whose ``status`` is 0 switched out. They equal
+:func:`gridphysics.solve`: the same model, and buses cut off from every reference bus
+are excluded (their injections are dropped, the slack makes up the difference and their
+branches carry nothing).
+
+The cost does not depend on which or how many branches are out, so a batch under
+``vmap`` costs the same whether no environment or every one is in trouble:
+
+1. the outaged branches fill ``max_outages`` slots (``top_k``; unused slots are inert);
+2. ``M = I - H_KK`` (the Woodbury system of the outage set ``K``) is factored by
+   elimination without pivoting. ``M`` is similar to the symmetric positive
+   semidefinite ``I - D^1/2 A_K^T B^-1 A_K D^1/2`` (``D``: the outaged susceptances), so
+   its pivots lie in [0, 1] and a pivot of 0 means the outages cut the grid: the
+   elimination skips it instead of dividing by it;
+3. the buses cut off are those whose injection ``M`` cannot carry (the consistency test
+   of the skipped equations: one extra PTDF product for all islands at once);
+4. their injections are dropped, and the flows are ``f0 + H z`` with ``M z = f0_K``.
+
+A state with more than ``max_outages`` outages is not represented: ``exact`` is False
+and the flows are NaN. Size ``max_outages`` for the worst state the caller can reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_batching import custom_vmap
+
+from gridphysics.errors import NetworkError
+from gridphysics.network import Network
+from gridphysics.sensitivity import ptdf as _ptdf
+
+# Pivots of M lie in [0, 1]; below this (relative to the dtype's rounding) an outage set
+# cuts the grid. Rounding in H and the elimination stays well below it.
+_PIVOT_TOL = {jnp.dtype("float32"): 1e-4, jnp.dtype("float64"): 1e-9}
+# The consistency residual of a skipped equation on a bus's PTDF column is the flow on a
+# bridge of a connected grid: -1, 0 or +1. Weighting the j-th skipped equation by 2^j
+# keeps their sum an integer that vanishes only when every residual does (exactly while
+# the powers fit in the mantissa).
+_WEIGHT_BITS = {jnp.dtype("float32"): 20, jnp.dtype("float64"): 48}
+
+
+def pivot_tolerance(dtype) -> float:
+    """Pivots of the Woodbury system below which an outage set cuts the grid."""
+    return _PIVOT_TOL.get(jnp.dtype(dtype), 1e-9)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class OutageFlowResult:
+    """Flows of one grid state (leading axes added by ``vmap``).
+
+    Attributes:
+        p_from_mw: (n_branch,) from-end flows, MW; 0 on branches out or cut off.
+        bus_isolated: (n_bus,) buses cut off from every reference bus.
+        exact: () False when more branches were out than the engine's ``max_outages``
+            (the flows are then NaN) or an input was not finite.
+    """
+
+    p_from_mw: jax.Array
+    bus_isolated: jax.Array
+    exact: jax.Array
+
+
+@dataclass(frozen=True)
+class OutageFlows:
+    """The outage-flow engine of one grid (see the module docstring).
+
+    Attributes:
+        ptdf: (n_branch, n_bus) intact-grid PTDF, MW per MW, reference-bus slack.
+        transfer: (n_branch, n_branch) intact-grid ``H = PTDF (e_from - e_to)``.
+        shift_flow_mw: (n_branch,) intact-grid flows at zero injection (phase shifters).
+        in_service: (n_branch,) bool, the branches in service in the intact grid.
+        branch_from, branch_to: (n_branch,) int32 end buses.
+        max_outages: static number of outage slots.
+    """
+
+    ptdf: jax.Array
+    transfer: jax.Array
+    shift_flow_mw: jax.Array
+    in_service: jax.Array
+    branch_from: jax.Array
+    branch_to: jax.Array
+    max_outages: int
+
+    @staticmethod
+    def build(network: Network, max_outages: int = 16, dtype=None) -> OutageFlows:
+        """The engine of ``network``'s intact grid (outside jit; computed in the
+        network's precision, stored in ``dtype``, default the network's).
+
+        ``max_outages`` (capped at the number of branches) sizes the outage slots; 0
+        stores no transfer matrix (``n_branch^2`` numbers) and handles the intact grid
+        only."""
+        from gridphysics.islands import reachable_numpy
+
+        if max_outages < 0:
+            raise NetworkError(f"max_outages must be >= 0, got {max_outages}")
+        topo = network.topology
+        dtype = jnp.dtype(dtype or network.dtype)
+        h = np.asarray(_ptdf(network))
+        status = np.asarray(network.branch.status) > 0
+        reach = reachable_numpy(topo, status)
+        if max_outages:
+            transfer = h[:, topo.branch_from] - h[:, topo.branch_to]
+            transfer[:, ~status] = 0.0
+            transfer[~status, :] = 0.0
+        else:
+            transfer = np.zeros((topo.n_branch, 0))
+        return OutageFlows(
+            ptdf=jnp.asarray(h, dtype),
+            transfer=jnp.asarray(transfer, dtype),
+            shift_flow_mw=jnp.asarray(shift_flows(network), dtype),
+            in_service=jnp.asarray(status & reach[topo.branch_from]),
+            branch_from=jnp.asarray(topo.branch_from, jnp.int32),
+            branch_to=jnp.asarray(topo.branch_to, jnp.int32),
+            max_outages=int(min(max_outages, topo.n_branch)),
+        )
+
+    @property
+    def n_branch(self) -> int:
+        return self.transfer.shape[0]
+
+    @property
+    def n_bus(self) -> int:
+        return self.ptdf.shape[1]
+
+    def flows(self, injection_mw: jax.Array, status: jax.Array) -> OutageFlowResult:
+        """DC flows with bus injections ``injection_mw`` (n_bus,) (generation minus load
+        and shunt consumption, MW; the reference bus balances) and branch statuses
+        ``status`` (n_branch,) (a branch in service in the intact grid is out where its
+        status is <= 0). Traceable, vmappable, fixed cost."""
+        dtype = self.transfer.dtype
+        out = self.in_service & (status <= 0)
+        n_out = jnp.sum(out)
+        if self.max_outages == 0:
+            post = self.ptdf @ injection_mw + self.shift_flow_mw
+            exact = (n_out == 0) & jnp.isfinite(jnp.sum(post))
+            return OutageFlowResult(
+                p_from_mw=jnp.where(exact, jnp.where(status <= 0, 0.0, post), jnp.nan),
+                bus_isolated=jnp.zeros(self.n_bus, bool),
+                exact=exact,
+            )
+        weight, slots = jax.lax.top_k(out.astype(dtype), self.max_outages)
+        used = weight > 0
+        tol = pivot_tolerance(dtype)
+        h_kk = self.transfer[slots[:, None], slots]
+        m = jnp.where(used[:, None] & used[None, :], -h_kk, 0.0)
+        lu, null = _factor(m + jnp.eye(self.max_outages, dtype=dtype), jnp.asarray(tol, dtype))
+        null = null & used
+
+        # Buses cut off: the skipped equations' consistency on each bus's PTDF column.
+        rank = (jnp.cumsum(null) - 1) % _WEIGHT_BITS.get(jnp.dtype(dtype), 20)
+        g = jnp.where(null, jnp.exp2(rank.astype(dtype)), 0.0)
+        score = _scatter(_solve_lt(lu, g), slots, used, self.n_branch) @ self.ptdf
+        isolated = jnp.abs(score) > 0.5
+
+        injection = jnp.where(isolated, 0.0, injection_mw)
+        f0 = self.ptdf @ injection + self.shift_flow_mw
+        z = _solve(lu, null, jnp.where(used, f0[slots], 0.0))
+        post = f0 + self.transfer @ _scatter(z, slots, used, self.n_branch)
+        # outaged branches and those of an island carry nothing (as in gridphysics.solve)
+        dead = out | (status <= 0) | isolated[self.branch_from] | isolated[self.branch_to]
+        exact = (n_out <= self.max_outages) & jnp.isfinite(jnp.sum(post))
+        post = jnp.where(dead, 0.0, post)
+        return OutageFlowResult(
+            p_from_mw=jnp.where(exact, post, jnp.nan), bus_isolated=isolated, exact=exact
+        )
+
+
+jax.tree_util.register_dataclass(
+    OutageFlows,
+    data_fields=["ptdf", "transfer", "shift_flow_mw", "in_service", "branch_from", "branch_to"],
+    meta_fields=["max_outages"],
+)
+
+
+def zero_injection_solve(network: Network):
+    """The DC power flow with every load, generator and shunt at zero: the flows that
+    phase shifters alone drive (a :class:`~gridphysics.PowerFlowResult`)."""
+    from gridphysics.solve import SolveOptions, solve
+
+    empty = network.with_loads(p_mw=0.0).with_gens(p_mw=0.0)
+    empty = empty.replace(shunt=empty.shunt.replace(g_mw=jnp.zeros_like(empty.shunt.g_mw)))
+    return solve(empty, options=SolveOptions(validate=False))
+
+
+def shift_flows(network: Network) -> np.ndarray:
+    """(n_branch,) DC flows with every injection at zero (see :func:`zero_injection_solve`)."""
+    return np.nan_to_num(np.asarray(zero_injection_solve(network).p_from_mw))
+
+
+def _scatter(values, slots, used, size):
+    return jnp.zeros(size, values.dtype).at[slots].add(jnp.where(used, values, 0.0))
+
+
+def _batch_last(fn):
+    """``fn`` (written for arrays with any trailing batch axes) as a function whose
+    ``vmap`` moves the batch axis to the end: the k x k elimination then runs on
+    contiguous batch vectors (3-4x faster on a CPU than with the batch in front)."""
+
+    @custom_vmap
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        moved = [
+            jnp.moveaxis(a, 0, -1) if b else jnp.broadcast_to(a[..., None], (*a.shape, axis_size))
+            for a, b in zip(args, in_batched, strict=True)
+        ]
+        out = wrapped(*moved)
+        return jax.tree.map(lambda o: jnp.moveaxis(o, -1, 0), out), jax.tree.map(
+            lambda _: True, out
+        )
+
+    return wrapped
+
+
+def _factor_impl(m: jax.Array, tol: jax.Array) -> tuple[jax.Array, jax.Array]:
+    k = m.shape[0]
+    idx = jnp.arange(k)
+    extra = (1,) * (m.ndim - 2)
+    below = idx.reshape(k, *extra)
+
+    def body(i, carry):
+        a, null = carry
+        piv = a[i, i]
+        zero = jnp.abs(piv) <= tol
+        inv = jnp.where(zero, 0.0, 1.0 / jnp.where(zero, 1.0, piv))
+        col = jnp.where(below > i, a[:, i] * inv, 0.0)  # multipliers, (k, *batch)
+        row = jnp.where(below > i, a[i, :], 0.0)
+        a = a - col[:, None] * row[None, :]
+        a = jnp.where((below > i)[:, None] & (below == i)[None, :], col[:, None], a)
+        return a, null.at[i].set(zero)
+
+    return jax.lax.fori_loop(0, k, body, (m, jnp.zeros(m.shape[1:], bool)))
+
+
+def _solve_impl(lu: jax.Array, null: jax.Array, r: jax.Array) -> jax.Array:
+    k = r.shape[0]
+    pos = jnp.arange(k).reshape(k, *(1,) * (r.ndim - 1))
+
+    def forward(i, y):
+        return y - jnp.where(pos > i, lu[:, i], 0.0) * y[i]
+
+    y = jnp.where(null, 0.0, jax.lax.fori_loop(0, k, forward, r))
+
+    def backward(t, x):
+        i = k - 1 - t
+        rest = jnp.sum(jnp.where(pos > i, lu[i, :], 0.0) * x, axis=0)
+        xi = (x[i] - rest) / jnp.where(null[i], 1.0, lu[i, i])
+        return x.at[i].set(jnp.where(null[i], 0.0, xi))
+
+    return jax.lax.fori_loop(0, k, backward, y)
+
+
+def _solve_lt_impl(lu: jax.Array, g: jax.Array) -> jax.Array:
+    k = g.shape[0]
+    pos = jnp.arange(k).reshape(k, *(1,) * (g.ndim - 1))
+
+    def backward(t, c):
+        i = k - 1 - t
+        return c.at[i].add(-jnp.sum(jnp.where(pos > i, lu[:, i], 0.0) * c, axis=0))
+
+    return jax.lax.fori_loop(0, k, backward, g)
+
+
+_factor = _batch_last(_factor_impl)
+_factor.__doc__ = """Elimination of ``m`` (k, k) without pivoting: ``(lu, null)`` with the unit-lower
+multipliers below the diagonal, ``U`` on and above it, and ``null[i]`` where pivot ``i``
+was (numerically) zero and skipped. ``tol``: () pivot threshold."""
+_solve = _batch_last(_solve_impl)
+_solve.__doc__ = """A solution of ``m x = r`` from :func:`_factor`, 0 in the skipped directions."""
+_solve_lt = _batch_last(_solve_lt_impl)
+_solve_lt.__doc__ = """``c`` with ``L^T c = g`` (``L``: the unit-lower factor): ``c . r`` is the
+residual of the skipped equations weighted by ``g``, for any right-hand side ``r``."""
+
+
+def woodbury_solve(h_kk: jax.Array, f_k: jax.Array, used: jax.Array, tol: float):
+    """The transfers ``z`` that switch out the branches of an outage set: ``(z, lu, null)``
+    with ``(I - H_KK) z = f_K`` over the ``used`` slots (others inert), skipping the
+    directions in which the set cuts the grid (``null``). Post-outage flows are then
+    ``f + H[:, K] z`` (outaged and cut-off branches set to 0)."""
+    k = h_kk.shape[-1]
+    m = jnp.where(used[:, None] & used[None, :], -h_kk, 0.0) + jnp.eye(k, dtype=h_kk.dtype)
+    tol = jnp.asarray(tol, h_kk.dtype)
+    lu, null = _factor(m, tol)
+    null = null & used
+    return _solve(lu, null, jnp.where(used, f_k, 0.0)), lu, null
