@@ -28,6 +28,7 @@ from gridrl.baselines import (
     make_policy,
     run_episodes,
 )
+from gridrl.metrics import metric
 
 
 def normalized_score(cost: float, do_nothing: float, oracle: float) -> float:
@@ -101,15 +102,12 @@ def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> li
     if log:
         steps = np.array([r["env_steps"] for r in log], float)
         fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-        for ax, key, title in [
-            (axes[0, 0], "return", "episode return"),
-            (axes[0, 1], "total_cost", "cost per step ($)"),
-            (axes[1, 0], "violation_rate", "violation rate (overload or trip)"),
-            (axes[1, 1], "level", "curriculum level"),
-        ]:
+        for ax, key in zip(
+            axes.flat, ("return", "total_cost", "violation_rate", "level"), strict=True
+        ):
             y = np.array([np.nan if r.get(key) is None else r[key] for r in log], float)
             ax.plot(steps, y, lw=1)
-            ax.set_title(title)
+            ax.set_title(metric(key).label)
             ax.set_xlabel("environment steps")
             ax.grid(alpha=0.3)
         fig.tight_layout()

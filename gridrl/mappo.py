@@ -10,6 +10,13 @@ rollout and the update run inside ``lax.scan``. :class:`Trainer` exposes the sam
 pieces (``init``, ``run`` for a chunk of updates) for the command line, which does its
 I/O between chunks.
 
+One update is a chain of pure functions, each usable (and tested) on its own:
+:func:`rollout` (T steps of every environment) -> :func:`compute_gae` ->
+:func:`update_value_stats` -> :func:`update_epochs` (minibatch optimizer steps on
+:func:`ppo_loss`: :func:`clipped_surrogate` per agent group, :func:`clipped_value_loss`)
+-> :func:`update_metrics` (named in :mod:`gridrl.metrics`) -> :func:`curriculum_step`.
+``Trainer._update`` only wires them.
+
 Environments are split evenly over the devices of a ``jax.sharding.Mesh`` (all local
 devices, or all devices of all processes after ``jax.distributed.initialize``);
 parameters are replicated and gradients averaged across devices with ``pmean``. Every
@@ -19,8 +26,10 @@ every environment), so the same global batch gives the same result on 1 or N dev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from functools import partial
+from typing import ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -32,6 +41,7 @@ from jax.sharding import PartitionSpec as P
 
 from gridrl.config import TrainConfig
 from gridrl.env import EnvParams, GridEnv, make
+from gridrl.metrics import TRAINER_METRICS, step_values
 
 AXIS = "env"
 N_LEVELS = 5
@@ -210,43 +220,419 @@ class TrainState:
     local: Local
 
 
-INFO_KEYS = (  # per-step environment info averaged into the metrics
-    "total_cost",
-    "generation_cost",
-    "redispatch_cost",
-    "shedding_cost",
-    "overload_penalty",
-    "ens_cost",
-    "trip_penalty",
-    "energy_not_served_mwh",
-    "trips",
-    "interventions",
-)
-METRICS = (
-    "return",
-    "episode_cost",
-    "episodes",
-    "reward",
-    *INFO_KEYS[:-1],
-    "overload_share",
-    "violation_rate",
-    "interventions",
-    "level",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "approx_kl",
-    "clip_fraction",
-    "learning_rate",
-    "finite",
-)
+# -- the steps of an update: pure functions --------------------------------------------
+class Transition(NamedTuple):
+    """A rollout on one device, stacked along time: leading axes ``(T, E)`` (rollout
+    steps, this device's environments); ``A`` areas, ``d_*`` observation sizes.
+
+    Attributes:
+        obs: grouped observations: strategic (T, E, d_s), operational (T, E, A, d_o),
+            safety (T, E, d_f).
+        u: pre-tanh actions: strategic (T, E, A), operational (T, E, A, d_op), safety
+            (T, E, n_gen).
+        logp: their log-probabilities under the rollout policy: (T, E), operational
+            (T, E, A).
+        value: (T, E) critic values (normalized).
+        reward: (T, E) team reward.
+        done: (T, E) bool: the episode ended at this step (the environment reset itself).
+        finished_return: (T, E) return of the episode that ended here, else 0.
+        finished_cost: (T, E) its total cost in $, else 0.
+        info: ``{name: (T, E) float32}``: :func:`gridrl.metrics.step_values` of the
+            environment's info.
+    """
+
+    obs: dict
+    u: dict
+    logp: dict
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    finished_return: jax.Array
+    finished_cost: jax.Array
+    info: dict
 
 
-def _value_mean_std(stats):
+class PPOBatch(NamedTuple):
+    """What the PPO update learns from, leading axes ``(T, E)`` (a minibatch: ``(T/M, E)``)."""
+
+    obs: dict  # grouped observations, as Transition.obs
+    u: dict  # pre-tanh actions, as Transition.u
+    logp: dict  # their log-probabilities under the rollout policy, as Transition.logp
+    value: jax.Array  # (T, E) critic values at the rollout (normalized)
+    adv: jax.Array  # (T, E) GAE advantages (not normalized)
+    target: jax.Array  # (T, E) value targets, normalized with the updated return statistics
+
+
+def _pmean(x: jax.Array, axis_name: str | None) -> jax.Array:
+    return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
+    return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def rollout(
+    agents: Agents,
+    env: GridEnv,
+    env_params: EnvParams,
+    params: dict,
+    level: jax.Array,
+    local: Local,
+    num_steps: int,
+) -> tuple[Local, Transition]:
+    """``num_steps`` steps of every environment in ``local`` with the stochastic policy
+    (a ``lax.scan``).
+
+    Each environment draws its action noise and its step from its own key, so the
+    trajectory does not depend on how environments are split over devices.
+
+    Args:
+        agents: the networks.
+        env, env_params: the environment and its parameters at the current level.
+        params: network parameters (``Agents.init``).
+        level: () int32 curriculum level (one-hot input of the critic).
+        local: this device's environments, E of them.
+        num_steps: T.
+
+    Returns:
+        ``(local, transition)``: the environments after T steps and the
+        :class:`Transition` with leading axes (T, E).
+    """
+
+    def env_step(local: Local, _) -> tuple[Local, Transition]:
+        keys = jax.vmap(lambda k: jax.random.split(k, 3))(local.env_key)
+        next_key, k_act, k_step = keys[:, 0], keys[:, 1], keys[:, 2]
+        grouped = agents.group(local.obs)
+        heads = agents.heads(params, grouped)
+        eps = jax.vmap(agents.noise)(k_act)  # per-environment keys: device-count invariant
+        u = {g: heads[g][0] + jnp.exp(heads[g][1]) * eps[g] for g in GROUPS}
+        logp = {g: agents.log_prob(g, heads[g], u[g]) for g in GROUPS}
+        value = agents.value(params, grouped, level)
+        actions = agents.ungroup_actions({g: jnp.tanh(u[g]) for g in GROUPS})
+        obs, env_state, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            k_step, local.env_state, actions, env_params
+        )
+        r = reward["strategic"].astype(jnp.float32)
+        d = done["__all__"]
+        ep_ret = local.episode_return + r
+        ep_cost = local.episode_cost + info["total_cost"].astype(jnp.float32)
+        record = Transition(
+            obs=grouped,
+            u=u,
+            logp=logp,
+            value=value,
+            reward=r,
+            done=d,
+            finished_return=jnp.where(d, ep_ret, 0.0),
+            finished_cost=jnp.where(d, ep_cost, 0.0),
+            info=step_values(info),
+        )
+        local = Local(
+            env_state=env_state,
+            obs=obs,
+            env_key=next_key,
+            episode_return=jnp.where(d, 0.0, ep_ret),
+            episode_cost=jnp.where(d, 0.0, ep_cost),
+        )
+        return local, record
+
+    return jax.lax.scan(env_step, local, None, num_steps)
+
+
+def compute_gae(
+    values: jax.Array,
+    rewards: jax.Array,
+    dones: jax.Array,
+    last_value: jax.Array,
+    gamma: float,
+    lam: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Generalized advantage estimation, backwards over time (a reverse ``lax.scan``).
+
+    ``dones[t]`` means the episode ended at step t and the environment reset itself, so
+    the value after it (``values[t + 1]``, or ``last_value``) belongs to another episode
+    and is not bootstrapped from.
+
+    Args:
+        values: (T, E) value of the state each step started from.
+        rewards: (T, E) reward of each step.
+        dones: (T, E) bool, the episode ended at this step.
+        last_value: (E,) value of the state after the last step.
+        gamma: discount factor.
+        lam: GAE lambda.
+
+    Returns:
+        ``(advantages, targets)``, both (T, E); ``targets = advantages + values``.
+    """
+
+    def step(carry, x):
+        gae, next_value = carry
+        value, reward, done = x
+        nonterminal = 1.0 - done.astype(jnp.float32)
+        delta = reward + gamma * next_value * nonterminal - value
+        gae = delta + gamma * lam * nonterminal * gae
+        return (gae, value), gae
+
+    _, advantages = jax.lax.scan(
+        step, (jnp.zeros_like(last_value), last_value), (values, rewards, dones), reverse=True
+    )
+    return advantages, advantages + values
+
+
+def value_mean_std(stats: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and standard deviation of returns from the running statistics ``stats``
+    (3,): mean, mean of squares, debiasing weight."""
     debias = jnp.maximum(stats[2], 1e-5)
     mean = stats[0] / debias
     var = jnp.maximum(stats[1] / debias - mean**2, 1e-4)
     return mean, jnp.sqrt(var)
+
+
+def update_value_stats(
+    stats: jax.Array, targets: jax.Array, beta: float, axis_name: str | None
+) -> jax.Array:
+    """Running return statistics (3,) after a batch of value ``targets`` (T, E),
+    averaged over the devices of ``axis_name``; ``beta``: decay."""
+    batch_mean = _pmean(jnp.mean(targets), axis_name)
+    batch_sq = _pmean(jnp.mean(targets**2), axis_name)
+    return jnp.stack(
+        [
+            beta * stats[0] + (1 - beta) * batch_mean,
+            beta * stats[1] + (1 - beta) * batch_sq,
+            beta * stats[2] + (1 - beta),
+        ]
+    )
+
+
+def normalize_advantages(adv: jax.Array, axis_name: str | None) -> jax.Array:
+    """``adv`` (any shape) less its mean, over its standard deviation (both over every
+    device of ``axis_name``)."""
+    a_mean = _pmean(jnp.mean(adv), axis_name)
+    a_sq = _pmean(jnp.mean(adv**2), axis_name)
+    return (adv - a_mean) / jnp.sqrt(jnp.maximum(a_sq - a_mean**2, 0.0) + 1e-8)
+
+
+def clipped_surrogate(
+    logp: jax.Array, old_logp: jax.Array, adv: jax.Array, clip_eps: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """PPO's clipped surrogate objective of one agent group (to maximize).
+
+    Args:
+        logp: (N,) or (N, A) log-probabilities of the actions under the current policy
+            (A: agents sharing one actor, each credited with the team advantage).
+        old_logp: the same under the rollout policy.
+        adv: (N,) advantages.
+        clip_eps: the ratio is clipped to ``[1 - clip_eps, 1 + clip_eps]``.
+
+    Returns:
+        ``(objective, approx_kl, clip_fraction)``, scalars: the mean of
+        ``min(ratio * adv, clip(ratio) * adv)``, the mean of ``ratio - 1 - log ratio``
+        and the share of samples with ``|ratio - 1| > clip_eps``.
+    """
+    log_ratio = logp - old_logp
+    ratio = jnp.exp(log_ratio)
+    a = adv if logp.ndim == adv.ndim else adv[..., None]
+    surrogate = jnp.minimum(ratio * a, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * a)
+    approx_kl = jnp.mean((ratio - 1) - log_ratio)
+    clip_fraction = jnp.mean((jnp.abs(ratio - 1) > clip_eps).astype(jnp.float32))
+    return jnp.mean(surrogate), approx_kl, clip_fraction
+
+
+def clipped_value_loss(
+    value: jax.Array, old_value: jax.Array, target: jax.Array, clip_eps: float
+) -> jax.Array:
+    """PPO's clipped value loss, a scalar: half the mean of the larger of the squared
+    errors of ``value`` and of ``value`` kept within ``clip_eps`` of ``old_value``.
+    All arguments are (N,) (normalized values)."""
+    v_clip = old_value + jnp.clip(value - old_value, -clip_eps, clip_eps)
+    return 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (v_clip - target) ** 2))
+
+
+def ppo_loss(
+    agents: Agents,
+    params: dict,
+    batch: PPOBatch,
+    *,
+    level: jax.Array,
+    config: TrainConfig,
+    axis_name: str | None,
+) -> tuple[jax.Array, dict]:
+    """The MAPPO loss of a minibatch and its parts.
+
+    Advantages are normalized over the minibatch (every device of ``axis_name``). Each
+    agent group (strategic, operational, safety) adds its clipped surrogate and its
+    entropy; the centralized critic adds the clipped value loss:
+    ``loss = policy_loss + vf_coef * value_loss - ent_coef * entropy``.
+
+    Args:
+        agents: the networks.
+        params: network parameters (differentiated).
+        batch: a :class:`PPOBatch` minibatch, leading axes (N, E).
+        level: () int32 curriculum level (critic input).
+        config: ``clip_eps``, ``vf_coef``, ``ent_coef``.
+        axis_name: the device axis (None outside ``shard_map``).
+
+    Returns:
+        ``(loss, aux)``: aux holds ``policy_loss``, ``value_loss`` and ``entropy``
+        (summed over groups), ``approx_kl`` and ``clip_fraction`` (group means).
+    """
+    heads = agents.heads(params, batch.obs)
+    adv = normalize_advantages(batch.adv, axis_name)
+    pg, ent, kl, clipped = 0.0, 0.0, 0.0, 0.0
+    for g in GROUPS:
+        logp = agents.log_prob(g, heads[g], batch.u[g])
+        objective, kl_g, clipped_g = clipped_surrogate(logp, batch.logp[g], adv, config.clip_eps)
+        pg = pg - objective
+        ent = ent + agents.entropy(g, heads[g])
+        kl = kl + kl_g
+        clipped = clipped + clipped_g
+    v = agents.value(params, batch.obs, level)
+    v_loss = clipped_value_loss(v, batch.value, batch.target, config.clip_eps)
+    loss = pg + config.vf_coef * v_loss - config.ent_coef * ent
+    n = len(GROUPS)
+    return loss, {
+        "policy_loss": pg,
+        "value_loss": v_loss,
+        "entropy": ent,
+        "approx_kl": kl / n,
+        "clip_fraction": clipped / n,
+    }
+
+
+def update_epochs(
+    loss_fn: Callable[[dict, PPOBatch], tuple[jax.Array, dict]],
+    optimizer: optax.GradientTransformation,
+    params: dict,
+    opt_state: optax.OptState,
+    batch: PPOBatch,
+    key: jax.Array,
+    num_epochs: int,
+    num_minibatches: int,
+    axis_name: str | None,
+) -> tuple[dict, optax.OptState, dict]:
+    """PPO epochs over a rollout: each epoch shuffles the T time steps and splits them
+    into ``num_minibatches`` minibatches of T / M steps (every environment in each);
+    one optimizer step per minibatch, gradients averaged over ``axis_name``.
+
+    Args:
+        loss_fn: ``(params, minibatch) -> (loss, aux)``.
+        optimizer: the optax transformation.
+        params, opt_state: before the update.
+        batch: leading axis T (any pytree of arrays, e.g. :class:`PPOBatch`).
+        key: shuffling key.
+        num_epochs, num_minibatches: M must divide T.
+        axis_name: the device axis (None outside ``shard_map``).
+
+    Returns:
+        ``(params, opt_state, aux)``: aux is ``loss_fn``'s, averaged over every
+        minibatch of every epoch (and over devices).
+    """
+    T = jax.tree.leaves(batch)[0].shape[0]
+    M = num_minibatches
+
+    def epoch(carry, key):
+        params, opt_state = carry
+        perm = jax.random.permutation(key, T)
+        shuffled = jax.tree.map(lambda x: x[perm].reshape(M, T // M, *x.shape[1:]), batch)
+
+        def minibatch(carry, mb):
+            params, opt_state = carry
+            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+            grads = _pmean(grads, axis_name)
+            aux = _pmean(aux, axis_name)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), aux
+
+        return jax.lax.scan(minibatch, (params, opt_state), shuffled)
+
+    (params, opt_state), aux = jax.lax.scan(
+        epoch, (params, opt_state), jax.random.split(key, num_epochs)
+    )
+    return params, opt_state, jax.tree.map(jnp.mean, aux)
+
+
+def update_metrics(
+    transition: Transition,
+    aux: dict,
+    params: dict,
+    level: jax.Array,
+    learning_rate: jax.Array | float,
+    axis_name: str | None,
+) -> dict[str, jax.Array]:
+    """The metrics of one update (``gridrl.metrics.TRAINER_METRICS``, float32 scalars,
+    global over the devices of ``axis_name``).
+
+    Args:
+        transition: the rollout, leading axes (T, E).
+        aux: the losses from :func:`update_epochs`.
+        params: the parameters after the update (checked for finiteness).
+        level: () int32 curriculum level of the rollout.
+        learning_rate: the learning rate of the update.
+        axis_name: the device axis (None outside ``shard_map``).
+    """
+
+    def gmean(x):
+        return _pmean(jnp.mean(x), axis_name)
+
+    finished = _psum(jnp.sum(transition.done.astype(jnp.float32)), axis_name)
+    metrics = {
+        "return": _psum(jnp.sum(transition.finished_return), axis_name)
+        / jnp.maximum(finished, 1.0),
+        "episode_cost": _psum(jnp.sum(transition.finished_cost), axis_name)
+        / jnp.maximum(finished, 1.0),
+        "episodes": finished,
+        "reward": gmean(transition.reward),
+        **{k: gmean(v) for k, v in transition.info.items()},
+        "level": level.astype(jnp.float32),
+        **aux,
+        "learning_rate": jnp.asarray(learning_rate, jnp.float32),
+    }
+    metrics["return"] = jnp.where(finished > 0, metrics["return"], jnp.nan)
+    metrics["episode_cost"] = jnp.where(finished > 0, metrics["episode_cost"], jnp.nan)
+    finite = jnp.isfinite(aux["policy_loss"]) & jnp.isfinite(aux["value_loss"])
+    finite &= jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+    metrics["finite"] = finite.astype(jnp.float32)
+    return {k: metrics[k].astype(jnp.float32) for k in TRAINER_METRICS}
+
+
+def curriculum_step(
+    level: jax.Array,
+    level_updates: jax.Array,
+    violation_ema: jax.Array,
+    violation_rate: jax.Array,
+    config: TrainConfig,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The curriculum after one update.
+
+    The violation rate's running average (EMA, weight 0.2 on the new update; the first
+    update at a level starts it) moves the level up by one when the curriculum is on,
+    the EMA is under ``config.advance_below``, the level is under ``config.max_level``
+    and ``config.min_updates_per_level`` updates were done at this level. Advancing
+    resets the count and sets the EMA to 1.
+
+    Args:
+        level: () int32 current level.
+        level_updates: () int32 updates done at this level before this one.
+        violation_ema: () float32 EMA before this update.
+        violation_rate: () float32 this update's violation rate.
+        config: ``curriculum``, ``advance_below``, ``max_level``, ``min_updates_per_level``.
+
+    Returns:
+        ``(level, level_updates, violation_ema)``: int32, int32, float32 scalars.
+    """
+    ema = jnp.where(level_updates == 0, violation_rate, 0.8 * violation_ema + 0.2 * violation_rate)
+    level_updates = level_updates + 1
+    advance = (
+        jnp.bool_(config.curriculum)
+        & (ema < config.advance_below)
+        & (level < config.max_level)
+        & (level_updates >= config.min_updates_per_level)
+    )
+    return (
+        jnp.where(advance, level + 1, level).astype(jnp.int32),
+        jnp.where(advance, 0, level_updates).astype(jnp.int32),
+        jnp.where(advance, 1.0, ema).astype(jnp.float32),
+    )
 
 
 class Trainer:
@@ -342,202 +728,62 @@ class Trainer:
         return replace(self.env_params, level=jnp.asarray(level, jnp.int32))
 
     # -- one update, per device ----------------------------------------------------------
-    def _update(self, shared: Shared, local: Local):
-        c, agents, env = self.config, self.agents, self.env
-        env_params = self._params_at(shared.level)
-        mean_v, std_v = _value_mean_std(shared.value_stats)
-
-        def env_step(local: Local, _):
-            keys = jax.vmap(lambda k: jax.random.split(k, 3))(local.env_key)
-            next_key, k_act, k_step = keys[:, 0], keys[:, 1], keys[:, 2]
-            grouped = agents.group(local.obs)
-            heads = agents.heads(shared.params, grouped)
-            eps = jax.vmap(agents.noise)(k_act)  # per-environment keys: device-count invariant
-            u = {g: heads[g][0] + jnp.exp(heads[g][1]) * eps[g] for g in GROUPS}
-            logp = {g: agents.log_prob(g, heads[g], u[g]) for g in GROUPS}
-            value = agents.value(shared.params, grouped, shared.level)
-            actions = agents.ungroup_actions({g: jnp.tanh(u[g]) for g in GROUPS})
-            obs, env_state, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                k_step, local.env_state, actions, env_params
-            )
-            r = reward["strategic"].astype(jnp.float32)
-            d = done["__all__"]
-            ep_ret = local.episode_return + r
-            ep_cost = local.episode_cost + info["total_cost"].astype(jnp.float32)
-            record = {
-                "obs": grouped,
-                "u": u,
-                "logp": logp,
-                "value": value,
-                "reward": r,
-                "done": d,
-                "finished_return": jnp.where(d, ep_ret, 0.0),
-                "finished_cost": jnp.where(d, ep_cost, 0.0),
-                "info": {k: info[k].astype(jnp.float32) for k in INFO_KEYS}
-                | {
-                    "overloaded": (info["overloaded_lines"] > 0).astype(jnp.float32),
-                    "violation": ((info["overloaded_lines"] > 0) | (info["trips"] > 0)).astype(
-                        jnp.float32
-                    ),
-                },
-            }
-            local = Local(
-                env_state=env_state,
-                obs=obs,
-                env_key=next_key,
-                episode_return=jnp.where(d, 0.0, ep_ret),
-                episode_cost=jnp.where(d, 0.0, ep_cost),
-            )
-            return local, record
-
-        local, batch = jax.lax.scan(env_step, local, None, c.rollout_steps)
-
+    def _update(self, shared: Shared, local: Local) -> tuple[Shared, Local, dict]:
+        """Rollout, GAE, PPO epochs, metrics and curriculum: the module's functions,
+        wired (inside ``shard_map``: ``local`` holds this device's environments)."""
+        c, agents = self.config, self.agents
+        mean_v, std_v = value_mean_std(shared.value_stats)
+        local, transition = rollout(
+            agents,
+            self.env,
+            self._params_at(shared.level),
+            shared.params,
+            shared.level,
+            local,
+            c.rollout_steps,
+        )
         # GAE on denormalized values
         last_value = agents.value(shared.params, agents.group(local.obs), shared.level)
-        values = batch["value"] * std_v + mean_v
-        last = last_value * std_v + mean_v
-
-        def gae_step(carry, x):
-            gae, next_value = carry
-            value, reward, done = x
-            nonterminal = 1.0 - done.astype(jnp.float32)
-            delta = reward + c.gamma * next_value * nonterminal - value
-            gae = delta + c.gamma * c.gae_lambda * nonterminal * gae
-            return (gae, value), gae
-
-        _, adv = jax.lax.scan(
-            gae_step,
-            (jnp.zeros_like(last), last),
-            (values, batch["reward"], batch["done"]),
-            reverse=True,
+        adv, targets = compute_gae(
+            transition.value * std_v + mean_v,
+            transition.reward,
+            transition.done,
+            last_value * std_v + mean_v,
+            c.gamma,
+            c.gae_lambda,
         )
-        targets = adv + values
-
-        # running return statistics (global over devices)
-        beta = c.value_norm_beta
-        batch_mean = jax.lax.pmean(jnp.mean(targets), AXIS)
-        batch_sq = jax.lax.pmean(jnp.mean(targets**2), AXIS)
-        s = shared.value_stats
-        value_stats = jnp.stack(
-            [
-                beta * s[0] + (1 - beta) * batch_mean,
-                beta * s[1] + (1 - beta) * batch_sq,
-                beta * s[2] + (1 - beta),
-            ]
+        value_stats = update_value_stats(shared.value_stats, targets, c.value_norm_beta, AXIS)
+        new_mean, new_std = value_mean_std(value_stats)
+        batch = PPOBatch(
+            obs=transition.obs,
+            u=transition.u,
+            logp=transition.logp,
+            value=transition.value,
+            adv=adv,
+            target=(targets - new_mean) / new_std,
         )
-        new_mean, new_std = _value_mean_std(value_stats)
-        norm_targets = (targets - new_mean) / new_std
-
-        data = {
-            "obs": batch["obs"],
-            "u": batch["u"],
-            "logp": batch["logp"],
-            "value": batch["value"],
-            "adv": adv,
-            "target": norm_targets,
-        }
-        level = shared.level
-
-        def loss_fn(params, mb):
-            heads = agents.heads(params, mb["obs"])
-            adv = mb["adv"]
-            a_mean = jax.lax.pmean(jnp.mean(adv), AXIS)
-            a_sq = jax.lax.pmean(jnp.mean(adv**2), AXIS)
-            adv = (adv - a_mean) / jnp.sqrt(jnp.maximum(a_sq - a_mean**2, 0.0) + 1e-8)
-            pg, ent, kl, clipped = 0.0, 0.0, 0.0, 0.0
-            for g in GROUPS:
-                logp = agents.log_prob(g, heads[g], mb["u"][g])
-                log_ratio = logp - mb["logp"][g]
-                ratio = jnp.exp(log_ratio)
-                a = adv if logp.ndim == adv.ndim else adv[..., None]
-                surrogate = jnp.minimum(
-                    ratio * a, jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * a
-                )
-                pg = pg - jnp.mean(surrogate)
-                ent = ent + agents.entropy(g, heads[g])
-                kl = kl + jnp.mean((ratio - 1) - log_ratio)
-                clipped = clipped + jnp.mean((jnp.abs(ratio - 1) > c.clip_eps).astype(jnp.float32))
-            v = agents.value(params, mb["obs"], level)
-            v_clip = mb["value"] + jnp.clip(v - mb["value"], -c.clip_eps, c.clip_eps)
-            v_loss = 0.5 * jnp.mean(
-                jnp.maximum((v - mb["target"]) ** 2, (v_clip - mb["target"]) ** 2)
-            )
-            loss = pg + c.vf_coef * v_loss - c.ent_coef * ent
-            n = len(GROUPS)
-            return loss, {
-                "policy_loss": pg,
-                "value_loss": v_loss,
-                "entropy": ent,
-                "approx_kl": kl / n,
-                "clip_fraction": clipped / n,
-            }
-
-        T, M = c.rollout_steps, c.num_minibatches
-
-        def epoch(carry, key):
-            params, opt_state = carry
-            perm = jax.random.permutation(key, T)
-            shuffled = jax.tree.map(lambda x: x[perm].reshape(M, T // M, *x.shape[1:]), data)
-
-            def minibatch(carry, mb):
-                params, opt_state = carry
-                (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-                grads = jax.lax.pmean(grads, AXIS)
-                aux = jax.lax.pmean(aux, AXIS)
-                updates, opt_state = self.optimizer.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), aux
-
-            return jax.lax.scan(minibatch, (params, opt_state), shuffled)
-
         key, k_epochs = jax.random.split(shared.key)
-        (params, opt_state), aux = jax.lax.scan(
-            epoch, (shared.params, shared.opt_state), jax.random.split(k_epochs, c.update_epochs)
+        loss_fn = partial(ppo_loss, agents, level=shared.level, config=c, axis_name=AXIS)
+        params, opt_state, aux = update_epochs(
+            loss_fn,
+            self.optimizer,
+            shared.params,
+            shared.opt_state,
+            batch,
+            k_epochs,
+            c.update_epochs,
+            c.num_minibatches,
+            AXIS,
         )
-        aux = jax.tree.map(jnp.mean, aux)
-
-        # metrics (global means)
-        def gmean(x):
-            return jax.lax.pmean(jnp.mean(x), AXIS)
-
-        finished = jax.lax.psum(jnp.sum(batch["done"].astype(jnp.float32)), AXIS)
-        info = batch["info"]
-        metrics = {
-            "return": jax.lax.psum(jnp.sum(batch["finished_return"]), AXIS)
-            / jnp.maximum(finished, 1.0),
-            "episode_cost": jax.lax.psum(jnp.sum(batch["finished_cost"]), AXIS)
-            / jnp.maximum(finished, 1.0),
-            "episodes": finished,
-            "reward": gmean(batch["reward"]),
-            **{k: gmean(info[k]) for k in info if k not in ("overloaded", "violation")},
-            "overload_share": gmean(info["overloaded"]),
-            "violation_rate": gmean(info["violation"]),
-            "level": level.astype(jnp.float32),
-            **aux,
-            "learning_rate": jnp.asarray(
-                self._lr(shared.update * c.update_epochs * c.num_minibatches)
-                if callable(self._lr)
-                else self._lr,
-                jnp.float32,
-            ),
-        }
-        metrics["return"] = jnp.where(finished > 0, metrics["return"], jnp.nan)
-        metrics["episode_cost"] = jnp.where(finished > 0, metrics["episode_cost"], jnp.nan)
-        finite = jnp.isfinite(aux["policy_loss"]) & jnp.isfinite(aux["value_loss"])
-        finite &= jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-        metrics["finite"] = finite.astype(jnp.float32)
-
-        # curriculum
-        ema = jnp.where(
-            shared.level_updates == 0,
+        steps_done = shared.update * c.update_epochs * c.num_minibatches
+        lr = self._lr(steps_done) if callable(self._lr) else self._lr
+        metrics = update_metrics(transition, aux, params, shared.level, lr, AXIS)
+        level, level_updates, violation_ema = curriculum_step(
+            shared.level,
+            shared.level_updates,
+            shared.violation_ema,
             metrics["violation_rate"],
-            0.8 * shared.violation_ema + 0.2 * metrics["violation_rate"],
-        )
-        level_updates = shared.level_updates + 1
-        advance = (
-            jnp.bool_(c.curriculum)
-            & (ema < c.advance_below)
-            & (level < c.max_level)
-            & (level_updates >= c.min_updates_per_level)
+            c,
         )
         shared = Shared(
             params=params,
@@ -545,11 +791,11 @@ class Trainer:
             value_stats=value_stats,
             key=key,
             update=shared.update + 1,
-            level=jnp.where(advance, level + 1, level).astype(jnp.int32),
-            level_updates=jnp.where(advance, 0, level_updates).astype(jnp.int32),
-            violation_ema=jnp.where(advance, 1.0, ema).astype(jnp.float32),
+            level=level,
+            level_updates=level_updates,
+            violation_ema=violation_ema,
         )
-        return shared, local, {k: metrics[k].astype(jnp.float32) for k in METRICS}
+        return shared, local, metrics
 
     # -- chunks of updates ---------------------------------------------------------------
     def _chunk(self, n: int):

@@ -29,6 +29,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from gridrl.config import HELP, ConfigError, TrainConfig
+from gridrl.metrics import BY_NAME, LOG_FIELDS, METRICS
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,7 +43,9 @@ def _host(x):
 
 
 class MetricsLog:
-    """TensorBoard events and a JSONL file with the same scalars (process 0 only)."""
+    """TensorBoard events and a JSONL file with the same scalars (process 0 only): a
+    record holds :data:`gridrl.metrics.LOG_FIELDS`; those with a TensorBoard group are
+    written as ``group/name`` scalars."""
 
     def __init__(self, log_dir: Path, resume_update: int | None = None):
         from tensorboardX import SummaryWriter
@@ -63,8 +66,9 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         step = record["env_steps"]
         for k, v in record.items():
-            if isinstance(v, float) and math.isfinite(v):
-                self.writer.add_scalar(_tb_name(k), v, step)
+            tag = BY_NAME[k].tag
+            if tag is not None and math.isfinite(v):
+                self.writer.add_scalar(tag, v, step)
         clean = {
             k: (v if not isinstance(v, float) or math.isfinite(v) else None)
             for k, v in record.items()
@@ -78,32 +82,6 @@ class MetricsLog:
     def close(self):
         self.file.close()
         self.writer.close()
-
-
-_TB_GROUPS = {
-    "return": "episode",
-    "episode_cost": "episode",
-    "episodes": "episode",
-    "reward": "reward",
-    "total_cost": "cost",
-    "generation_cost": "cost",
-    "redispatch_cost": "cost",
-    "shedding_cost": "cost",
-    "overload_penalty": "cost",
-    "ens_cost": "cost",
-    "trip_penalty": "cost",
-    "energy_not_served_mwh": "safety",
-    "trips": "safety",
-    "overload_share": "safety",
-    "violation_rate": "safety",
-    "interventions": "safety",
-    "level": "curriculum",
-    "steps_per_s": "perf",
-}
-
-
-def _tb_name(k):
-    return f"{_TB_GROUPS.get(k, 'loss')}/{k}"
 
 
 def run_training(
@@ -131,7 +109,7 @@ def run_training(
     from tqdm.auto import tqdm
 
     from gridrl import checkpoint as ckpt
-    from gridrl.mappo import METRICS, Trainer
+    from gridrl.mappo import Trainer
 
     run_dir = Path(run_dir)
     log_dir = Path(log_dir) if log_dir else run_dir / "logs"
@@ -223,21 +201,20 @@ def run_training(
                 )
             state = new_state
             rate = n * c.batch_steps / dt
+            metrics["steps_per_s"] = np.full(n, rate)
             for i in range(n):
-                record = {
+                values = {
                     "update": update + i + 1,
                     "env_steps": (update + i + 1) * c.batch_steps,
                     "time": time.time(),
-                    "steps_per_s": rate,
-                    **{k: float(metrics[k][i]) for k in METRICS if k != "finite"},
-                }
+                } | {k: float(v[i]) for k, v in metrics.items()}
                 if log:
-                    log.write(record)
+                    log.write({k: values[k] for k in LOG_FIELDS})
             update += n
             if log:
                 log.flush()
             bar.update(n * c.batch_steps)
-            bar.set_postfix_str(_postfix(metrics, rate), refresh=False)
+            bar.set_postfix_str(_postfix(metrics), refresh=False)
             if update % c.checkpoint_every == 0 or update in (total, end):
                 save(state, update)
                 last_saved = update
@@ -270,18 +247,19 @@ def run_training(
     return trainer, state
 
 
-def _postfix(m, rate):
+def _postfix(values: dict) -> str:
+    """The progress bar's text: each metric with a ``progress`` format, at its last
+    finite value in ``values`` (``{name: (n,) array}`` for a chunk of n updates)."""
     import numpy as np
 
-    ret = m["return"][np.isfinite(m["return"])]
-    parts = [f"{rate:,.0f} steps/s"]
-    if ret.size:
-        parts.append(f"return {ret[-1]:.1f}")
-    parts += [
-        f"cost/step {m['total_cost'][-1]:,.0f}$",
-        f"viol {m['violation_rate'][-1]:.1%}",
-        f"level {int(m['level'][-1])}",
-    ]
+    parts = []
+    for m in METRICS:
+        if m.progress is None or m.name not in values:
+            continue
+        v = np.asarray(values[m.name], float)
+        v = v[np.isfinite(v)]
+        if v.size:
+            parts.append(m.progress.format(v[-1]))
     return " | ".join(parts)
 
 
@@ -340,13 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else f.type.__name__
+        default = getattr(defaults, f.name)
         if kind == "bool":
             opts.add_argument(
                 flag,
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{HELP[f.name]} (default: {getattr(defaults, f.name)})",
+                help=f"{HELP[f.name]} (default: {default})",
             )
         else:
             opts.add_argument(
@@ -354,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=f.name,
                 default=None,
                 metavar=kind.upper(),
-                help=f"{HELP[f.name]} (default: {getattr(defaults, f.name)})",
+                help=f"{HELP[f.name]} (default: {default})",
             )
     return parser
 
