@@ -2,8 +2,11 @@
 
 Every field has a default that trains a useful ieee118 policy on a 2-core CPU in under
 15 minutes; :data:`HELP` documents each one (``python -m gridrl.train --help`` prints it).
-:meth:`TrainConfig.validate` checks the whole configuration before anything compiles,
-naming the offending flag.
+The scale of a batch depends on the hardware: ``num_envs`` and ``num_minibatches``
+default to None, which :meth:`TrainConfig.for_backend` (called by the command line and
+by ``Trainer``) replaces by the backend's value in :data:`SCALE_DEFAULTS`; a value set
+by a flag, a config file or in code is kept. :meth:`TrainConfig.validate` checks the
+whole configuration before anything compiles, naming the offending flag.
 """
 
 from __future__ import annotations
@@ -19,6 +22,34 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ScaleDefaults:
+    """The batch shape a backend trains with when the user sets none.
+
+    Attributes:
+        num_envs: parallel environments.
+        num_minibatches: minibatches per epoch (each holds every environment and
+            ``rollout_steps / num_minibatches`` steps of the rollout).
+    """
+
+    num_envs: int
+    num_minibatches: int
+
+
+# CPU: 256 x 32 = 8,192 steps per update, minibatches of 2,048 samples (the throughput
+# benchmark's configuration). Accelerators: 4,096 environments keep the device busy
+# (131,072 steps per update); 8 minibatches of 4 steps hold 16,384 samples each, still
+# a big batch, with twice the CPU's gradient steps per update because the same
+# --total-steps give 16 times fewer updates.
+SCALE_DEFAULTS: dict[str, ScaleDefaults] = {
+    "cpu": ScaleDefaults(num_envs=256, num_minibatches=4),
+    "gpu": ScaleDefaults(num_envs=4096, num_minibatches=8),
+    "tpu": ScaleDefaults(num_envs=4096, num_minibatches=8),
+}
+BACKEND_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ScaleDefaults))
+"""The TrainConfig fields whose default (None) is the backend's :data:`SCALE_DEFAULTS`."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     # problem
     case: str = "ieee118"
@@ -26,12 +57,12 @@ class TrainConfig:
     n_areas: int = 4
     # scale
     total_steps: int = 8_000_000
-    num_envs: int = 256
+    num_envs: int | None = None  # None: SCALE_DEFAULTS[backend].num_envs
     rollout_steps: int = 32
     devices: int = 0
     # PPO
     update_epochs: int = 4
-    num_minibatches: int = 4
+    num_minibatches: int | None = None  # None: SCALE_DEFAULTS[backend].num_minibatches
     learning_rate: float = 1e-3
     anneal_lr: bool = True
     gamma: float = 0.98
@@ -64,6 +95,11 @@ class TrainConfig:
     @property
     def batch_steps(self) -> int:
         """Environment steps per update (all environments, all devices)."""
+        if self.num_envs is None:
+            raise ConfigError(
+                "--num-envs: left to the backend (None); resolve the configuration with "
+                "config.for_backend(platform) first (a Trainer's .config is resolved)"
+            )
         return self.num_envs * self.rollout_steps
 
     @property
@@ -115,13 +151,38 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def for_backend(self, platform: str) -> TrainConfig:
+        """This configuration with the fields left to the backend (None) set from
+        ``SCALE_DEFAULTS[platform]`` (``platform``: ``jax.default_backend()`` or a
+        device's ``.platform``: ``"cpu"``, ``"gpu"`` or ``"tpu"``). Fields already set
+        are kept, so a flag or a config-file value always wins; a resolved
+        configuration comes back unchanged."""
+        unset = [name for name in BACKEND_FIELDS if getattr(self, name) is None]
+        if not unset:
+            return self
+        if platform not in SCALE_DEFAULTS:
+            flags = " and ".join("--" + name.replace("_", "-") for name in unset)
+            raise ConfigError(
+                f"{flags}: no default for the {platform!r} backend (defaults exist for "
+                f"{', '.join(SCALE_DEFAULTS)}); set {flags}"
+            )
+        defaults = SCALE_DEFAULTS[platform]
+        resolved = self.replace(**{name: getattr(defaults, name) for name in unset})
+        if "num_minibatches" in unset and self.rollout_steps % resolved.num_minibatches:
+            raise ConfigError(
+                f"--num-minibatches: the {platform} default ({resolved.num_minibatches}) does "
+                f"not divide --rollout-steps ({self.rollout_steps}); set --num-minibatches"
+            )
+        return resolved
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     # -- validation -------------------------------------------------------------------
     def validate(self, n_devices: int | None = None) -> TrainConfig:
         """Check every field (and the batch against ``n_devices``, all processes together);
-        raise :class:`ConfigError` naming the flag."""
+        raise :class:`ConfigError` naming the flag. Checks that need a field left to the
+        backend (None) wait until the configuration is resolved (:meth:`for_backend`)."""
 
         def need(ok, flag, message):
             if not ok:
@@ -142,7 +203,8 @@ class TrainConfig:
             "eval_episodes",
             "min_updates_per_level",
         ):
-            need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+            v = getattr(self, name)
+            need(v is None or v >= 1, name, f"must be >= 1, got {v}")
         need(self.devices >= 0, "devices", f"must be >= 0 (0 = all), got {self.devices}")
         need(self.method in ("dc", "ac"), "method", f"must be 'dc' or 'ac', got {self.method!r}")
         need(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -166,11 +228,13 @@ class TrainConfig:
             f"is a violation rate in [0, 1], got {self.advance_below}",
         )
         need(
-            self.rollout_steps % self.num_minibatches == 0,
+            self.num_minibatches is None or self.rollout_steps % self.num_minibatches == 0,
             "num_minibatches",
             f"must divide --rollout-steps ({self.rollout_steps}); minibatches split the "
             f"rollout along time, every environment in each",
         )
+        if self.num_envs is None:
+            return self
         need(
             self.total_steps >= self.batch_steps,
             "total_steps",
@@ -192,11 +256,13 @@ HELP = {
     "method": "physics of the environment: dc (fast) or ac",
     "n_areas": "operational areas, one operational agent each",
     "total_steps": "environment steps to train for (all environments together)",
-    "num_envs": "parallel environments (all devices and processes together)",
+    "num_envs": "parallel environments (all devices and processes together); the default "
+    "depends on the backend",
     "rollout_steps": "steps per environment between updates",
     "devices": "local devices to use (0 = all); environments are split evenly over them",
     "update_epochs": "PPO epochs over each rollout",
-    "num_minibatches": "minibatches per epoch (must divide --rollout-steps)",
+    "num_minibatches": "minibatches per epoch (must divide --rollout-steps; each holds every "
+    "environment); the default depends on the backend",
     "learning_rate": "Adam learning rate",
     "anneal_lr": "decay the learning rate linearly to 0",
     "gamma": "discount factor",
@@ -225,10 +291,21 @@ HELP = {
 }
 
 
+def backend_default_text(name: str) -> str:
+    """``"256 on cpu, 4096 on gpu, 4096 on tpu"``: the backend defaults of a field."""
+    return ", ".join(f"{getattr(d, name)} on {p}" for p, d in SCALE_DEFAULTS.items())
+
+
+def type_name(annotation) -> str:
+    """``"int"`` for ``int``, ``"int"`` and ``"int | None"`` (a field's base type)."""
+    text = annotation if isinstance(annotation, str) else annotation.__name__
+    return text.removesuffix(" | None")
+
+
 def _coerce(name, value, annotation, source):
-    kind = {"str": str, "int": int, "float": float, "bool": bool}[
-        annotation if isinstance(annotation, str) else annotation.__name__
-    ]
+    if value is None and str(annotation).endswith("| None"):
+        return None
+    kind = {"str": str, "int": int, "float": float, "bool": bool}[type_name(annotation)]
     if kind is bool:
         if isinstance(value, bool):
             return value

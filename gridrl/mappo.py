@@ -640,7 +640,9 @@ class Trainer:
     ``run(state, n) -> (state, metrics)`` (``n`` updates, metrics stacked per update).
 
     Args:
-        config: the training configuration (validated here, before anything compiles).
+        config: the training configuration, resolved for the devices' backend
+            (:meth:`TrainConfig.for_backend`) and validated here, before anything
+            compiles; ``self.config`` is the resolved one.
         env_params: optional environment parameters to train on instead of the
             defaults of ``config.case`` (for experiments and tests).
         devices: the devices to split environments over (default: ``config.devices``
@@ -650,7 +652,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, env_params: EnvParams | None = None, devices=None):
         if devices is None:
             devices = default_devices(config)
-        config.validate(len(devices))
+        config = config.for_backend(devices[0].platform).validate(len(devices))
         self.config = config
         self.devices = list(devices)
         self.mesh = Mesh(np.array(self.devices), (AXIS,))
@@ -690,6 +692,7 @@ class Trainer:
         if env_params is not None:
             return cls(config, env_params, devices)
         devices = default_devices(config) if devices is None else devices
+        config = config.for_backend(devices[0].platform)
         key = (config, tuple(d.id for d in devices))
         if key not in cls._cache:
             cls._cache[key] = cls(config, None, devices)
@@ -857,12 +860,13 @@ def default_devices(config: TrainConfig):
 
 def make_train(config: TrainConfig, env_params: EnvParams | None = None, devices=None):
     """``train(key) -> (TrainState, metrics)``: a pure function running
-    ``config.num_updates`` updates (jit it, or call it: it is jitted inside)."""
+    ``config.num_updates`` updates (jit it, or call it: it is jitted inside); the
+    configuration is resolved for the backend first (``train.trainer.config``)."""
     trainer = Trainer(config, env_params, devices)
 
     def train(key):
         state = trainer.init(key)
-        return trainer.run(state, config.num_updates)
+        return trainer.run(state, trainer.config.num_updates)
 
     train.trainer = trainer
     return train

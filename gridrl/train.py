@@ -28,7 +28,14 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from gridrl.config import HELP, ConfigError, TrainConfig
+from gridrl.config import (
+    BACKEND_FIELDS,
+    HELP,
+    ConfigError,
+    TrainConfig,
+    backend_default_text,
+    type_name,
+)
 from gridrl.metrics import BY_NAME, LOG_FIELDS, METRICS
 
 
@@ -270,13 +277,21 @@ def _is_main_thread():
 
 
 # -- command line ------------------------------------------------------------------------
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends each option's default, except None: a training option's default (None:
+    not set, the configuration's default applies) is in its help text already."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gridrl.train",
         description="Train the strategic, operational and safety agents with MAPPO on a day of grid "
         "operation, then evaluate the policy against the baselines (do-nothing, greedy, random, "
         "DC-OPF oracle) on held-out days. Options come from the defaults, then --config, then flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -317,8 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        default = getattr(defaults, f.name)
+        kind = type_name(f.type)
+        default = (
+            backend_default_text(f.name) if f.name in BACKEND_FIELDS else getattr(defaults, f.name)
+        )
         if kind == "bool":
             opts.add_argument(
                 flag,
@@ -344,7 +361,8 @@ def _env_int(name):
 
 
 def config_from_args(args) -> TrainConfig:
-    """Defaults, then ``--config``, then flags; a bad value names its flag."""
+    """Defaults, then ``--config``, then flags; a bad value names its flag. Fields that
+    none of them set stay None where the backend decides (:meth:`TrainConfig.for_backend`)."""
     from gridrl.config import _coerce
 
     base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
@@ -435,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
                 "(or a MATPOWER .m file)"
             )
         init_distributed(args)
+        import jax
+
+        # the backend exists only now (jax.distributed must come before it)
+        config = config.for_backend(jax.default_backend()).validate()
         run_training(
             config,
             run_dir,

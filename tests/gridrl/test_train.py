@@ -392,6 +392,43 @@ def test_config_file_and_flags(tmp_path):
         TrainConfig(num_envs=16).validate(3)
 
 
+def test_backend_defaults_fill_only_what_the_user_left_unset(tmp_path):
+    from gridrl.config import SCALE_DEFAULTS
+    from gridrl.train import build_parser, config_from_args
+
+    gpu = SCALE_DEFAULTS["gpu"]
+    assert (gpu.num_envs, gpu.num_minibatches) == (4096, 8)
+    assert (SCALE_DEFAULTS["cpu"].num_envs, SCALE_DEFAULTS["cpu"].num_minibatches) == (256, 4)
+    c = TrainConfig().for_backend("gpu")
+    assert (c.num_envs, c.num_minibatches) == (4096, 8)
+    assert c.validate(8).total_steps == TrainConfig().total_steps
+    assert c.for_backend("cpu") == c  # resolved once, kept
+    c = TrainConfig().for_backend("cpu")
+    assert (c.num_envs, c.num_minibatches) == (256, 4)
+    # a value equal to the CPU default, set explicitly, is kept on a GPU
+    c = TrainConfig(num_envs=256).for_backend("gpu")
+    assert (c.num_envs, c.num_minibatches) == (256, 8)
+    # from a config file and from flags
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nnum_envs = 512\n")
+    args = build_parser().parse_args(["--config", str(path)])
+    c = config_from_args(args).for_backend("gpu")
+    assert (c.num_envs, c.num_minibatches) == (512, 8)
+    args = build_parser().parse_args(["--num-minibatches", "2"])
+    c = config_from_args(args).for_backend("gpu")
+    assert (c.num_envs, c.num_minibatches) == (4096, 2)
+    # a GPU default that does not fit the other options names the flag to set
+    with pytest.raises(ConfigError, match=r"--num-minibatches: the gpu default \(8\)"):
+        TrainConfig(rollout_steps=12).for_backend("gpu")
+    with pytest.raises(ConfigError, match="--num-envs"):
+        TrainConfig().batch_steps  # noqa: B018 (unresolved: no batch yet)
+    # the Trainer resolves for its devices' backend
+    from gridrl.mappo import Trainer
+
+    trainer = Trainer.cached(TINY.replace(num_minibatches=None))
+    assert trainer.config.num_minibatches == SCALE_DEFAULTS[jax.default_backend()].num_minibatches
+
+
 def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -400,6 +437,7 @@ def test_help_documents_every_option(capsys):
         assert "--" + f.replace("_", "-") in text
     for flag in ("--resume", "--run-dir", "--log-dir", "--checkpoint-dir", "--coordinator-address"):
         assert flag in text
+    assert "256 on cpu, 4096 on gpu" in " ".join(text.split())
 
 
 # -- devices and processes ------------------------------------------------------------------
