@@ -387,9 +387,9 @@ class GridEnv:
         )
         redispatch = jnp.sum(jnp.abs(gen - base)) * w.redispatch_per_mwh * DT_HOURS
         shed = jnp.sum(load - served) * w.shed_per_mwh * DT_HOURS
-        over = (
-            jnp.sum(jnp.maximum(jnp.nan_to_num(loading) - 100.0, 0.0)) / 100.0 * w.overload_per_step
-        )
+        # undefined loadings (unrated: NaN; a collapse: inf) are priced by the lost load
+        finite = jnp.where(jnp.isfinite(loading), loading, 0.0)
+        over = jnp.sum(jnp.maximum(finite - 100.0, 0.0)) / 100.0 * w.overload_per_step
         ens_cost = (ens * DT_HOURS + rest_mwh) * w.ens_per_mwh
         trip_cost = jnp.sum(trips) * w.trip
         total_cost = gen_cost + redispatch + shed + over + ens_cost + trip_cost
