@@ -35,6 +35,7 @@ import numpy as np
 import gridphysics as gp
 from gridrl import safety, scenarios
 from gridrl.areas import partition, tie_lines
+from gridrl.metrics import ENV_INFO
 from gridrl.spaces import Box
 
 DT_HOURS = 0.25
@@ -412,7 +413,7 @@ class GridEnv:
             avail_mw=avail,
             lost_share=lost_share,
         )
-        info = {
+        values = {
             "generation_cost": gen_cost,
             "redispatch_cost": redispatch,
             "shedding_cost": shed,
@@ -429,12 +430,12 @@ class GridEnv:
             "level": params.level,
             "step": t,
         }
-        info = {
-            k: jnp.asarray(v).astype(self.dtype)
-            if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
-            else v
-            for k, v in info.items()
-        }
+        if set(values) != set(ENV_INFO):  # the table in gridrl.metrics names every field
+            raise AssertionError(f"info fields {sorted(values)} differ from {ENV_INFO}")
+        info = {}
+        for k in ENV_INFO:
+            v = jnp.asarray(values[k])
+            info[k] = v.astype(self.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
         return next_state, reward.astype(self.dtype), done, info
 
     def _decide(self, state: EnvState, actions: dict, params: EnvParams, x: Exogenous):
