@@ -274,12 +274,44 @@ def _solve_lt_impl(lu: jax.Array, g: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, k, backward, g)
 
 
+def _solve_ut_impl(lu: jax.Array, null: jax.Array, v: jax.Array) -> jax.Array:
+    k = v.shape[0]
+    pos = jnp.arange(k).reshape(k, *(1,) * (v.ndim - 1))
+
+    def forward(i, w):
+        rest = jnp.sum(jnp.where(pos < i, lu[:, i], 0.0) * w, axis=0)
+        wi = (w[i] - rest) / jnp.where(null[i], 1.0, lu[i, i])
+        return w.at[i].set(jnp.where(null[i], 0.0, wi))
+
+    return jax.lax.fori_loop(0, k, forward, jnp.where(null, 0.0, v))
+
+
 _factor = _batch_last(_factor_impl)
 _factor.__doc__ = """Elimination of ``m`` (k, k) without pivoting: ``(lu, null)`` with the unit-lower
 multipliers below the diagonal, ``U`` on and above it, and ``null[i]`` where pivot ``i``
 was (numerically) zero and skipped. ``tol``: () pivot threshold."""
-_solve = _batch_last(_solve_impl)
-_solve.__doc__ = """A solution of ``m x = r`` from :func:`_factor`, 0 in the skipped directions."""
+_solve_fixed = _batch_last(_solve_impl)
+_solve_ut = _batch_last(_solve_ut_impl)
+
+
+@jax.custom_vjp
+def _solve(lu: jax.Array, null: jax.Array, r: jax.Array) -> jax.Array:
+    """A solution of ``m x = r`` from :func:`_factor`, 0 in the skipped directions
+    (linear in ``r``; differentiable in ``r`` by its transpose)."""
+    return _solve_fixed(lu, null, r)
+
+
+def _solve_fwd(lu, null, r):
+    return _solve_fixed(lu, null, r), (lu, null)
+
+
+def _solve_bwd(res, g):
+    lu, null = res
+    # x = U~^-1 D L^-1 r with skipped directions masked (D), so r_bar = L^-T D U~^-T g
+    return jnp.zeros_like(lu), None, _solve_lt(lu, _solve_ut(lu, null, g))
+
+
+_solve.defvjp(_solve_fwd, _solve_bwd)
 _solve_lt = _batch_last(_solve_lt_impl)
 _solve_lt.__doc__ = """``c`` with ``L^T c = g`` (``L``: the unit-lower factor): ``c . r`` is the
 residual of the skipped equations weighted by ``g``, for any right-hand side ``r``."""
