@@ -423,7 +423,7 @@ class GridEnv:
             "total_cost": total_cost,
             "energy_not_served_mwh": (ens + jnp.sum(load - served)) * DT_HOURS + rest_mwh,
             "trips": jnp.sum(trips),
-            "overloaded_lines": jnp.sum(jnp.nan_to_num(loading) > 100.0),
+            "overloaded_lines": jnp.sum(jnp.isfinite(loading) & (loading > 100.0)),
             "interventions": interventions,
             "lost_share": lost_share,
             "blackout": blackout,
@@ -508,13 +508,17 @@ class GridEnv:
         return jnp.where(ok, loading, jnp.inf), isolated | ~ok
 
     def _protect(self, params, gen, served, branch_on, counts, repair, rate):
-        """Power flow, then trips until no line exceeds its instant limit (cascade)."""
+        """Power flow, then trips until no line exceeds its instant limit (cascade).
+
+        Undefined flows (a collapse, or an AC solve that failed) trip nothing: every
+        bus then counts as cut off, and the step ends in a blackout."""
         cfg = self.config
         loading, isolated = self._flows(params, gen, served, branch_on, rate)
-        over = jnp.nan_to_num(loading, nan=0.0) > 100.0
+        defined = jnp.isfinite(loading)
+        over = defined & (loading > 100.0)
         counts = jnp.where(over & (branch_on > 0), counts + 1, 0)
         trip = (branch_on > 0) & (
-            (counts > cfg.overload_steps_allowed) | (loading > cfg.instant_trip_percent)
+            (counts > cfg.overload_steps_allowed) | (defined & (loading > cfg.instant_trip_percent))
         )
 
         def cond(carry):
@@ -525,7 +529,7 @@ class GridEnv:
             i, trip, branch_on, all_trips, _, _ = carry
             branch_on = jnp.where(trip, 0.0, branch_on)
             loading, isolated = self._flows(params, gen, served, branch_on, rate)
-            new = (branch_on > 0) & (loading > cfg.instant_trip_percent)
+            new = (branch_on > 0) & jnp.isfinite(loading) & (loading > cfg.instant_trip_percent)
             return i + 1, new, branch_on, all_trips | trip, loading, isolated
 
         init = (jnp.int32(0), trip, branch_on, jnp.zeros_like(trip), loading, isolated)
