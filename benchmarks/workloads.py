@@ -97,11 +97,13 @@ class Timing:
             environments of the batch count; for training, updates included).
         compile_seconds: the warm-up call (compile + one run).
         finite: every reward (env) or loss and parameter (training) was finite.
+        n_envs: environments in the batch.
     """
 
     seconds_per_step: float
     compile_seconds: float
     finite: bool
+    n_envs: int
 
     @property
     def steps_per_second(self) -> float:
@@ -116,26 +118,35 @@ def time_env_steps(
     repeats: int = 1,
     case: str = "ieee118",
     seed: int = 0,
+    device: jax.Device | None = None,
 ) -> Timing:
     """Environment steps of ``n_envs`` environments of ``case`` at curriculum ``level``
     (``gridrl.make(case, level=level)``) under ``policy``, ``steps`` per rollout; the
     best of ``repeats`` timed rollouts after a warm-up one (which compiles the first
-    time a batch shape is seen in this process)."""
-    _, params = make(case, level=level)
+    time a batch shape is seen in this process).
+
+    Runs on ``device`` (default: the first default-backend device), with the inputs
+    placed there and ``device`` the default device, as ``benchmarks.accelerator`` runs
+    its checks: jit's cache tells those apart, so the compiled rollout is shared."""
+    device = device or jax.devices()[0]
     runner = env_runner(case, n_envs, steps, policy)
-    rollout = runner.rollout
-    _, state = runner.reset(jax.random.split(jax.random.key(seed), n_envs), params)
-    start = time.perf_counter()
-    state, rewards = jax.block_until_ready(rollout(params, state, jax.random.key(seed + 1)))
-    compile_seconds = time.perf_counter() - start
-    finite = bool(jnp.isfinite(rewards).all())
-    best = float("inf")
-    for r in range(repeats):
+    with jax.default_device(device):
+        params = jax.device_put(make(case, level=level)[1], device)
+        keys = jax.device_put(jax.random.split(jax.random.key(seed), n_envs), device)
+        _, state = runner.reset(keys, params)
         start = time.perf_counter()
-        state, rewards = jax.block_until_ready(rollout(params, state, jax.random.key(seed + 2 + r)))
-        best = min(best, time.perf_counter() - start)
-        finite &= bool(jnp.isfinite(rewards).all())
-    return Timing(best / (n_envs * steps), compile_seconds, finite)
+        key = jax.device_put(jax.random.key(seed + 1), device)
+        state, rewards = jax.block_until_ready(runner.rollout(params, state, key))
+        compile_seconds = time.perf_counter() - start
+        finite = bool(jnp.isfinite(rewards).all())
+        best = float("inf")
+        for r in range(repeats):
+            key = jax.device_put(jax.random.key(seed + 2 + r), device)
+            start = time.perf_counter()
+            state, rewards = jax.block_until_ready(runner.rollout(params, state, key))
+            best = min(best, time.perf_counter() - start)
+            finite &= bool(jnp.isfinite(rewards).all())
+    return Timing(best / (n_envs * steps), compile_seconds, finite, n_envs)
 
 
 def time_training(
@@ -156,4 +167,5 @@ def time_training(
         state, metrics = jax.block_until_ready(trainer.run(state, updates))
         best = min(best, time.perf_counter() - start)
         finite &= float(metrics["finite"].min()) == 1.0
-    return Timing(best / (updates * trainer.config.batch_steps), compile_seconds, finite)
+    c = trainer.config
+    return Timing(best / (updates * c.batch_steps), compile_seconds, finite, c.num_envs)
