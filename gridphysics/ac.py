@@ -36,7 +36,7 @@ import numpy as np
 
 from gridphysics import admittance, dc, islands, linalg
 from gridphysics.network import PV, REF, Network, Topology
-from gridphysics.results import PowerFlowResult, loading_percent
+from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
 Algorithm = Literal["nr", "fdxb", "fdbx"]
 Init = Literal["dc", "flat", "case"]
@@ -498,8 +498,7 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
     mismatch_p = jnp.where(jnp.asarray(s.is_ref), s_bus.real - p_spec, 0.0)
     gen = network.gen
     weight = gen.slack_weight * gen.status
-    weight_at_bus = jnp.sum(_gathered(weight, s.gen_peers), axis=1)
-    share = jnp.where(weight_at_bus > 0, weight / jnp.where(weight_at_bus > 0, weight_at_bus, 1), 0)
+    share = slack_share(weight, jnp.asarray(s.gen_peers))
     gen_p = gen.p_mw * gen.status + share * mismatch_p[topo.gen_bus]
     gen_q = _gen_q(network, s, roles, s_bus.imag)
 

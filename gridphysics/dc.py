@@ -19,7 +19,7 @@ import numpy as np
 
 from gridphysics import islands, linalg
 from gridphysics.network import REF, Network, Topology
-from gridphysics.results import PowerFlowResult, loading_percent
+from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,8 +186,7 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     p_bus = jnp.where(is_ref, jnp.append(p_ref, 0.0)[s.ref_index], p_spec_mw)
     mismatch = p_bus - p_spec_mw
     weight = gen.slack_weight * gen.status
-    weight_at_bus = jnp.sum(jnp.append(weight, 0.0)[s.gen_peers], axis=1)
-    share = jnp.where(weight_at_bus > 0, weight / jnp.where(weight_at_bus > 0, weight_at_bus, 1), 0)
+    share = slack_share(weight, jnp.asarray(s.gen_peers))
     gen_p = gen.p_mw * gen.status + share * mismatch[topo.gen_bus]
 
     # NaN and inf propagate through sums: one cheap finiteness test per input family

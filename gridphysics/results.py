@@ -24,6 +24,14 @@ def loading_percent(flow: jax.Array, rate_mva: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(rate), jnp.nan, loading)
 
 
+def slack_share(weight: jax.Array, gen_peers: jax.Array) -> jax.Array:
+    """(n_gen,) each unit's share of its bus's slack imbalance: its slack weight over the
+    weights of the units at its bus (``gen_peers``: (n_gen, m) their indices, ``n_gen``
+    pads); 0 for units that take none. The one rule for DC and AC."""
+    at_bus = jnp.sum(jnp.append(weight, 0.0)[gen_peers], axis=1)
+    return jnp.where(at_bus > 0, weight / jnp.where(at_bus > 0, at_bus, 1), 0)
+
+
 def lost_load_mw(topology: Topology, load_p_mw: jax.Array, bus_isolated: jax.Array) -> jax.Array:
     """() load on the buses cut off (``load_p_mw``: (n_load,) served load, MW;
     ``bus_isolated``: (n_bus,)): what a split grid loses."""
