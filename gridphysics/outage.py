@@ -81,6 +81,8 @@ class OutageFlows:
         shift_flow_mw: (n_branch,) intact-grid flows at zero injection (phase shifters).
         in_service: (n_branch,) bool, the branches in service in the intact grid.
         branch_from, branch_to: (n_branch,) int32 end buses.
+        unreached: (n_bus,) bool, buses without a path to a reference bus even in the
+            intact grid (always cut off).
         max_outages: static number of outage slots.
     """
 
@@ -90,6 +92,7 @@ class OutageFlows:
     in_service: jax.Array
     branch_from: jax.Array
     branch_to: jax.Array
+    unreached: jax.Array
     max_outages: int
 
     @staticmethod
@@ -122,6 +125,7 @@ class OutageFlows:
             in_service=jnp.asarray(status & reach[topo.branch_from]),
             branch_from=jnp.asarray(topo.branch_from, jnp.int32),
             branch_to=jnp.asarray(topo.branch_to, jnp.int32),
+            unreached=jnp.asarray(~reach),
             max_outages=int(min(max_outages, topo.n_branch)),
         )
 
@@ -146,7 +150,7 @@ class OutageFlows:
             exact = (n_out == 0) & jnp.isfinite(jnp.sum(post))
             return OutageFlowResult(
                 p_from_mw=jnp.where(exact, jnp.where(status <= 0, 0.0, post), jnp.nan),
-                bus_isolated=jnp.zeros(self.n_bus, bool),
+                bus_isolated=self.unreached,
                 exact=exact,
             )
         weight, slots = jax.lax.top_k(out.astype(dtype), self.max_outages)
@@ -161,7 +165,7 @@ class OutageFlows:
         rank = (jnp.cumsum(null) - 1) % _WEIGHT_BITS.get(jnp.dtype(dtype), 20)
         g = jnp.where(null, jnp.exp2(rank.astype(dtype)), 0.0)
         score = _scatter(_solve_lt(lu, g), slots, used, self.n_branch) @ self.ptdf
-        isolated = jnp.abs(score) > 0.5
+        isolated = (jnp.abs(score) > 0.5) | self.unreached
 
         injection = jnp.where(isolated, 0.0, injection_mw)
         f0 = self.ptdf @ injection + self.shift_flow_mw
@@ -178,7 +182,15 @@ class OutageFlows:
 
 jax.tree_util.register_dataclass(
     OutageFlows,
-    data_fields=["ptdf", "transfer", "shift_flow_mw", "in_service", "branch_from", "branch_to"],
+    data_fields=[
+        "ptdf",
+        "transfer",
+        "shift_flow_mw",
+        "in_service",
+        "branch_from",
+        "branch_to",
+        "unreached",
+    ],
     meta_fields=["max_outages"],
 )
 

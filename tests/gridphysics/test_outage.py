@@ -41,7 +41,7 @@ def _random_states(net: gp.Network, n: int, max_out: int, seed: int):
         status[i, rng.choice(net.n_branch, rng.integers(0, max_out + 1), replace=False)] = 0.0
         if i % 3 == 0 and len(bridges) and (status[i] == 0).sum() < max_out:
             status[i, rng.choice(bridges)] = 0.0  # a bridge: the grid splits
-    gen = np.asarray(gp.solve(net).gen_p_mw) * rng.uniform(0.8, 1.2, (n, net.n_gen))
+    gen = np.nan_to_num(np.asarray(gp.solve(net).gen_p_mw)) * rng.uniform(0.8, 1.2, (n, net.n_gen))
     load = np.asarray(net.load.p_mw) * rng.uniform(0.8, 1.2, (n, net.n_load))
     return status, gen, load
 
@@ -189,3 +189,15 @@ def test_gradient_in_the_injections_equals_finite_differences():
         np.testing.assert_allclose(grad, fd, atol=1e-8)
     batched = jax.vmap(jax.grad(f))(jnp.stack([p, 2 * p]))
     np.testing.assert_allclose(batched[0], batched[1], atol=1e-9)  # linear: same gradient
+
+
+def test_a_bus_cut_off_in_the_intact_grid_stays_cut_off():
+    net, _ = gp.fill_missing_ratings(gp.load_case("ieee14"))
+    status = np.ones(net.n_branch)
+    status[13] = 0.0  # bus 8's only branch (7-8): bus 8 has no path to the reference
+    net = net.with_branches(status=status)
+    engine = gp.OutageFlows.build(net, 8)
+    assert bool(engine.unreached.any())
+    states, gen, load = _random_states(net, 12, 8, seed=8)
+    states[:, 13] = 0.0
+    _check_against_solve(net, engine, states, gen, load, atol=1e-8)
