@@ -43,7 +43,7 @@ from gridphysics.network import (  # noqa: E402
     ShuntData,
     Topology,
 )
-from gridphysics.outage import OutageFlowResult, OutageFlows  # noqa: E402
+from gridphysics.outage import OutageFlowResult, OutageFlows, OutageSystem  # noqa: E402
 from gridphysics.pandapower_io import from_pandapower  # noqa: E402
 from gridphysics.ppc import from_ppc, to_ppc  # noqa: E402
 from gridphysics.ratings import Ratings, fill_missing_ratings, rating_rule  # noqa: E402
@@ -71,6 +71,7 @@ __all__ = [
     "NoSlackError",
     "OutageFlowResult",
     "OutageFlows",
+    "OutageSystem",
     "PowerFlowResult",
     "PrecisionError",
     "Ratings",

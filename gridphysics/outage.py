@@ -9,6 +9,12 @@ with the branches whose ``status`` is 0 switched out. They equal
 are excluded (their injections are dropped, the slack makes up the difference and their
 branches carry nothing).
 
+The work splits in two, so that a caller that tries several injections on one topology
+(the safety filter of gridrl) factors once: ``system = engine.system(status)`` factors
+the outage set, ``engine.apply(system, injection_mw)`` gives its flows and
+``engine.sensitivity(system, branch)`` the post-outage PTDF row of one branch.
+``flows(injection_mw, status)`` is ``apply(system(status), injection_mw)``.
+
 The cost does not depend on which or how many branches are out, so a batch under
 ``vmap`` costs the same whether no environment or every one is in trouble:
 
@@ -137,47 +143,118 @@ class OutageFlows:
     def n_bus(self) -> int:
         return self.ptdf.shape[1]
 
-    def flows(self, injection_mw: jax.Array, status: jax.Array) -> OutageFlowResult:
-        """DC flows with bus injections ``injection_mw`` (n_bus,) (generation minus load
-        and shunt consumption, MW; the reference bus balances) and branch statuses
-        ``status`` (n_branch,) (a branch in service in the intact grid is out where its
-        status is <= 0). Traceable, vmappable, fixed cost."""
+    def system(self, status: jax.Array) -> OutageSystem:
+        """The factored Woodbury system of the grid with the branches whose ``status``
+        (n_branch,) is <= 0 switched out (a branch in service in the intact grid only):
+        what :meth:`apply` and :meth:`sensitivity` reuse for any injections. Traceable,
+        vmappable, fixed cost."""
         dtype = self.transfer.dtype
         out = self.in_service & (status <= 0)
         n_out = jnp.sum(out)
+        dead_status = status <= 0
         if self.max_outages == 0:
-            post = self.ptdf @ injection_mw + self.shift_flow_mw
-            exact = (n_out == 0) & jnp.isfinite(jnp.sum(post))
-            return OutageFlowResult(
-                p_from_mw=jnp.where(exact, jnp.where(status <= 0, 0.0, post), jnp.nan),
-                bus_isolated=self.unreached,
-                exact=exact,
+            k0 = jnp.zeros(0, jnp.int32)
+            return OutageSystem(
+                slots=k0,
+                used=k0.astype(bool),
+                lu=jnp.zeros((0, 0), dtype),
+                null=k0.astype(bool),
+                isolated=self.unreached,
+                dead=dead_status
+                | self.unreached[self.branch_from]
+                | self.unreached[self.branch_to],
+                exact=n_out == 0,
             )
         weight, slots = jax.lax.top_k(out.astype(dtype), self.max_outages)
         used = weight > 0
-        tol = pivot_tolerance(dtype)
         h_kk = self.transfer[slots[:, None], slots]
         m = jnp.where(used[:, None] & used[None, :], -h_kk, 0.0)
-        lu, null = _factor(m + jnp.eye(self.max_outages, dtype=dtype), jnp.asarray(tol, dtype))
+        tol = jnp.asarray(pivot_tolerance(dtype), dtype)
+        lu, null = _factor(m + jnp.eye(self.max_outages, dtype=dtype), tol)
         null = null & used
-
         # Buses cut off: the skipped equations' consistency on each bus's PTDF column.
         rank = (jnp.cumsum(null) - 1) % _WEIGHT_BITS.get(jnp.dtype(dtype), 20)
         g = jnp.where(null, jnp.exp2(rank.astype(dtype)), 0.0)
         score = _scatter(_solve_lt(lu, g), slots, used, self.n_branch) @ self.ptdf
         isolated = (jnp.abs(score) > 0.5) | self.unreached
-
-        injection = jnp.where(isolated, 0.0, injection_mw)
-        f0 = self.ptdf @ injection + self.shift_flow_mw
-        z = _solve(lu, null, jnp.where(used, f0[slots], 0.0))
-        post = f0 + self.transfer @ _scatter(z, slots, used, self.n_branch)
-        # outaged branches and those of an island carry nothing (as in gridphysics.solve)
-        dead = out | (status <= 0) | isolated[self.branch_from] | isolated[self.branch_to]
-        exact = (n_out <= self.max_outages) & jnp.isfinite(jnp.sum(post))
-        post = jnp.where(dead, 0.0, post)
-        return OutageFlowResult(
-            p_from_mw=jnp.where(exact, post, jnp.nan), bus_isolated=isolated, exact=exact
+        dead = out | dead_status | isolated[self.branch_from] | isolated[self.branch_to]
+        return OutageSystem(
+            slots=slots,
+            used=used,
+            lu=lu,
+            null=null,
+            isolated=isolated,
+            dead=dead,
+            exact=(n_out <= self.max_outages) & jnp.isfinite(jnp.sum(lu)),
         )
+
+    def apply(self, system: OutageSystem, injection_mw: jax.Array) -> OutageFlowResult:
+        """The flows of ``system``'s grid with bus injections ``injection_mw`` (n_bus,)
+        (generation minus load and shunt consumption, MW; the reference bus balances;
+        the injections of cut-off buses are dropped)."""
+        post = self._post(system, injection_mw)
+        exact = system.exact & jnp.isfinite(jnp.sum(post))
+        post = jnp.where(system.dead, 0.0, post)
+        return OutageFlowResult(
+            p_from_mw=jnp.where(exact, post, jnp.nan), bus_isolated=system.isolated, exact=exact
+        )
+
+    def flows(self, injection_mw: jax.Array, status: jax.Array) -> OutageFlowResult:
+        """DC flows with bus injections ``injection_mw`` (n_bus,) (generation minus load
+        and shunt consumption, MW; the reference bus balances) and branch statuses
+        ``status`` (n_branch,) (a branch in service in the intact grid is out where its
+        status is <= 0): ``apply(system(status), injection_mw)``. Traceable,
+        vmappable, fixed cost."""
+        return self.apply(self.system(status), injection_mw)
+
+    def sensitivity(self, system: OutageSystem, branch: jax.Array) -> jax.Array:
+        """(n_bus,) the post-outage PTDF row of ``branch`` (a traced index is fine): the
+        change of its from-end flow per MW injected at each bus and taken at the
+        reference bus, in ``system``'s grid. 0 for cut-off buses and for a branch that
+        is out or cut off; NaN when ``system`` is not exact."""
+        row = self.ptdf[branch]
+        if self.max_outages:
+            # flows = P x + H_K S(P_K x) with S the (linear) skipped-direction solve, so
+            # the row is P_l + P_K^T S^T(H_lK): S^T is the solve's transpose (its VJP).
+            h_lk = jnp.where(system.used, self.transfer[branch, system.slots], 0.0)
+            w = _solve_lt(system.lu, _solve_ut(system.lu, system.null, h_lk))
+            row = row + _scatter(w, system.slots, system.used, self.n_branch) @ self.ptdf
+        row = jnp.where(system.isolated | system.dead[branch], 0.0, row)
+        return jnp.where(system.exact, row, jnp.nan)
+
+    def _post(self, system: OutageSystem, injection_mw: jax.Array) -> jax.Array:
+        """(n_branch,) ``f0 + H_K z`` before masking: ``f0`` the intact grid's flows with
+        the cut-off buses' injections dropped, ``z`` the Woodbury transfers."""
+        f0 = self.ptdf @ jnp.where(system.isolated, 0.0, injection_mw) + self.shift_flow_mw
+        if not self.max_outages:
+            return f0
+        z = _solve(system.lu, system.null, jnp.where(system.used, f0[system.slots], 0.0))
+        return f0 + self.transfer @ _scatter(z, system.slots, system.used, self.n_branch)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class OutageSystem:
+    """One grid state's outage set, factored (see :meth:`OutageFlows.system`; leading
+    axes added by ``vmap``).
+
+    Attributes:
+        slots: (max_outages,) int32 the outaged branches (unused slots: any index).
+        used: (max_outages,) bool, the slots that hold an outage.
+        lu, null: the elimination of ``I - H_KK`` and its skipped (cutting) pivots.
+        isolated: (n_bus,) buses cut off from every reference bus.
+        dead: (n_branch,) branches that carry nothing: out, or with an end cut off.
+        exact: () False when more branches are out than the engine's ``max_outages``
+            (or the factors are not finite).
+    """
+
+    slots: jax.Array
+    used: jax.Array
+    lu: jax.Array
+    null: jax.Array
+    isolated: jax.Array
+    dead: jax.Array
+    exact: jax.Array
 
 
 jax.tree_util.register_dataclass(

@@ -201,3 +201,34 @@ def test_a_bus_cut_off_in_the_intact_grid_stays_cut_off():
     states, gen, load = _random_states(net, 12, 8, seed=8)
     states[:, 13] = 0.0
     _check_against_solve(net, engine, states, gen, load, atol=1e-8)
+
+
+def test_sensitivity_rows_equal_brute_force_resolves_after_outages_and_splits():
+    """Post-outage PTDF rows (what the safety filter uses) against one gp.solve per
+    perturbed generator: the flow change per MW moved from the reference unit."""
+    net, engine = _engine("ieee118", 16)
+    status, gen, load = _random_states(net, 4, 6, seed=7)  # states 0 and 3 split the grid
+    gen_bus = net.topology.gen_bus
+    slack = np.flatnonzero(np.asarray(net.gen.slack_weight) > 0)
+    movable = [g for g in range(net.n_gen) if g not in slack]
+    rows = jax.jit(
+        jax.vmap(lambda s, b: engine.sensitivity(engine.system(s), b), in_axes=(None, 0))
+    )
+    split = 0
+    for i in range(len(status)):
+        base = net.with_loads(p_mw=load[i]).with_branches(status=status[i])
+        ref0 = np.nan_to_num(np.asarray(gp.solve(base.with_gens(p_mw=gen[i])).p_from_mw))
+        monitored = np.flatnonzero(status[i] > 0)[::9]
+        got = np.asarray(rows(jnp.asarray(status[i]), jnp.asarray(monitored)))
+        for g in movable[::3]:
+            moved = gen[i].copy()
+            moved[g] += 1.0
+            ref = np.nan_to_num(np.asarray(gp.solve(base.with_gens(p_mw=moved)).p_from_mw))
+            np.testing.assert_allclose(
+                got[:, gen_bus[g]], (ref - ref0)[monitored], atol=1e-8, err_msg=f"{i} {g}"
+            )
+        split += bool(np.asarray(gp.solve(base.with_gens(p_mw=gen[i])).bus_isolated).any())
+    assert split >= 1
+    # a branch that is out has no sensitivity at all
+    out = int(np.flatnonzero(status[0] == 0)[0])
+    assert not np.any(np.asarray(rows(jnp.asarray(status[0]), jnp.asarray([out]))))
