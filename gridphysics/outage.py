@@ -207,19 +207,24 @@ class OutageFlows:
         vmappable, fixed cost."""
         return self.apply(self.system(status), injection_mw)
 
-    def sensitivity(self, system: OutageSystem, branch: jax.Array) -> jax.Array:
-        """(n_bus,) the post-outage PTDF row of ``branch`` (a traced index is fine): the
-        change of its from-end flow per MW injected at each bus and taken at the
-        reference bus, in ``system``'s grid. 0 for cut-off buses and for a branch that
-        is out or cut off; NaN when ``system`` is not exact."""
-        row = self.ptdf[branch]
+    def sensitivity(
+        self, system: OutageSystem, branch: jax.Array, buses: jax.Array | None = None
+    ) -> jax.Array:
+        """The post-outage PTDF row of ``branch`` (a traced index is fine): the change
+        of its from-end flow per MW injected at each bus and taken at the reference
+        bus, in ``system``'s grid; (n_bus,), or (len(buses),) at ``buses`` only (e.g. the
+        generators' buses, cheaper). 0 for cut-off buses and for a branch that is out or
+        cut off; NaN when ``system`` is not exact."""
+        cols = self.ptdf if buses is None else self.ptdf[:, buses]
+        row = cols[branch]
         if self.max_outages:
             # flows = P x + H_K S(P_K x) with S the (linear) skipped-direction solve, so
             # the row is P_l + P_K^T S^T(H_lK): S^T is the solve's transpose (its VJP).
             h_lk = jnp.where(system.used, self.transfer[branch, system.slots], 0.0)
             w = _solve_lt(system.lu, _solve_ut(system.lu, system.null, h_lk))
-            row = row + _scatter(w, system.slots, system.used, self.n_branch) @ self.ptdf
-        row = jnp.where(system.isolated | system.dead[branch], 0.0, row)
+            row = row + jnp.where(system.used, w, 0.0) @ cols[system.slots]
+        isolated = system.isolated if buses is None else system.isolated[buses]
+        row = jnp.where(isolated | system.dead[branch], 0.0, row)
         return jnp.where(system.exact, row, jnp.nan)
 
     def _post(self, system: OutageSystem, injection_mw: jax.Array) -> jax.Array:
@@ -376,6 +381,7 @@ def _solve_ut_impl(lu: jax.Array, null: jax.Array, v: jax.Array) -> jax.Array:
 
 
 _factor = _batch_last(_factor_impl)
+
 _factor.__doc__ = """Elimination of ``m`` (k, k) without pivoting: ``(lu, null)`` with the unit-lower
 multipliers below the diagonal, ``U`` on and above it, and ``null[i]`` where pivot ``i``
 was (numerically) zero and skipped. ``tol``: () pivot threshold."""

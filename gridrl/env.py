@@ -13,7 +13,8 @@ One step (15 minutes):
 2. the strategic agent (every ``strategic_period`` steps) sets per-area generation
    targets; each operational agent redispatches its area's generators (within ramp
    limits) and may shed load; the safety filter turns the joint proposal into a
-   feasible dispatch (limits, ramps, balance, PTDF-based overload relief);
+   feasible dispatch (limits, ramps, balance, overload relief with the post-outage
+   sensitivities of the grid as it is);
 3. a DC power flow (``gridphysics.solve``); protections trip lines overloaded for more
    than ``overload_steps_allowed`` steps or above ``instant_trip_percent`` at once, and
    trips cascade within the step; buses cut off lose their load;
@@ -100,7 +101,7 @@ class EnvParams:
     level: jax.Array  # () int32 curriculum level 0..4
     levels: scenarios.LevelSettings
     reward: RewardWeights
-    grid: gp.OutageFlows  # DC flows after outages (its ptdf also serves the safety filter)
+    grid: gp.OutageFlows  # DC flows and sensitivities after outages (env and safety filter)
     base_gen_mw: jax.Array  # (n_gen,) the case's own dispatch
     ramp_mw: jax.Array  # (n_gen,) ramp per step
     capacity_mw: jax.Array  # (n_gen,) installed capacity (renewables: twice the case output)
@@ -354,11 +355,14 @@ class GridEnv:
 
         # 2. Decisions.
         base = x.base_mw
-        targets, offset, served, gen, interventions = self._decide(state, actions, params, x)
+        system = params.grid.system(branch_on)  # factored once: the filter and the physics
+        targets, offset, served, gen, interventions = self._decide(
+            state, actions, params, x, system
+        )
 
         # 3. Physics and protections.
         loading, isolated, trips, branch_on, counts, repair = self._protect(
-            params, gen, served, branch_on, state.overload_steps, repair, rate
+            params, gen, served, branch_on, state.overload_steps, repair, rate, system
         )
         ens = gp.lost_load_mw(net.topology, served, isolated)
         total = jnp.maximum(jnp.sum(load), 1e-6)
@@ -438,9 +442,17 @@ class GridEnv:
             info[k] = v.astype(self.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
         return next_state, reward.astype(self.dtype), done, info
 
-    def _decide(self, state: EnvState, actions: dict, params: EnvParams, x: Exogenous):
+    def _decide(
+        self,
+        state: EnvState,
+        actions: dict,
+        params: EnvParams,
+        x: Exogenous,
+        system: gp.OutageSystem | None = None,
+    ):
         """The agents' decisions on the step's conditions ``x``: ``(targets, offset,
-        served, gen, interventions)`` (``gen``: the dispatch after the safety filter)."""
+        served, gen, interventions)`` (``gen``: the dispatch after the safety filter;
+        ``system``: ``params.grid.system(x.branch_on)`` when the caller has it)."""
         cfg = self.config
         net = params.network
         t, load, avail, rate = x.t, x.load_mw, x.avail_mw, x.rate_mva
@@ -461,14 +473,15 @@ class GridEnv:
         served = load * (1 - shed_share[jnp.asarray(self.load_area)])
         proposal = base + offset
         residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
-        gen, interventions = safety.filter_dispatch(
+        gen, _, interventions = safety.filter_dispatch(
             proposal + residual,
             previous=state.gen_mw,
             p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
             p_max=avail,
             ramp=params.ramp_mw,
             demand=self._demand(served, params),
-            ptdf=params.grid.ptdf,
+            grid=params.grid,
+            system=params.grid.system(x.branch_on) if system is None else system,
             injection_bus=self._injection(net, served),
             gen_bus=jnp.asarray(net.topology.gen_bus),
             rate=rate,
@@ -486,15 +499,18 @@ class GridEnv:
             )
         )
 
-    def _flows(self, params: EnvParams, gen, served, branch_on, rate):
+    def _flows(self, params: EnvParams, gen, served, branch_on, rate, system=None):
         """Branch loadings (percent; inf where the flows are undefined) and isolated buses
-        (all of them where the flows are undefined: a collapse)."""
+        (all of them where the flows are undefined: a collapse). ``system``: the
+        outage engine's ``system(branch_on)`` when the caller has it."""
         net = params.network
         if self.config.method == "dc" and self._engine:
             injection = self._injection(net, served) + jax.ops.segment_sum(
                 gen, jnp.asarray(net.topology.gen_bus), self.n_bus
             )
-            res = params.grid.flows(injection, branch_on)
+            if system is None:
+                system = params.grid.system(branch_on)
+            res = params.grid.apply(system, injection)
             loading, ok, isolated = (
                 gp.loading_percent(res.p_from_mw, rate),
                 res.exact,
@@ -507,13 +523,13 @@ class GridEnv:
             loading, ok, isolated = res.loading_percent, res.converged, res.bus_isolated
         return jnp.where(ok, loading, jnp.inf), isolated | ~ok
 
-    def _protect(self, params, gen, served, branch_on, counts, repair, rate):
+    def _protect(self, params, gen, served, branch_on, counts, repair, rate, system=None):
         """Power flow, then trips until no line exceeds its instant limit (cascade).
 
         Undefined flows (a collapse, or an AC solve that failed) trip nothing: every
         bus then counts as cut off, and the step ends in a blackout."""
         cfg = self.config
-        loading, isolated = self._flows(params, gen, served, branch_on, rate)
+        loading, isolated = self._flows(params, gen, served, branch_on, rate, system)
         defined = jnp.isfinite(loading)
         over = defined & (loading > 100.0)
         counts = jnp.where(over & (branch_on > 0), counts + 1, 0)

@@ -1,0 +1,178 @@
+"""The safety filter (gridrl.safety.filter_dispatch) on the grid as it is.
+
+References: ``gridphysics.solve`` of the network with the outaged branches switched out
+(checked against pandapower elsewhere), run on the dispatch the filter returns; the
+filter itself computes with the outage engine.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gridphysics as gp
+from gridrl import safety
+
+
+@functools.lru_cache(maxsize=4)
+def _case(name: str):
+    net, _ = gp.fill_missing_ratings(gp.load_case(name), "operation-v1")
+    return net, gp.OutageFlows.build(net, 8, "float64"), np.asarray(gp.solve(net).gen_p_mw)
+
+
+@functools.lru_cache(maxsize=4)
+def _filter(steps: int):
+    def run(grid, status, proposal, rate, p_min, p_max, injection_bus, gen_bus, demand):
+        return safety.filter_dispatch(
+            proposal,
+            previous=proposal,
+            p_min=p_min,
+            p_max=p_max,
+            ramp=p_max,
+            demand=demand,
+            grid=grid,
+            system=grid.system(status),
+            injection_bus=injection_bus,
+            gen_bus=gen_bus,
+            rate=rate,
+            steps=steps,
+        )
+
+    return jax.jit(run)
+
+
+def _run(name, status, proposal, rate, steps=6):
+    net, grid, _ = _case(name)
+    t = net.topology
+    load = np.bincount(t.load_bus, np.asarray(net.load.p_mw * net.load.status), t.n_bus)
+    shunt = np.bincount(t.shunt_bus, np.asarray(net.shunt.g_mw * net.shunt.status), t.n_bus)
+    p_max = np.asarray(net.gen.p_max_mw * net.gen.status)
+    p, flow, interventions = _filter(steps)(
+        grid,
+        jnp.asarray(status, float),
+        jnp.asarray(proposal, float),
+        jnp.asarray(rate, float),
+        jnp.asarray(np.minimum(net.gen.p_min_mw * net.gen.status, p_max)),
+        jnp.asarray(p_max),
+        jnp.asarray(-(load + shunt)),
+        jnp.asarray(t.gen_bus),
+        jnp.asarray(load.sum() + shunt.sum()),
+    )
+    return np.asarray(p), np.asarray(flow), int(interventions)
+
+
+def _solve(name, status, gen):
+    net = _case(name)[0]
+    res = gp.solve(net.with_gens(p_mw=gen).with_branches(status=status))
+    return np.nan_to_num(np.asarray(res.p_from_mw)), np.asarray(res.bus_isolated)
+
+
+def _post_outage_overload(name: str):
+    """A (outage, line) pair where the line is fine before the outage and carries much
+    more after it (by brute force over non-bridge outages)."""
+    net, _, base = _case(name)
+    intact = np.abs(_solve(name, np.ones(net.n_branch), base)[0])
+    bridges = set(gp.bridges(net).tolist())
+    best = None
+    for o in range(net.n_branch):
+        if o in bridges:
+            continue
+        status = np.ones(net.n_branch)
+        status[o] = 0
+        after = np.abs(_solve(name, status, base)[0])
+        gain = np.where(intact > 5.0, after / np.maximum(intact, 1e-9), 0.0)
+        gain[o] = 0
+        line = int(np.argmax(gain))
+        if best is None or gain[line] > best[2]:
+            best = (o, line, gain[line], intact[line], after[line])
+    return best
+
+
+def test_relieves_a_line_overloaded_only_after_an_outage():
+    name = "ieee118"
+    net, _, base = _case(name)
+    outage, line, gain, before, after = _post_outage_overload(name)
+    assert gain > 1.3
+    status = np.ones(net.n_branch)
+    status[outage] = 0
+    rate = np.full(net.n_branch, 1e4)
+    rate[line] = after / 1.15  # 115 % after the outage, under 90 % before it
+    assert before / rate[line] < 0.9
+    # The intact grid shows nothing to relieve: an outage-blind filter would not act.
+    _, _, blind = _run(name, np.ones(net.n_branch), base, rate)
+    assert blind == 0
+    p, flow, interventions = _run(name, status, base, rate)
+    assert interventions >= 2
+    ref, _ = _solve(name, status, p)
+    np.testing.assert_allclose(flow, ref, atol=1e-6)  # the filter's flows are the grid's
+    assert abs(ref[line]) / rate[line] <= 1.0
+    assert abs(ref[outage]) == 0.0
+    np.testing.assert_allclose(p.sum(), base.sum(), atol=1e-6)  # balance kept
+
+
+def test_skips_lines_that_are_out_and_units_that_are_cut_off():
+    name = "ieee118"
+    net, _, base = _case(name)
+    t = net.topology
+    # An out-of-service line with a tiny rating is not a reason to move anything.
+    status = np.ones(net.n_branch)
+    status[7] = 0
+    rate = np.full(net.n_branch, 1e4)
+    rate[7] = 1e-3
+    p, _, interventions = _run(name, status, base, rate)
+    assert interventions == 0
+    np.testing.assert_allclose(p, base, atol=1e-9)
+    # A bridge whose far side holds a generator: the island's unit is never moved, the
+    # line that is left overloaded by the split is relieved from the main grid.
+    bridges = gp.bridges(net)
+    for b in bridges:
+        s = np.ones(net.n_branch)
+        s[b] = 0
+        _, isolated = _solve(name, s, base)
+        island_gens = np.flatnonzero(isolated[t.gen_bus])
+        if len(island_gens):
+            break
+    else:
+        pytest.skip("no bridge cuts off a generator in this case")
+    flows, _ = _solve(name, s, base)
+    line = int(np.argmax(np.where(s > 0, np.abs(flows), 0)))
+    rate = np.full(net.n_branch, 1e4)
+    rate[line] = abs(flows[line]) / 1.1
+    p, flow, interventions = _run(name, s, base, rate)
+    ref, _ = _solve(name, s, p)
+    np.testing.assert_allclose(flow, ref, atol=1e-6)
+    np.testing.assert_allclose(p[island_gens], base[island_gens], atol=1e-9)
+    assert abs(ref[line]) / rate[line] < 1.1
+    assert interventions >= 1
+
+
+def test_never_leaves_flows_worse_than_it_found_them():
+    """Random outage states (bridges included) and tight ratings: the highest loading
+    and the total overload of the filtered dispatch (by gp.solve) never exceed those of
+    the balanced proposal (the filter without relief steps)."""
+    name = "ieee30"
+    net, _, base = _case(name)
+    rng = np.random.default_rng(3)
+    bridges = gp.bridges(net)
+    checked = 0
+    for i in range(12):
+        status = np.ones(net.n_branch)
+        status[rng.choice(net.n_branch, rng.integers(0, 4), replace=False)] = 0
+        if i % 3 == 0:
+            status[rng.choice(bridges)] = 0
+        proposal = base * rng.uniform(0.6, 1.4, net.n_gen)
+        flows0, _ = _solve(name, status, base)
+        rate = np.maximum(np.abs(flows0) * rng.uniform(0.7, 1.3, net.n_branch), 1.0)
+        start, _, _ = _run(name, status, proposal, rate, steps=0)
+        p, _, _ = _run(name, status, proposal, rate)
+        live = status > 0
+        found = safety.overload_measures(jnp.asarray(_solve(name, status, start)[0]), rate, live)
+        left = safety.overload_measures(jnp.asarray(_solve(name, status, p)[0]), rate, live)
+        assert float(left[0]) <= float(found[0]) * (1 + 1e-6) + 1e-9, i
+        assert float(left[1]) <= float(found[1]) * (1 + 1e-6) + 1e-6, i
+        checked += float(found[1]) > 0
+    assert checked >= 6  # most states start overloaded
