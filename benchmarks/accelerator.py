@@ -266,7 +266,7 @@ def check_env_step(ref: jax.Device, dev: jax.Device, sizes: Sizes) -> Check:
     obs_a, final_a, rew_a = run_on(ref, run, params, key)
     obs_b, final_b, rew_b = run_on(dev, run, params, key)
     diverged = np.zeros(n, bool)
-    for name in ("branch_on", "overload_steps", "t"):
+    for name in ("branch_on", "repair", "t"):
         a, b = getattr(final_a, name), getattr(final_b, name)
         diverged |= (a != b).reshape(n, -1).any(axis=1)
     keep = ~diverged

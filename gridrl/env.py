@@ -15,13 +15,14 @@ One step (15 minutes):
    limits) and may shed load; the safety filter turns the joint proposal into a
    feasible dispatch (limits, ramps, balance, overload relief with the post-outage
    sensitivities of the grid as it is);
-3. a DC power flow (``gridphysics.solve``); protections trip lines overloaded for more
-   than ``overload_steps_allowed`` steps or above ``instant_trip_percent`` at once, and
-   trips cascade within the step; buses cut off lose their load;
-4. the team reward is minus the normalized sum of generation, redispatch, shedding,
-   overload, energy-not-served and trip costs; the episode ends after a day or on a
-   blackout (more than half the load lost; the rest of the day's load then counts as
-   energy not served), and resets itself.
+3. DC flows after outages (``gridphysics.OutageFlows``; AC: ``gridphysics.solve``);
+   the thermal relays (:mod:`gridrl.protection`: continuous and emergency ratings,
+   thermal memory) trip lines, and trips above the instant-trip loading cascade within
+   the step; buses cut off lose their load (involuntary, apart from deliberate shedding);
+4. the team reward is minus the normalized sum of the priced terms of
+   :mod:`gridrl.reward`; the episode ends after a day or on a blackout (more than half
+   the load lost; the rest of the day's load then counts as energy not served), and
+   resets itself.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
+from gridrl import reward as rewards
 from gridrl import safety, scenarios
 from gridrl.areas import partition, tie_lines
 from gridrl.metrics import ENV_INFO
+from gridrl.protection import ThermalRelay, overloaded
 from gridrl.spaces import Box
 
-DT_HOURS = 0.25
+DT_HOURS = scenarios.STEP_MINUTES / 60
 FAST_DC_MAX_BRANCHES = 3000  # above this, no dense outage engine: gridphysics.solve every step
 RATING_RULE = "operation-v1"  # cases/ratings.toml: ratings of branches the case leaves unrated
 
@@ -52,8 +55,12 @@ class EnvConfig:
         case: a gridphysics case name or .m path.
         n_areas: operational areas (one agent each).
         strategic_period: steps between strategic decisions (4 = hourly).
-        overload_steps_allowed: steps a line may stay above 100 % before it trips.
+        emergency_percent: short-term emergency rating, % of the continuous rating.
+        emergency_minutes: how long a line that ran at its continuous rating may carry
+            its emergency rating before its thermal relay trips it.
+        thermal_time_constant_minutes: the lines' thermal time constant.
         instant_trip_percent: loading that trips a line at once.
+            (The four are :class:`gridrl.protection.ThermalRelay`'s settings.)
         episode_steps: steps per episode (96 = one day).
         renewable_share: share of generators turned into wind/solar units.
         repair_steps: steps until a tripped or failed branch is back.
@@ -69,7 +76,9 @@ class EnvConfig:
     case: str = "ieee118"
     n_areas: int = 4
     strategic_period: int = 4
-    overload_steps_allowed: int = 2
+    emergency_percent: float = 120.0
+    emergency_minutes: float = 15.0
+    thermal_time_constant_minutes: float = 10.0
     instant_trip_percent: float = 150.0
     episode_steps: int = scenarios.STEPS_PER_DAY
     renewable_share: float = 0.2
@@ -83,24 +92,11 @@ class EnvConfig:
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class RewardWeights:
-    """Prices of the reward terms ($/MWh or $ per event)."""
-
-    redispatch_per_mwh: jax.Array
-    shed_per_mwh: jax.Array
-    ens_per_mwh: jax.Array
-    overload_per_step: jax.Array  # per 100 % of excess loading on one branch
-    trip: jax.Array
-    normalizer: jax.Array  # $ per step of the case's own dispatch
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
 class EnvParams:
     network: gp.Network
     level: jax.Array  # () int32 curriculum level 0..4
     levels: scenarios.LevelSettings
-    reward: RewardWeights
+    reward: rewards.Prices  # the prices of the reward terms (gridrl.reward)
     grid: gp.OutageFlows  # DC flows and sensitivities after outages (env and safety filter)
     base_gen_mw: jax.Array  # (n_gen,) the case's own dispatch
     ramp_mw: jax.Array  # (n_gen,) ramp per step
@@ -118,7 +114,7 @@ class EnvState:
     offset_mw: jax.Array  # (n_gen,) redispatch accumulated by the operational agents
     gen_mw: jax.Array  # (n_gen,) dispatch of the last step
     branch_on: jax.Array  # (n_branch,) 0/1
-    overload_steps: jax.Array  # (n_branch,) int32
+    heat: jax.Array  # (n_branch,) thermal-relay state, 1 = steady at the continuous rating
     repair: jax.Array  # (n_branch,) int32 steps until back in service
     targets_mw: jax.Array  # (n_areas,) strategic generation targets
     loading: jax.Array  # (n_branch,) percent, last step
@@ -188,23 +184,27 @@ class GridEnv:
         self._engine = network.n_branch <= FAST_DC_MAX_BRANCHES
         self.agents = ["strategic", *[f"operational_{a}" for a in range(A)], "safety"]
         self.dtype = jnp.dtype(config.dtype)
+        self.relay = ThermalRelay(
+            emergency_percent=config.emergency_percent,
+            emergency_minutes=config.emergency_minutes,
+            time_constant_minutes=config.thermal_time_constant_minutes,
+            instant_trip_percent=config.instant_trip_percent,
+            step_minutes=scenarios.STEP_MINUTES,
+        )
         self._shape = jnp.asarray(scenarios.daily_load_shape(config.episode_steps), self.dtype)
         self._solar = jnp.asarray(scenarios.solar_shape(config.episode_steps), self.dtype)
-        self._obs_sizes = {
-            "strategic": 2 + 5 * A + 4,
-            **{
-                f"operational_{a}": self.area_loads.shape[1]
-                + 5 * self.max_gens
-                + 2 * self.area_lines.shape[1]
-                + 4
-                + A
-                for a in range(A)
-            },
-            "safety": 2 * t.n_branch + 2 * t.n_gen + t.n_load + 2,
-        }
+        self._obs_sizes: dict[str, int] | None = None  # set by make() (see bind_shapes)
 
     # -- spaces ----------------------------------------------------------------------
+    def bind_shapes(self, params: EnvParams) -> None:
+        """Derive the observation sizes from the observation function itself
+        (``jax.eval_shape`` of :meth:`reset`; nothing is computed)."""
+        obs, _ = jax.eval_shape(self.reset, jax.random.key(0), params)
+        self._obs_sizes = {agent: int(o.shape[0]) for agent, o in obs.items()}
+
     def observation_space(self, agent: str) -> Box:
+        if self._obs_sizes is None:
+            raise RuntimeError("observation sizes are unknown: build the env with gridrl.make")
         return Box(-jnp.inf, jnp.inf, (self._obs_sizes[agent],), self.dtype)
 
     def action_space(self, agent: str) -> Box:
@@ -268,7 +268,7 @@ class GridEnv:
             offset_mw=jnp.zeros(self.n_gen, self.dtype),
             gen_mw=base,
             branch_on=(net.branch.status > 0).astype(self.dtype),
-            overload_steps=jnp.zeros(self.n_branch, jnp.int32),
+            heat=jnp.zeros(self.n_branch, self.dtype),
             repair=jnp.zeros(self.n_branch, jnp.int32),
             targets_mw=area_gen,
             loading=jnp.zeros(self.n_branch, self.dtype),
@@ -361,12 +361,13 @@ class GridEnv:
         )
 
         # 3. Physics and protections.
-        loading, isolated, trips, branch_on, counts, repair = self._protect(
-            params, gen, served, branch_on, state.overload_steps, repair, rate, system
+        loading, isolated, trips, branch_on, heat, repair = self._protect(
+            params, gen, served, branch_on, state.heat, repair, rate, system
         )
         ens = gp.lost_load_mw(net.topology, served, isolated)
         total = jnp.maximum(jnp.sum(load), 1e-6)
-        lost_share = (ens + jnp.sum(load - served)) / total
+        shed_mw = jnp.sum(load - served)
+        lost_share = (ens + shed_mw) / total
         blackout = lost_share > 0.5
         done = (t >= cfg.episode_steps) | blackout
         # A blackout ends the day: the rest of it counts as energy not served (otherwise
@@ -377,8 +378,7 @@ class GridEnv:
             0.0,
         )
 
-        # 4. Reward.
-        w = params.reward
+        # 4. Reward (gridrl.reward: the terms and their prices).
         thermal = ~jnp.asarray(self.renewable)
         gen_cost = (
             jnp.sum(
@@ -390,15 +390,21 @@ class GridEnv:
             )
             * DT_HOURS
         )
-        redispatch = jnp.sum(jnp.abs(gen - base)) * w.redispatch_per_mwh * DT_HOURS
-        shed = jnp.sum(load - served) * w.shed_per_mwh * DT_HOURS
-        # undefined loadings (unrated: NaN; a collapse: inf) are priced by the lost load
-        finite = jnp.where(jnp.isfinite(loading), loading, 0.0)
-        over = jnp.sum(jnp.maximum(finite - 100.0, 0.0)) / 100.0 * w.overload_per_step
-        ens_cost = (ens * DT_HOURS + rest_mwh) * w.ens_per_mwh
-        trip_cost = jnp.sum(trips) * w.trip
-        total_cost = gen_cost + redispatch + shed + over + ens_cost + trip_cost
-        reward = -total_cost / w.normalizer
+        live = branch_on > 0
+        shed_mwh = shed_mw * DT_HOURS
+        involuntary_mwh = ens * DT_HOURS + rest_mwh
+        terms = rewards.costs(
+            params.reward,
+            generation_cost=gen_cost,
+            redispatch_mwh=jnp.sum(jnp.abs(gen - base)) * DT_HOURS,
+            shed_mwh=shed_mwh,
+            involuntary_mwh=involuntary_mwh,
+            overload_mwh=rewards.overload_mw(loading, rate, live, 100.0) * DT_HOURS,
+            emergency_mwh=rewards.overload_mw(loading, rate, live, cfg.emergency_percent)
+            * DT_HOURS,
+            trips=jnp.sum(trips),
+        )
+        reward = -terms["total_cost"] / params.reward.normalizer
 
         next_state = EnvState(
             t=t,
@@ -408,7 +414,7 @@ class GridEnv:
             offset_mw=offset,
             gen_mw=gen,
             branch_on=branch_on,
-            overload_steps=counts,
+            heat=heat,
             repair=repair,
             targets_mw=targets,
             loading=loading,
@@ -417,17 +423,16 @@ class GridEnv:
             avail_mw=avail,
             lost_share=lost_share,
         )
+        defined = live & jnp.isfinite(loading)
         values = {
-            "generation_cost": gen_cost,
-            "redispatch_cost": redispatch,
-            "shedding_cost": shed,
-            "overload_penalty": over,
-            "ens_cost": ens_cost,
-            "trip_penalty": trip_cost,
-            "total_cost": total_cost,
-            "energy_not_served_mwh": (ens + jnp.sum(load - served)) * DT_HOURS + rest_mwh,
+            **terms,
+            "energy_not_served_mwh": shed_mwh + involuntary_mwh,
+            "deliberate_shed_mwh": shed_mwh,
+            "involuntary_ens_mwh": involuntary_mwh,
             "trips": jnp.sum(trips),
-            "overloaded_lines": jnp.sum(jnp.isfinite(loading) & (loading > 100.0)),
+            "overloaded_lines": jnp.sum(live & overloaded(loading, 100.0)),
+            "emergency_lines": jnp.sum(live & overloaded(loading, cfg.emergency_percent)),
+            "max_loading_percent": jnp.max(jnp.where(defined, loading, 0.0), initial=0.0),
             "interventions": interventions,
             "lost_share": lost_share,
             "blackout": blackout,
@@ -523,19 +528,19 @@ class GridEnv:
             loading, ok, isolated = res.loading_percent, res.converged, res.bus_isolated
         return jnp.where(ok, loading, jnp.inf), isolated | ~ok
 
-    def _protect(self, params, gen, served, branch_on, counts, repair, rate, system=None):
-        """Power flow, then trips until no line exceeds its instant limit (cascade).
+    def _protect(self, params, gen, served, branch_on, heat, repair, rate, system=None):
+        """Power flow, the thermal relays, then trips until no line exceeds its instant
+        limit (cascade): ``(loading, isolated, trips, branch_on, heat, repair)``.
 
-        Undefined flows (a collapse, or an AC solve that failed) trip nothing: every
-        bus then counts as cut off, and the step ends in a blackout."""
+        The relays heat with the step's loading before the trips (the step ran at it);
+        cascade trips follow within seconds. Undefined flows (a collapse, or an AC solve
+        that failed) trip nothing: every bus then counts as cut off, and the step ends
+        in a blackout."""
         cfg = self.config
+        relay = self.relay
         loading, isolated = self._flows(params, gen, served, branch_on, rate, system)
-        defined = jnp.isfinite(loading)
-        over = defined & (loading > 100.0)
-        counts = jnp.where(over & (branch_on > 0), counts + 1, 0)
-        trip = (branch_on > 0) & (
-            (counts > cfg.overload_steps_allowed) | (defined & (loading > cfg.instant_trip_percent))
-        )
+        heat = relay.heat(heat, jnp.where(branch_on > 0, loading, 0.0))
+        trip = relay.trips(heat, loading, branch_on > 0)
 
         def cond(carry):
             i, trip, *_ = carry
@@ -545,15 +550,14 @@ class GridEnv:
             i, trip, branch_on, all_trips, _, _ = carry
             branch_on = jnp.where(trip, 0.0, branch_on)
             loading, isolated = self._flows(params, gen, served, branch_on, rate)
-            new = (branch_on > 0) & jnp.isfinite(loading) & (loading > cfg.instant_trip_percent)
+            new = relay.instant(loading, branch_on > 0)
             return i + 1, new, branch_on, all_trips | trip, loading, isolated
 
         init = (jnp.int32(0), trip, branch_on, jnp.zeros_like(trip), loading, isolated)
         _, _, branch_on, trips, loading, isolated = jax.lax.while_loop(cond, body, init)
-        counts = jnp.where(trips, 0, counts)
         repair = jnp.where(trips, cfg.repair_steps, repair)
         loading = jnp.where(branch_on > 0, loading, 0.0)
-        return loading, isolated, trips, branch_on, counts, repair
+        return loading, isolated, trips, branch_on, heat, repair
 
     def _observe(self, state: EnvState, params: EnvParams) -> dict:
         net = params.network
@@ -615,6 +619,7 @@ class GridEnv:
         obs["safety"] = jnp.concatenate(
             [
                 loading / 100.0,
+                state.heat / self.relay.trip_heat,
                 state.gen_mw / p_max,
                 state.avail_mw / p_max,
                 state.load_mw / ref * topo.n_load,
@@ -653,7 +658,7 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     env = GridEnv(config, network)
     base = np.asarray(gp.solve(network).gen_p_mw)
     gen = network.gen
-    ramp = np.asarray(gen.ramp_mw_per_min) * 15.0
+    ramp = np.asarray(gen.ramp_mw_per_min) * scenarios.STEP_MINUTES
     ramp = np.where(ramp > 0, ramp, 0.1 * np.asarray(gen.p_max_mw))
     cost = (
         np.asarray(gen.cost_c2) * base**2
@@ -667,21 +672,12 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
         network=network.astype(dtype),
         level=jnp.int32(level),
         levels=jax.tree.map(lambda a: jnp.asarray(a, dtype), scenarios.LevelSettings.default()),
-        reward=jax.tree.map(
-            lambda a: jnp.asarray(a, dtype),
-            RewardWeights(
-                redispatch_per_mwh=jnp.asarray(5.0),
-                shed_per_mwh=jnp.asarray(1000.0),
-                ens_per_mwh=jnp.asarray(3000.0),
-                overload_per_step=jnp.asarray(500.0),
-                trip=jnp.asarray(2000.0),
-                normalizer=jnp.asarray(normalizer),
-            ),
-        ),
+        reward=rewards.Prices.default(normalizer, dtype),
         grid=gp.OutageFlows.build(network, config.max_outages if env._engine else 0, dtype),
         base_gen_mw=jnp.asarray(base, dtype),
         ramp_mw=jnp.asarray(ramp, dtype),
         capacity_mw=jnp.asarray(capacity, dtype),
         learned_safety=jnp.asarray(0.0, dtype),
     )
+    env.bind_shapes(params)
     return env, params

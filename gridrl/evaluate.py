@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gridrl import scenarios
 from gridrl.baselines import (
     BASELINES,
     EpisodeMetrics,
@@ -135,7 +136,11 @@ def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> li
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         for name, rows in loadings.items():
             if rows.size:
-                axes[0].plot(np.arange(1, len(rows) + 1) / 4, rows.max(axis=1), label=name)
+                axes[0].plot(
+                    np.arange(1, len(rows) + 1) / scenarios.STEPS_PER_HOUR,
+                    rows.max(axis=1),
+                    label=name,
+                )
         axes[0].axhline(100, color="k", lw=0.8, ls="--")
         axes[0].set_xlabel("hour")
         axes[0].set_ylabel("highest line loading (%)")
@@ -149,7 +154,7 @@ def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> li
                 cmap="magma",
                 vmin=0,
                 vmax=120,
-                extent=(0, len(rows) / 4, rows.shape[1], 0),
+                extent=(0, len(rows) / scenarios.STEPS_PER_HOUR, rows.shape[1], 0),
             )
             axes[1].set_xlabel("hour")
             axes[1].set_ylabel("branch")

@@ -80,11 +80,15 @@ class Metric:
 ENV_INFO_FIELDS: tuple[InfoField, ...] = (
     InfoField("generation_cost", "fuel cost of the thermal units", "$ per step"),
     InfoField("redispatch_cost", "cost of moving units away from the base dispatch", "$ per step"),
-    InfoField("shedding_cost", "cost of the load shed on purpose", "$ per step"),
-    InfoField("overload_penalty", "penalty on line loading above 100 %", "$ per step"),
+    InfoField("shedding_cost", "cost of the load shed on purpose (deliberate)", "$ per step"),
     InfoField(
         "ens_cost",
-        "cost of energy not served (cut-off load; after a blackout, the rest of the day)",
+        "cost of involuntary loss (cut-off load; after a blackout, the rest of the day)",
+        "$ per step",
+    ),
+    InfoField(
+        "overload_penalty",
+        "price of the MWh above continuous ratings (and again above emergency ratings)",
         "$ per step",
     ),
     InfoField("trip_penalty", "penalty on the lines tripped by protections", "$ per step"),
@@ -98,8 +102,20 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
         "load not served: shed, cut off, and after a blackout the rest of the day",
         "MWh per step",
     ),
+    InfoField("deliberate_shed_mwh", "load shed on purpose by the agents", "MWh per step"),
+    InfoField(
+        "involuntary_ens_mwh",
+        "load cut off by trips or splits, and after a blackout the rest of the day",
+        "MWh per step",
+    ),
     InfoField("trips", "lines tripped by protections, cascades included", "count per step"),
-    InfoField("overloaded_lines", "lines loaded above 100 % after the step", "count"),
+    InfoField(
+        "overloaded_lines", "in-service lines above their continuous rating after the step", "count"
+    ),
+    InfoField(
+        "emergency_lines", "in-service lines above their emergency rating after the step", "count"
+    ),
+    InfoField("max_loading_percent", "highest loading of an in-service line after the step", "%"),
     InfoField(
         "interventions", "generators the safety filter moved by more than 1 kW", "count per step"
     ),
@@ -157,6 +173,9 @@ METRICS: tuple[Metric, ...] = (
     _info("ens_cost", "cost", "cost of energy not served", "$ per step"),
     _info("trip_penalty", "cost", "line-trip penalty", "$ per step"),
     _info("energy_not_served_mwh", "safety", "energy not served", "MWh per step"),
+    _info("deliberate_shed_mwh", "safety", "load shed on purpose", "MWh per step"),
+    _info("involuntary_ens_mwh", "safety", "involuntary energy not served", "MWh per step"),
+    _info("max_loading_percent", "safety", "highest line loading", "%"),
     _info("trips", "safety", "line trips", "count per step"),
     Metric(
         "overload_share",
@@ -165,6 +184,15 @@ METRICS: tuple[Metric, ...] = (
         "share of steps",
         "info",
         ("overloaded_lines",),
+        "share",
+    ),
+    Metric(
+        "emergency_share",
+        "safety",
+        "line above its emergency rating",
+        "share of steps",
+        "info",
+        ("emergency_lines",),
         "share",
     ),
     Metric(

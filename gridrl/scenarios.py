@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STEPS_PER_DAY = 96
+STEP_MINUTES = 15  # one environment step
+STEPS_PER_HOUR = 60 // STEP_MINUTES
+STEPS_PER_DAY = 24 * STEPS_PER_HOUR
 
 
 @jax.tree_util.register_dataclass

@@ -40,7 +40,7 @@ def test_sizes_come_from_the_network(case):
     g, n_l, b = gens_per_area.max(), loads_per_area.max(), max(lines_per_area)
     expected_obs = {
         "strategic": 2 + 5 * 4 + 4,
-        "safety": 2 * net.n_branch + 2 * net.n_gen + net.n_load + 2,
+        "safety": 3 * net.n_branch + 2 * net.n_gen + net.n_load + 2,
     }
     for a in range(4):
         expected_obs[f"operational_{a}"] = n_l + 5 * g + 2 * b + 4 + 4
@@ -76,7 +76,7 @@ def test_physics_agrees_with_gridphysics():
     )
 
 
-def test_protections_trip_at_once_after_a_delay_and_cascade():
+def test_protections_trip_on_heat_at_once_and_in_cascade():
     env, params = _env("ieee14")
     net = params.network
     served = net.load.p_mw
@@ -84,20 +84,25 @@ def test_protections_trip_at_once_after_a_delay_and_cascade():
     flows = np.abs(np.asarray(gp.solve(net.with_gens(p_mw=gen)).p_from_mw))
     on = jnp.ones(net.n_branch, env.dtype)
     zeros = jnp.zeros(net.n_branch, jnp.int32)
+    cold = jnp.zeros(net.n_branch, env.dtype)
     a, b = 0, 1  # branches 1-2 and 1-5: losing one pushes the other up
     rate = np.maximum(flows * 3, 10.0)
-    # 1. 120 % on branch b: it counts, and trips only after overload_steps_allowed steps.
+    # 1. 130 % on branch b from cold (defaults: tau 10 min, 15-min steps, trip heat
+    # 1.44 - 0.44 exp(-1.5) = 1.3418): heat 1.69 (1 - exp(-1.5)) = 1.313 after one step,
+    # no trip; 1.69 - (1.69 - 1.313) exp(-1.5) = 1.606 after two: it trips.
     rate_b = rate.copy()
-    rate_b[b] = flows[b] / 1.2
-    counts = zeros
-    for step in range(1, 4):
-        loading, _, trips, status, counts, repair = env._protect(
-            params, jnp.asarray(gen), served, on, counts, zeros, jnp.asarray(rate_b)
+    rate_b[b] = flows[b] / 1.3
+    heat = cold
+    for step in (1, 2):
+        loading, _, trips, status, heat, repair = env._protect(
+            params, jnp.asarray(gen), served, on, heat, zeros, jnp.asarray(rate_b)
         )
-        assert bool(trips[b]) == (step > env.config.overload_steps_allowed)
-        if bool(trips[b]):
-            assert float(status[b]) == 0.0 and int(repair[b]) == env.config.repair_steps
-            break
+        assert float(loading[b]) == pytest.approx(130.0 if step == 1 else 0.0, rel=1e-4)
+        np.testing.assert_allclose(
+            float(heat[b]), 1.69 * (1 - np.exp(-1.5)) if step == 1 else 1.6059, rtol=1e-3
+        )
+        assert bool(trips[b]) == (step == 2)
+    assert float(status[b]) == 0.0 and int(repair[b]) == env.config.repair_steps
     # 2. 200 % on branch a trips at once; its flow moves to b, which then exceeds 150 %.
     rate_c = rate.copy()
     rate_c[a] = flows[a] / 2.0
@@ -109,7 +114,7 @@ def test_protections_trip_at_once_after_a_delay_and_cascade():
     rate_c[b] = after[b] / 1.6
     assert flows[b] / rate_c[b] < 1.0  # b is fine before a trips
     loading, _, trips, status, _, _ = env._protect(
-        params, jnp.asarray(gen), served, on, zeros, zeros, jnp.asarray(rate_c)
+        params, jnp.asarray(gen), served, on, cold, zeros, jnp.asarray(rate_c)
     )
     assert bool(trips[a]) and bool(trips[b])
     assert float(loading[a]) == 0.0 and float(loading[b]) == 0.0

@@ -56,9 +56,10 @@ def test_more_outages_than_the_engine_holds_is_a_collapse():
     loading, isolated = env._flows(params, gen, served, status, net.branch.rate_a_mva)
     assert bool(jnp.all(jnp.isinf(loading))) and bool(isolated.all())
     # protections trip nothing on undefined flows; the step's lost load is everything
-    counts = jnp.zeros(net.n_branch, jnp.int32)
+    heat = jnp.zeros(net.n_branch, env.dtype)
+    repair = jnp.zeros(net.n_branch, jnp.int32)
     loading, isolated, trips, on, _, _ = env._protect(
-        params, gen, served, status, counts, counts, net.branch.rate_a_mva
+        params, gen, served, status, heat, repair, net.branch.rate_a_mva
     )
     assert not bool(trips.any()) and bool(isolated.all())
     np.testing.assert_array_equal(on, status)
