@@ -143,71 +143,157 @@ def make_policy(name: str, env: GridEnv) -> Policy:
 
 @dataclass(frozen=True)
 class EpisodeMetrics:
-    """Per-episode averages over the evaluated episodes."""
+    """Per-episode averages over the evaluated episodes (and each day's cost)."""
 
     cost: float  # total cost per episode ($)
-    overload_step_share: float  # share of steps with an overloaded line
-    energy_not_served_mwh: float  # per episode
+    overload_step_share: float  # share of operated steps with a line above its continuous rating
+    energy_not_served_mwh: float  # per episode: deliberate + involuntary
     trips: float  # per episode
     interventions: float  # per episode
     survival: float  # share of the day survived without blackout
     reward: float  # return per episode
+    emergency_step_share: float = 0.0  # share of operated steps with a line above emergency
+    max_loading_percent: float = 0.0  # highest in-service loading over every evaluated step
+    deliberate_shed_mwh: float = 0.0  # per episode, shed on purpose
+    involuntary_ens_mwh: float = 0.0  # per episode, cut off (and after a blackout)
+    blackout_free_days: float = 0.0  # share of the days without a blackout
+    day_cost: tuple[float, ...] = ()  # each day's total cost, $ (for paired intervals)
 
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+#: What one day adds up (:func:`day_records`), from one step's ``info`` and reward.
+DAY_FIELDS = (
+    "cost",
+    "reward",
+    "operated",
+    "overload_steps",
+    "emergency_steps",
+    "ens",
+    "shed",
+    "involuntary",
+    "trips",
+    "interventions",
+    "max_loading",
+    "blackout",
+)
+
+
+def _step_record(info: dict, reward) -> dict:
+    """One step's contribution to each of :data:`DAY_FIELDS` (jnp or numpy alike)."""
+    return {
+        "cost": info["total_cost"],
+        "reward": reward,
+        "operated": 1.0,
+        "overload_steps": info["overloaded_lines"] > 0,
+        "emergency_steps": info["emergency_lines"] > 0,
+        "ens": info["energy_not_served_mwh"],
+        "shed": info["deliberate_shed_mwh"],
+        "involuntary": info["involuntary_ens_mwh"],
+        "trips": info["trips"],
+        "interventions": info["interventions"],
+        "max_loading": info["max_loading_percent"],
+        "blackout": info["blackout"],
+    }
+
+
+def _keys(policy, key, i):
+    k_scen = jax.random.fold_in(key, i)  # scenario randomness: the same for every policy
+    k_pol = (
+        k_scen if getattr(policy, "foresees_step", False) else jax.random.fold_in(k_scen, 1_000_003)
+    )
+    return k_scen, k_pol
+
+
+def day_records(
+    env: GridEnv, params: EnvParams, policy: Policy, *, episodes: int, seed: int, jit: bool = True
+) -> dict[str, np.ndarray]:
+    """Run ``episodes`` seeded days with ``policy`` (the same seeds give the same days
+    for every policy): ``{field: (episodes,)}`` over :data:`DAY_FIELDS`, summed over
+    the operated steps of each day (``max_loading``: the day's highest; ``blackout``:
+    whether the day ended in one). A day stops at its blackout.
+
+    ``jit``: all days at once, ``vmap`` over days of a ``scan`` over steps (the policy
+    must be traceable); otherwise one jitted step at a time (e.g. the DC-OPF oracle).
+    Both give the same days."""
+    steps = env.config.episode_steps
+    day_keys = [
+        jax.random.split(jax.random.fold_in(jax.random.key(seed), d)) for d in range(episodes)
+    ]
+    if jit:
+
+        def one_day(key, k_reset):
+            obs, state = env.reset(k_reset, params)
+
+            def body(carry, i):
+                obs, state, alive = carry
+                k_scen, k_pol = _keys(policy, key, i)
+                obs, state, reward, done, info = env.step(
+                    k_scen, state, policy(k_pol, obs, state, params), params
+                )
+                rec = _step_record(info, reward["strategic"])
+                rec = {
+                    k: jnp.where(alive, jnp.asarray(v, jnp.float32), 0.0) for k, v in rec.items()
+                }
+                return (obs, state, alive & ~done["__all__"]), rec
+
+            _, recs = jax.lax.scan(body, (obs, state, jnp.asarray(True)), jnp.arange(steps))
+            out = {k: jnp.sum(v) for k, v in recs.items()}
+            out["max_loading"] = jnp.max(recs["max_loading"])
+            return out
+
+        keys = jnp.stack([k[0] for k in day_keys])
+        resets = jnp.stack([k[1] for k in day_keys])
+        days = jax.jit(jax.vmap(one_day))(keys, resets)
+        return {k: np.asarray(v, np.float64) for k, v in days.items()}
+
+    step = jax.jit(env.step)
+    out = {k: np.zeros(episodes) for k in DAY_FIELDS}
+    for d, (key, k_reset) in enumerate(day_keys):
+        obs, state = env.reset(k_reset, params)
+        for i in range(steps):
+            k_scen, k_pol = _keys(policy, key, i)
+            obs, state, reward, done, info = step(
+                k_scen, state, policy(k_pol, obs, state, params), params
+            )
+            for k, v in _step_record(info, reward["strategic"]).items():
+                v = float(v)
+                out[k][d] = max(out[k][d], v) if k == "max_loading" else out[k][d] + v
+            if bool(done["__all__"]):
+                break
+    return out
+
+
+def summarize(days: dict[str, np.ndarray], steps: int) -> EpisodeMetrics:
+    """The :class:`EpisodeMetrics` of :func:`day_records`' days of ``steps`` steps."""
+    n = float(len(days["cost"]))
+    operated = max(float(days["operated"].sum()), 1.0)
+    survived = np.where(days["blackout"] > 0, days["operated"], steps) / steps
+    return EpisodeMetrics(
+        cost=float(days["cost"].mean()),
+        overload_step_share=float(days["overload_steps"].sum()) / operated,
+        energy_not_served_mwh=float(days["ens"].mean()),
+        trips=float(days["trips"].mean()),
+        interventions=float(days["interventions"].mean()),
+        survival=float(survived.mean()),
+        reward=float(days["reward"].mean()),
+        emergency_step_share=float(days["emergency_steps"].sum()) / operated,
+        max_loading_percent=float(days["max_loading"].max()) if n else 0.0,
+        deliberate_shed_mwh=float(days["shed"].mean()),
+        involuntary_ens_mwh=float(days["involuntary"].mean()),
+        blackout_free_days=float(np.mean(days["blackout"] == 0)),
+        day_cost=tuple(float(c) for c in days["cost"]),
+    )
 
 
 def run_episodes(
     env: GridEnv, params: EnvParams, policy: Policy, *, episodes: int, seed: int, jit: bool = True
 ) -> EpisodeMetrics:
-    """Run ``episodes`` seeded days with ``policy`` (the same seeds give the same days
-    for every policy) and average the metrics."""
-    steps = env.config.episode_steps
-    step = jax.jit(env.step)
-    act = jax.jit(policy) if jit else policy
-    totals = {
-        "cost": 0.0,
-        "over": 0.0,
-        "ens": 0.0,
-        "trips": 0.0,
-        "interventions": 0.0,
-        "survived": 0.0,
-        "reward": 0.0,
-    }
-    for episode in range(episodes):
-        key = jax.random.fold_in(jax.random.key(seed), episode)
-        key, k_reset = jax.random.split(key)
-        obs, state = env.reset(k_reset, params)
-        survived = steps
-        for i in range(steps):
-            k_scen = jax.random.fold_in(key, i)  # scenario randomness: the same for every policy
-            k_pol = (
-                k_scen
-                if getattr(policy, "foresees_step", False)
-                else jax.random.fold_in(k_scen, 1_000_003)
-            )
-            actions = act(k_pol, obs, state, params)
-            obs, state, reward, done, info = step(k_scen, state, actions, params)
-            totals["cost"] += float(info["total_cost"])
-            totals["over"] += float(info["overloaded_lines"] > 0)
-            totals["ens"] += float(info["energy_not_served_mwh"])
-            totals["trips"] += float(info["trips"])
-            totals["interventions"] += float(info["interventions"])
-            totals["reward"] += float(reward["strategic"])
-            if bool(done["__all__"]):
-                survived = i + 1 if bool(info["blackout"]) else steps
-                break
-        totals["survived"] += survived / steps
-    n = float(episodes)
-    return EpisodeMetrics(
-        cost=totals["cost"] / n,
-        overload_step_share=totals["over"] / (n * steps),
-        energy_not_served_mwh=totals["ens"] / n,
-        trips=totals["trips"] / n,
-        interventions=totals["interventions"] / n,
-        survival=totals["survived"] / n,
-        reward=totals["reward"] / n,
-    )
+    """Run ``episodes`` seeded days with ``policy`` (see :func:`day_records`) and
+    average the metrics."""
+    days = day_records(env, params, policy, episodes=episodes, seed=seed, jit=jit)
+    return summarize(days, env.config.episode_steps)
 
 
 def evaluate_baselines(
@@ -231,12 +317,16 @@ def evaluate_baselines(
 
 def format_table(results: dict[str, EpisodeMetrics]) -> str:
     """A plain-text table of :func:`evaluate_baselines`' results."""
-    head = f"{'policy':12s} {'cost $':>14s} {'overload steps':>15s} {'ENS MWh':>9s} {'trips':>7s} {'interventions':>14s} {'survival':>9s}"
+    head = (
+        f"{'policy':12s} {'cost $':>14s} {'overload steps':>15s} {'max load %':>11s} "
+        f"{'shed MWh':>9s} {'lost MWh':>9s} {'trips':>7s} {'interventions':>14s} {'survival':>9s}"
+    )
     rows = [head, "-" * len(head)]
     for name, m in results.items():
         rows.append(
-            f"{name:12s} {m.cost:14,.0f} {m.overload_step_share:15.1%} {m.energy_not_served_mwh:9.1f} "
-            f"{m.trips:7.1f} {m.interventions:14.1f} {m.survival:9.1%}"
+            f"{name:12s} {m.cost:14,.0f} {m.overload_step_share:15.1%} "
+            f"{m.max_loading_percent:11.0f} {m.deliberate_shed_mwh:9.1f} "
+            f"{m.involuntary_ens_mwh:9.1f} {m.trips:7.1f} {m.interventions:14.1f} {m.survival:9.1%}"
         )
     return "\n".join(rows)
 

@@ -41,6 +41,38 @@ def normalized_score(cost: float, do_nothing: float, oracle: float) -> float:
     return 100.0 * (do_nothing - cost) / span + 0.0
 
 
+def score_intervals(
+    results: dict[str, EpisodeMetrics], *, resamples: int = 2000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Paired bootstrap 95 % intervals of each normalized score: the days are resampled
+    with replacement, the same days for every policy (their costs are paired), and the
+    score is recomputed from the resampled mean costs. ``(nan, nan)`` where the score is
+    undefined (no do-nothing or oracle, fewer than 2 days, or a resample where the oracle
+    is not cheaper than do-nothing in more than 2.5 % of the resamples)."""
+    nan = (float("nan"), float("nan"))
+    if "do_nothing" not in results or "dc_opf" not in results:
+        return {k: nan for k in results}
+    dn = np.asarray(results["do_nothing"].day_cost)
+    opf = np.asarray(results["dc_opf"].day_cost)
+    n = len(dn)
+    if n < 2 or any(len(m.day_cost) != n for m in results.values()):
+        return {k: nan for k in results}
+    idx = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    dn_mean, opf_mean = dn[idx].mean(axis=1), opf[idx].mean(axis=1)
+    span = dn_mean - opf_mean
+    ok = span > 1e-9 * np.maximum(np.abs(dn_mean), 1.0)
+    out = {}
+    for name, m in results.items():
+        if ok.mean() < 0.975:
+            out[name] = nan
+            continue
+        cost = np.asarray(m.day_cost)[idx].mean(axis=1)
+        s = 100.0 * (dn_mean[ok] - cost[ok]) / span[ok]
+        lo, hi = np.percentile(s, [2.5, 97.5])
+        out[name] = (float(lo) + 0.0, float(hi) + 0.0)
+    return out
+
+
 def evaluate(policy, *, episodes: int, seed: int, level: int, baselines=BASELINES):
     """``{name: EpisodeMetrics}`` for the policy (``"policy"``) and the baselines, all on
     the same seeded days at ``level``."""
@@ -196,6 +228,7 @@ def write_report(
     baselines = tuple(b for b in baselines if b != "policy")
     results = evaluate(policy, episodes=episodes, seed=seed, level=level, baselines=baselines)
     score = scores(results)
+    interval = score_intervals(results, seed=seed)
     params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
     loadings = {"policy": day_loadings(policy.env, params, policy.as_policy(), seed)}
     for name in ("do_nothing", "greedy"):
@@ -212,15 +245,25 @@ def write_report(
         f"{policy.update * c.batch_steps:,} environment steps). "
         f"{episodes} held-out day(s) at curriculum level {level}, seed {seed}; every policy "
         "sees the same days. Costs per day in $. Score: 0 = do-nothing, 100 = DC-OPF oracle "
-        "(perfect foresight of the step), higher is better.",
+        "(perfect foresight of the step), higher is better; in brackets its paired bootstrap "
+        "95 % interval over the days.",
         "",
-        "| policy | score | cost $ | overload steps | ENS MWh | trips | interventions | survival |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Overload steps: share of operated steps with an in-service line above its "
+        "continuous rating (emergency: above its emergency rating). Shed: load shed on "
+        "purpose; lost: load cut off by trips or splits, and after a blackout the rest of "
+        "the day.",
+        "",
+        "| policy | score | cost $ | overload steps | emergency steps | max loading | shed MWh "
+        "| lost MWh | trips | interventions | survival | blackout-free days |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in results.items():
         lines.append(
-            f"| {name} | {score[name]:.1f} | {m.cost:,.0f} | {m.overload_step_share:.1%} | "
-            f"{m.energy_not_served_mwh:.1f} | {m.trips:.2f} | {m.interventions:.1f} | {m.survival:.1%} |"
+            f"| {name} | {score[name]:.1f} [{interval[name][0]:.1f}, {interval[name][1]:.1f}] "
+            f"| {m.cost:,.0f} | {m.overload_step_share:.1%} | "
+            f"{m.emergency_step_share:.1%} | {m.max_loading_percent:.0f} % | "
+            f"{m.deliberate_shed_mwh:.1f} | {m.involuntary_ens_mwh:.1f} | {m.trips:.2f} | "
+            f"{m.interventions:.1f} | {m.survival:.1%} | {m.blackout_free_days:.0%} |"
         )
     beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
     if np.isnan(score["policy"]):
@@ -260,7 +303,10 @@ def write_report(
                 "episodes": episodes,
                 "seed": seed,
                 "level": level,
-                "results": {k: m.as_dict() | {"score": score[k]} for k, m in results.items()},
+                "results": {
+                    k: m.as_dict() | {"score": score[k], "score_ci95": list(interval[k])}
+                    for k, m in results.items()
+                },
             },
             indent=2,
         )

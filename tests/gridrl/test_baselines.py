@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import pytest
 
 from gridrl.baselines import evaluate_baselines, format_table, main
@@ -20,6 +22,15 @@ def test_dc_opf_oracle_is_best_on_cost_and_do_nothing_overloads(level4):
     for m in level4.values():
         assert 0 <= m.overload_step_share <= 1 and 0 < m.survival <= 1
         assert m.energy_not_served_mwh >= 0 and m.trips >= 0 and m.interventions >= 0
+        # deliberate and involuntary energy are the two parts of the total
+        assert m.deliberate_shed_mwh >= 0 and m.involuntary_ens_mwh >= 0
+        assert abs(m.deliberate_shed_mwh + m.involuntary_ens_mwh - m.energy_not_served_mwh) <= (
+            1e-3 * max(1.0, m.energy_not_served_mwh)
+        )
+        assert 0 <= m.emergency_step_share <= m.overload_step_share <= 1
+        assert m.blackout_free_days == (m.survival == 1.0)  # one day
+    # do-nothing overloads lines: its highest loading is above the continuous rating
+    assert level4["do_nothing"].max_loading_percent > 100
 
 
 def test_table_and_cli(level4, capsys):
@@ -45,3 +56,19 @@ def test_table_and_cli(level4, capsys):
     assert "ieee14, level 1" in out and "greedy" in out and "dc_opf" not in out
     with pytest.raises(SystemExit):
         main(["--baselines", "magic"])
+
+
+@pytest.mark.parametrize("name", ["random", "greedy"])
+def test_batched_days_equal_step_by_step_days(name):
+    """The vmapped evaluation (all days at once) runs the very days of the step-by-step
+    loop: same keys, same stops at a blackout."""
+    from gridrl.baselines import day_records, make_policy
+    from gridrl.env import make
+
+    env, params = make("ieee30", level=4, episode_steps=24)
+    policy = make_policy(name, env)
+    fast = day_records(env, params, policy, episodes=3, seed=5, jit=True)
+    slow = day_records(env, params, jax.jit(policy), episodes=3, seed=5, jit=False)
+    for field in fast:
+        np.testing.assert_allclose(fast[field], slow[field], rtol=2e-4, atol=1e-3, err_msg=field)
+    assert fast["operated"].sum() > 0

@@ -1,0 +1,65 @@
+"""The paired bootstrap interval of the normalized score (gridrl.evaluate)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gridrl.baselines import EpisodeMetrics
+from gridrl.evaluate import score_intervals, scores
+
+
+def _metrics(day_cost) -> EpisodeMetrics:
+    day_cost = np.asarray(day_cost, float)
+    return EpisodeMetrics(
+        cost=float(day_cost.mean()),
+        overload_step_share=0.0,
+        energy_not_served_mwh=0.0,
+        trips=0.0,
+        interventions=0.0,
+        survival=1.0,
+        reward=0.0,
+        day_cost=tuple(day_cost),
+    )
+
+
+def test_interval_matches_the_normal_interval_of_a_mean_difference():
+    """With the oracle exactly 100 $ below do-nothing every day, the score is the mean
+    daily saving; its 95 % interval is then mean +- 1.96 sd / sqrt(n) (large n)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    dn = rng.normal(1000.0, 50.0, n)
+    saving = rng.normal(60.0, 30.0, n)
+    results = {
+        "do_nothing": _metrics(dn),
+        "dc_opf": _metrics(dn - 100.0),
+        "policy": _metrics(dn - saving),
+    }
+    lo, hi = score_intervals(results, resamples=4000, seed=1)["policy"]
+    half = 1.96 * saving.std(ddof=1) / np.sqrt(n)
+    assert abs((lo + hi) / 2 - saving.mean()) < 0.15 * half
+    assert abs((hi - lo) / 2 - half) < 0.1 * half
+    assert lo < scores(results)["policy"] < hi
+
+
+def test_pairing_removes_the_common_day_to_day_spread():
+    """Days differ a lot, but the policy saves exactly 40 % of the span every day: a
+    paired interval is a point; an unpaired one would be wide."""
+    dn = np.linspace(500.0, 5000.0, 30)
+    results = {
+        "do_nothing": _metrics(dn),
+        "dc_opf": _metrics(dn * 0.9),
+        "policy": _metrics(dn - 0.4 * dn * 0.1),
+    }
+    lo, hi = score_intervals(results, seed=2)["policy"]
+    assert abs(lo - 40.0) < 1e-9 and abs(hi - 40.0) < 1e-9
+    assert score_intervals(results)["do_nothing"] == (0.0, 0.0)
+
+
+def test_undefined_without_references_or_days():
+    one = {"do_nothing": _metrics([1.0]), "dc_opf": _metrics([0.5]), "policy": _metrics([0.7])}
+    assert all(np.isnan(v).all() for v in score_intervals(one).values())
+    no_oracle = {"do_nothing": _metrics([1.0, 2.0]), "policy": _metrics([0.7, 1.0])}
+    assert all(np.isnan(v).all() for v in score_intervals(no_oracle).values())
+    # the oracle costs more than do-nothing: no scale, no interval
+    flipped = {"do_nothing": _metrics([1.0, 2.0]), "dc_opf": _metrics([3.0, 4.0])}
+    assert all(np.isnan(v).all() for v in score_intervals(flipped).values())
