@@ -7,7 +7,8 @@
   units with the largest opposite PTDF sensitivities to it (jitted).
 * ``dc_opf``: an oracle that knows the coming step (loads, availability, outages) and
   solves a DC optimal power flow with line limits (HiGHS through scipy, outside jit;
-  evaluation only), then asks the operational agents for that dispatch.
+  evaluation only), then asks the operational agents for that dispatch and shedding,
+  in their action space (each load shed by at most ``max_shed_share``).
 
 :func:`evaluate_baselines` runs them on the same seeded episodes and reports cost,
 overload-step share, energy not served, trips, safety interventions and survival.
@@ -44,20 +45,23 @@ def random_policy(env: GridEnv) -> Policy:
 
 
 def actions_for_dispatch(
-    env: GridEnv, target_offset: jax.Array, state: EnvState, params: EnvParams, shed_share=None
+    env: GridEnv, target_offset: jax.Array, state: EnvState, params: EnvParams, shed=None
 ) -> dict:
-    """Operational actions that move the accumulated redispatch towards ``target_offset``
-    (MW per unit, relative to the do-nothing dispatch), within one step's ramp."""
+    """Actions that keep every area's schedule at its base (strategic 0) and move the
+    accumulated redispatch towards ``target_offset`` (MW per unit, relative to the
+    do-nothing dispatch) within one step's ramp; ``shed``: (n_load,) share of each load
+    to shed, as a fraction of ``max_shed_share`` (default none)."""
     delta = (target_offset - state.offset_mw) / jnp.maximum(params.ramp_mw, 1e-6)
+    shed = jnp.zeros(env.n_load, env.dtype) if shed is None else jnp.asarray(shed, env.dtype)
     actions = {
         "strategic": jnp.zeros(env.n_areas, env.dtype),
         "safety": jnp.zeros(env.n_gen, env.dtype),
     }
     for a in range(env.n_areas):
-        idx = jnp.asarray(env.area_gens[a])
-        gens = jnp.append(delta, 0.0)[idx]
-        shed = jnp.zeros(()) if shed_share is None else shed_share[a]
-        actions[f"operational_{a}"] = jnp.clip(jnp.append(gens, shed), -1, 1).astype(env.dtype)
+        gens = jnp.append(delta, 0.0)[jnp.asarray(env.area_gens[a])]
+        loads = jnp.append(shed, 0.0)[jnp.asarray(env.area_loads[a])]
+        act = jnp.concatenate([jnp.clip(gens, -1, 1), jnp.clip(loads, 0, 1)])
+        actions[f"operational_{a}"] = act.astype(env.dtype)
     return actions
 
 
@@ -111,17 +115,14 @@ def dc_opf_policy(env: GridEnv) -> Policy:
             ),
             rate_mva=np.asarray(x.rate_mva, np.float64) * 0.98,
             branch_status=np.asarray(x.branch_on, np.float64),
+            # the agents' action space: each load shed by at most max_shed_share
+            shed_max_mw=env.config.max_shed_share * np.asarray(x.load_mw, np.float64),
         )
         if not result.success:
             return do_nothing(env)(key, obs, state, params)
-        load = np.asarray(x.load_mw)
-        shed = np.zeros(env.n_areas)
-        for a in range(env.n_areas):
-            mask = env.load_area == a
-            total = load[mask].sum()
-            shed[a] = (
-                result.shed_mw[mask].sum() / total / env.config.max_shed_share if total > 0 else 0.0
-            )
+        load = np.asarray(x.load_mw, np.float64)
+        cap = env.config.max_shed_share * load
+        shed = np.where(cap > 0, result.shed_mw / np.maximum(cap, 1e-9), 0.0)
         target = jnp.asarray(result.gen_p_mw, env.dtype) - x.base_mw
         return actions_for_dispatch(env, target, state, params, jnp.asarray(shed, env.dtype))
 

@@ -10,9 +10,10 @@ the env object. Every size comes from the network and the partition.
 One step (15 minutes):
 
 1. the scenario moves on: loads, renewable availability, repairs, random outages;
-2. the strategic agent (every ``strategic_period`` steps) sets per-area generation
-   targets; each operational agent redispatches its area's generators (within ramp
-   limits) and may shed load; the safety filter turns the joint proposal into a
+2. the strategic agent (every ``strategic_period`` steps) sets each area's schedule (its
+   generation as a factor of its base generation; it binds: the area's units move to
+   it); each operational agent redispatches its area's generators around the schedule
+   (within ramp limits) and may shed each of its area's loads; the safety filter turns the joint proposal into a
    feasible dispatch (limits, ramps, balance, overload relief with the post-outage
    sensitivities of the grid as it is);
 3. DC flows after outages (``gridphysics.OutageFlows``; AC: ``gridphysics.solve``);
@@ -68,7 +69,9 @@ class EnvConfig:
         max_outages: branches that may be out at once (the outage engine's slots, see
             :class:`gridphysics.OutageFlows`; capped at the number of branches). A state
             with more is a collapse: every bus counts as cut off (a blackout).
-        max_shed_share: largest share of an area's load its agent may shed in a step.
+        max_shed_share: largest share of each load its area's agent may shed in a step.
+        schedule_range: the strategic agent moves each area's schedule by up to this
+            share of its base generation.
         method: physics: "dc" (default) or "ac".
         dtype: "float32" (default, fast) or "float64".
     """
@@ -86,6 +89,7 @@ class EnvConfig:
     max_cascade: int = 5
     max_outages: int = 16
     max_shed_share: float = 0.2
+    schedule_range: float = 0.1
     method: Literal["dc", "ac"] = "dc"
     dtype: Literal["float32", "float64"] = "float32"
 
@@ -116,7 +120,7 @@ class EnvState:
     branch_on: jax.Array  # (n_branch,) 0/1
     heat: jax.Array  # (n_branch,) thermal-relay state, 1 = steady at the continuous rating
     repair: jax.Array  # (n_branch,) int32 steps until back in service
-    targets_mw: jax.Array  # (n_areas,) strategic generation targets
+    target_factor: jax.Array  # (n_areas,) the strategic schedule: area generation / base
     loading: jax.Array  # (n_branch,) percent, last step
     load_mw: jax.Array  # (n_load,) demand, last step
     served_mw: jax.Array  # (n_load,) demand served, last step
@@ -167,6 +171,7 @@ class GridEnv:
         )
         self.gen_area, self.load_area = gen_area, load_area
         self.max_gens = self.area_gens.shape[1]
+        self.max_loads = self.area_loads.shape[1]
         # Renewable units: a deterministic spread over the generators (not the slack).
         candidates = np.flatnonzero(np.asarray(network.gen.slack_weight) <= 0)
         n_ren = round(config.renewable_share * len(candidates))
@@ -212,13 +217,16 @@ class GridEnv:
             return Box(-1.0, 1.0, (self.n_areas,), self.dtype)
         if agent == "safety":
             return Box(-1.0, 1.0, (self.n_gen,), self.dtype)
-        return Box(-1.0, 1.0, (self.max_gens + 1,), self.dtype)
+        return Box(-1.0, 1.0, (self.max_gens + self.max_loads,), self.dtype)
 
     def action_mask(self, agent: str) -> np.ndarray:
-        """Which action entries act (operational agents: their area's units + shedding)."""
+        """Which action entries act (operational agents: their area's units, then the
+        shedding of each of their area's loads)."""
         if agent.startswith("operational_"):
             a = int(agent.split("_")[1])
-            return np.concatenate([self.area_gens[a] < self.n_gen, [True]])
+            return np.concatenate(
+                [self.area_gens[a] < self.n_gen, self.area_loads[a] < self.n_load]
+            )
         return np.ones(self.action_space(agent).shape, bool)
 
     # -- API ---------------------------------------------------------------------------
@@ -259,7 +267,6 @@ class GridEnv:
         )
         avail = self._available(jnp.int32(0), draw, wind, settings, params)
         base = self._base_dispatch(load, avail, params)
-        area_gen = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
         return EnvState(
             t=jnp.int32(0),
             draw=draw,
@@ -270,7 +277,7 @@ class GridEnv:
             branch_on=(net.branch.status > 0).astype(self.dtype),
             heat=jnp.zeros(self.n_branch, self.dtype),
             repair=jnp.zeros(self.n_branch, jnp.int32),
-            targets_mw=area_gen,
+            target_factor=jnp.ones(self.n_areas, self.dtype),
             loading=jnp.zeros(self.n_branch, self.dtype),
             load_mw=load,
             served_mw=load,
@@ -366,7 +373,7 @@ class GridEnv:
         )
         ens = gp.lost_load_mw(net.topology, served, isolated)
         total = jnp.maximum(jnp.sum(load), 1e-6)
-        shed_mw = jnp.sum(load - served)
+        shed_mw = jnp.maximum(jnp.sum(load - served), 0.0)
         lost_share = (ens + shed_mw) / total
         blackout = lost_share > 0.5
         done = (t >= cfg.episode_steps) | blackout
@@ -416,7 +423,7 @@ class GridEnv:
             branch_on=branch_on,
             heat=heat,
             repair=repair,
-            targets_mw=targets,
+            target_factor=targets,
             loading=loading,
             load_mw=load,
             served_mw=served,
@@ -462,21 +469,27 @@ class GridEnv:
         net = params.network
         t, load, avail, rate = x.t, x.load_mw, x.avail_mw, x.rate_mva
         base = x.base_mw
-        area_base = jax.ops.segment_sum(base, jnp.asarray(self.gen_area), self.n_areas)
+        # The strategic agent sets each area's schedule (hourly): its generation as a
+        # factor of its base generation. The schedule binds: the area's units are moved
+        # to it in proportion to their available capacity, and the operational agents
+        # adjust around the schedule.
         strategic = jnp.clip(actions["strategic"], -1, 1)
         decide = (t % cfg.strategic_period) == 0
-        targets = jnp.where(decide, area_base * (1 + 0.1 * strategic), state.targets_mw)
+        factor = jnp.where(decide, 1 + cfg.schedule_range * strategic, state.target_factor)
+        schedule = self.schedule(base, avail, factor)
         delta = jnp.zeros(self.n_gen + 1, self.dtype)
-        shed_share = jnp.zeros(self.n_areas, self.dtype)
+        shed = jnp.zeros(self.n_load + 1, self.dtype)
         for a in range(self.n_areas):
             act = jnp.clip(actions[f"operational_{a}"], -1, 1)
             idx = self.area_gens[a]
             ramp = jnp.append(params.ramp_mw, 0.0)[idx]
             delta = delta.at[idx].add(act[: self.max_gens] * ramp)
-            shed_share = shed_share.at[a].set(jnp.clip(act[-1], 0, 1) * cfg.max_shed_share)
+            # per-load shedding: each of the area's loads by up to max_shed_share
+            share = jnp.clip(act[self.max_gens :], 0, 1) * cfg.max_shed_share
+            shed = shed.at[self.area_loads[a]].set(share)
         offset = state.offset_mw + delta[:-1]
-        served = load * (1 - shed_share[jnp.asarray(self.load_area)])
-        proposal = base + offset
+        served = load * (1 - shed[:-1])
+        proposal = schedule + offset
         residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
         gen, _, interventions = safety.filter_dispatch(
             proposal + residual,
@@ -491,8 +504,19 @@ class GridEnv:
             gen_bus=jnp.asarray(net.topology.gen_bus),
             rate=rate,
         )
-        offset = gen - base  # what the operators' redispatch amounts to after the filter
-        return targets, offset, served, gen, interventions
+        offset = gen - schedule  # the operators' redispatch around the schedule, filtered
+        return factor, offset, served, gen, interventions
+
+    def schedule(self, base: jax.Array, avail: jax.Array, factor: jax.Array) -> jax.Array:
+        """(n_gen,) the base dispatch with each area's generation moved to ``factor``
+        (n_areas,) times its base generation, over the area's units in proportion to
+        their available capacity ``avail`` (the safety filter then enforces limits,
+        ramps and balance)."""
+        gen_area = jnp.asarray(self.gen_area)
+        area_base = jax.ops.segment_sum(base, gen_area, self.n_areas)
+        area_cap = jax.ops.segment_sum(avail, gen_area, self.n_areas)
+        share = avail / jnp.maximum(area_cap[gen_area], 1e-6)
+        return base + ((factor - 1) * area_base)[gen_area] * share
 
     def _injection(self, net, served) -> jax.Array:
         """(n_bus,) injections without generation (minus loads and shunt conductance)."""
@@ -591,7 +615,7 @@ class GridEnv:
                     area_worst / 100.0,
                     jnp.stack([tie / 100.0, n_out]),
                     clock,
-                    state.targets_mw / ref,
+                    state.target_factor - 1,
                 ]
             )
         }
@@ -611,7 +635,7 @@ class GridEnv:
                     mask,
                     padded_loading[a] / 100.0,
                     (lines[a] < self.n_branch).astype(self.dtype),
-                    jnp.stack([state.targets_mw[a] / ref, area_gen[a] / ref]),
+                    jnp.stack([state.target_factor[a] - 1, area_gen[a] / ref]),
                     clock,
                     jax.nn.one_hot(a, A, dtype=self.dtype),
                 ]

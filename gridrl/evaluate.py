@@ -262,7 +262,8 @@ def write_report(
             f"| {name} | {score[name]:.1f} [{interval[name][0]:.1f}, {interval[name][1]:.1f}] "
             f"| {m.cost:,.0f} | {m.overload_step_share:.1%} | "
             f"{m.emergency_step_share:.1%} | {m.max_loading_percent:.0f} % | "
-            f"{m.deliberate_shed_mwh:.1f} | {m.involuntary_ens_mwh:.1f} | {m.trips:.2f} | "
+            f"{m.deliberate_shed_mwh + 0.0:.1f} | {m.involuntary_ens_mwh + 0.0:.1f} | "
+            f"{m.trips:.2f} | "
             f"{m.interventions:.1f} | {m.survival:.1%} | {m.blackout_free_days:.0%} |"
         )
     beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
@@ -275,6 +276,12 @@ def write_report(
         verdict = (
             f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
             "(on the normalized score)."
+        )
+    if any(np.isnan(interval[k]).any() for k in results if not np.isnan(score[k])):
+        verdict += (
+            " Some score intervals are undefined: in more than 2.5 % of the bootstrap "
+            "resamples of these days the oracle was not cheaper than do-nothing, so the "
+            "score has no scale there (evaluate more days, `--episodes`)."
         )
     lines += ["", verdict, ""]
     if log:

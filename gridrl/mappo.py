@@ -98,7 +98,11 @@ class Agents:
                 env.n_areas, config.hidden, config.init_log_std, (0.0,) * env.n_areas
             ),
             "operational": Actor(
-                d_op, config.hidden, config.init_log_std, (0.0,) * (d_op - 1) + (shed_bias,)
+                d_op,
+                config.hidden,
+                config.init_log_std,
+                # redispatch entries first, then one shedding entry per load of the area
+                (0.0,) * env.max_gens + (shed_bias,) * (d_op - env.max_gens),
             ),
             "safety": Actor(env.n_gen, config.hidden, config.init_log_std, (0.0,) * env.n_gen),
         }

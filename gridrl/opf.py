@@ -159,6 +159,7 @@ def dc_opf(
     branch_status=None,
     shed_cost_per_mwh: float = 10_000.0,
     cost_segments: int = 4,
+    shed_max_mw=None,
 ) -> OPFResult:
     """Cheapest dispatch of ``network`` within generator limits and branch ratings.
 
@@ -177,6 +178,8 @@ def dc_opf(
         branch_status: (n_branch,) statuses (default ``branch.status``), 0 = tripped.
         shed_cost_per_mwh: price of each MW of shed load, $/MWh.
         cost_segments: linear segments per quadratic cost curve.
+        shed_max_mw: (n_load,) most each load may be shed (default: all of it; loads at
+            cut-off buses are shed in full regardless).
 
     Returns:
         An :class:`OPFResult`. An infeasible or unbounded LP gives ``success=False`` and
@@ -195,6 +198,9 @@ def dc_opf(
         raise ValueError(f"shed_cost_per_mwh must be finite and >= 0, got {shed_cost_per_mwh!r}")
 
     gen, load, branch = network.gen, network.load, network.branch
+    shed_cap = np.full(n_load, np.inf) if shed_max_mw is None else np.asarray(shed_max_mw, float)
+    if shed_cap.shape != (n_load,) or np.any(np.isnan(shed_cap)) or np.any(shed_cap < 0):
+        raise ValueError(f"shed_max_mw must be ({n_load},) values >= 0, got {shed_max_mw!r}")
     c2 = np.asarray(gen.cost_c2, dtype=np.float64)
     c1 = np.asarray(gen.cost_c1, dtype=np.float64)
     c0 = np.asarray(gen.cost_c0, dtype=np.float64)
@@ -276,7 +282,7 @@ def dc_opf(
         [
             np.column_stack([p_min[gens], p_max[gens]]),
             np.column_stack([np.zeros(n_s), width[seg_owner]]),
-            np.column_stack([np.zeros(n_d), demand[sheds]]),
+            np.column_stack([np.zeros(n_d), np.minimum(demand, shed_cap)[sheds]]),
         ]
     )
     var_inj = np.r_[0:n_p, n_p + n_s : n_p + n_s + n_d]  # variables that are injections

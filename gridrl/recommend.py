@@ -119,7 +119,7 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
         load_mw=f(load),
         served_mw=f(load),
         avail_mw=f(avail),
-        targets_mw=f(area_gen),
+        target_factor=f(area_gen / np.maximum(np.bincount(env.gen_area, base, env.n_areas), 1e-6)),
     )
     obs = env._observe(state, params)
     actions = policy(obs)

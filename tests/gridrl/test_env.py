@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -55,8 +56,8 @@ def test_sizes_come_from_the_network(case):
     assert env.action_space("strategic").shape == (4,)
     assert env.action_space("safety").shape == (net.n_gen,)
     for a in range(4):
-        assert env.action_space(f"operational_{a}").shape == (g + 1,)
-        assert env.action_mask(f"operational_{a}").sum() == gens_per_area[a] + 1
+        assert env.action_space(f"operational_{a}").shape == (g + n_l,)
+        assert env.action_mask(f"operational_{a}").sum() == gens_per_area[a] + loads_per_area[a]
 
 
 def test_physics_agrees_with_gridphysics():
@@ -249,3 +250,51 @@ def test_a_tripped_bridge_cuts_off_its_load_and_counts_it_as_not_served():
     )
     lost = float(np.asarray(state.served_mw)[cut].sum()) * 0.25
     assert float(info["energy_not_served_mwh"]) >= lost - 1e-3 > 0
+
+
+def test_strategic_schedule_binds_and_shedding_is_per_load():
+    env, params = _env("ieee30", episode_steps=12)
+    _, state = env.reset(jax.random.key(4), params)
+    state = replace(state, t=jnp.int32(env.config.strategic_period - 1))  # next step decides
+    key = jax.random.key(5)
+    x = env.exogenous(key, state, params)
+    # The schedule: each area's generation at factor x its base, split by availability.
+    factor = jnp.asarray([1.1, 0.9, 1.0, 1.05], env.dtype)
+    sched = np.asarray(env.schedule(x.base_mw, x.avail_mw, factor))
+    area_base = np.bincount(env.gen_area, np.asarray(x.base_mw), env.n_areas)
+    np.testing.assert_allclose(
+        np.bincount(env.gen_area, sched, env.n_areas), np.asarray(factor) * area_base, rtol=1e-5
+    )
+    # It binds: the strategic agent's +1 on the area with the most room raises that
+    # area's generation after the safety filter, and the factor holds until the next
+    # decision.
+    room = np.bincount(env.gen_area, np.asarray(x.avail_mw - x.base_mw), env.n_areas)
+    area = int(np.argmax(room))
+    zero = _zero_actions(env)
+    up = zero | {"strategic": jnp.asarray(np.eye(env.n_areas)[area], env.dtype)}
+    gen = {}
+    for name, acts in (("zero", zero), ("up", up)):
+        factor_out, _, _, g, _ = env._decide(state, acts, params, x)
+        gen[name] = np.bincount(env.gen_area, np.asarray(g), env.n_areas)
+        if name == "up":
+            np.testing.assert_allclose(
+                factor_out, 1 + env.config.schedule_range * np.eye(env.n_areas)[area]
+            )
+    assert gen["up"][area] > gen["zero"][area] + 1.0
+    others = np.arange(env.n_areas) != area
+    assert gen["up"][others].sum() < gen["zero"][others].sum()
+    _, state_up, _, _, _ = env.step(key, state, up, params)
+    # the step after a decision does not decide: the schedule holds
+    factor_next, *_ = env._decide(state_up, zero, params, env.exogenous(key, state_up, params))
+    np.testing.assert_allclose(factor_next, state_up.target_factor)
+    # Shedding is per load: one entry of area 1's action sheds that load only.
+    a = 1
+    loads = env.area_loads[a][env.area_loads[a] < env.n_load]
+    pick = int(loads[-1])
+    act = np.zeros(env.action_space(f"operational_{a}").shape, np.float32)
+    act[env.max_gens + len(loads) - 1] = 1.0
+    shed = zero | {f"operational_{a}": jnp.asarray(act)}
+    _, _, served, _, _ = env._decide(state, shed, params, x)
+    expected = np.asarray(x.load_mw).copy()
+    expected[pick] *= 1 - env.config.max_shed_share
+    np.testing.assert_allclose(served, expected, rtol=1e-6)

@@ -135,9 +135,9 @@ def test_value_loss_is_flat_where_the_clipped_value_is_worse():
 # -- the whole loss on a stub environment -----------------------------------------------------
 class _StubEnv:
     """The sizes Agents reads from an environment: 2 areas (the second with one unit
-    fewer, masked), 3 generators."""
+    fewer, masked), 3 generators, one load per area."""
 
-    n_areas, n_gen = 2, 3
+    n_areas, n_gen, max_gens = 2, 3, 2
     _obs: ClassVar[dict[str, int]] = {"strategic": 5, "operational": 6, "safety": 7}
 
     def action_space(self, agent: str) -> Box:

@@ -264,6 +264,28 @@ def test_load_beyond_capacity_is_shed():
     assert res.shed_mw.sum() == pytest.approx(demand - capacity, abs=1e-6)
 
 
+def test_shedding_cap_per_load():
+    """Capacity 10 % short of the load: with each load's shedding capped at 20 % of it the
+    shortfall is still shed (within the caps); capped at 5 % it cannot be: infeasible."""
+    net = gp.load_case("ieee14")
+    load = np.asarray(net.load.p_mw, float)
+    p_max = (
+        np.asarray(net.gen.p_max_mw, float) * 0.9 * load.sum() / np.asarray(net.gen.p_max_mw).sum()
+    )
+    res = dc_opf(
+        net, gen_p_max_mw=p_max, rate_mva=np.full(net.n_branch, np.inf), shed_max_mw=0.2 * load
+    )
+    assert res.success
+    assert res.shed_mw.sum() == pytest.approx(0.1 * load.sum(), abs=1e-6)
+    assert np.all(res.shed_mw <= 0.2 * load + 1e-9)
+    tight = dc_opf(
+        net, gen_p_max_mw=p_max, rate_mva=np.full(net.n_branch, np.inf), shed_max_mw=0.05 * load
+    )
+    assert not tight.success
+    with pytest.raises(ValueError, match="shed_max_mw"):
+        dc_opf(net, shed_max_mw=-load)
+
+
 def test_must_run_above_load_is_infeasible_not_an_error():
     net = gp.load_case("ieee14")
     p_max = np.asarray(net.gen.p_max_mw)

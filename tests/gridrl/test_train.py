@@ -289,7 +289,7 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
     )
     assert rc == 0
     text = (out / "report.md").read_text()
-    for name in ("| policy |", "| do_nothing | 0.0 |", "| greedy |", "| dc_opf | 100.0 |"):
+    for name in ("| policy |", "| do_nothing | 0.0 [", "| greedy |", "| dc_opf | 100.0 ["):
         assert name in text
     for png in ("learning_curves.png", "baselines.png", "day_loadings.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -304,6 +304,10 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
         / (res["do_nothing"]["cost"] - res["dc_opf"]["cost"])
     )
     assert res["greedy"]["score"] == pytest.approx(expected)
+    for m in res.values():  # one day: no bootstrap interval; the operator's fields
+        assert len(m["score_ci95"]) == 2 and len(m["day_cost"]) == 1
+        for field in ("blackout_free_days", "involuntary_ens_mwh", "deliberate_shed_mwh"):
+            assert m[field] >= 0
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", str(run_dir), "--case", "ieee30", "--out", str(out)])
     assert "trained on 'ieee14'" in capsys.readouterr().err
