@@ -8,7 +8,11 @@
 * ``dc_opf``: an oracle that knows the coming step (loads, availability, outages) and
   solves a DC optimal power flow with line limits (HiGHS through scipy, outside jit;
   evaluation only), then asks the operational agents for that dispatch and shedding,
-  in their action space (each load shed by at most ``max_shed_share``).
+  in their action space (each load shed by at most ``max_shed_share``). It sees one
+  step: it cannot prepare for ramps.
+* ``mpc``: the rolling-horizon expert of :mod:`gridrl.reference` (no outage foresight).
+* ``day_ahead``: the upper reference of :mod:`gridrl.reference`: the whole day planned
+  with perfect foresight in one multi-period DC-OPF, replayed through the environment.
 
 :func:`evaluate_baselines` runs them on the same seeded episodes and reports cost,
 overload-step share, energy not served, trips, safety interventions and survival.
@@ -26,7 +30,12 @@ import numpy as np
 from gridrl.env import EnvParams, EnvState, GridEnv, make
 
 Policy = Callable[[jax.Array, dict, EnvState, EnvParams], dict]
-BASELINES = ("do_nothing", "greedy", "random", "dc_opf")
+BASELINES = ("do_nothing", "greedy", "random", "dc_opf", "mpc", "day_ahead")
+#: Baselines that decide outside ``jit``, one step at a time (``day_ahead`` plans its
+#: days outside ``jit``, then replays them inside).
+PLANNED = ("dc_opf", "mpc")
+#: The upper reference: the normalized score's 100.
+REFERENCE = "day_ahead"
 
 
 def do_nothing(env: GridEnv) -> Policy:
@@ -131,11 +140,15 @@ def dc_opf_policy(env: GridEnv) -> Policy:
 
 
 def make_policy(name: str, env: GridEnv) -> Policy:
+    from gridrl.reference import DayAheadPolicy, RollingHorizonPolicy
+
     factories = {
         "do_nothing": do_nothing,
         "greedy": greedy,
         "random": random_policy,
         "dc_opf": dc_opf_policy,
+        "mpc": RollingHorizonPolicy,
+        "day_ahead": DayAheadPolicy,
     }
     if name not in factories:
         raise ValueError(f"unknown baseline {name!r}; baselines are {', '.join(factories)}")
@@ -158,6 +171,8 @@ class EpisodeMetrics:
     deliberate_shed_mwh: float = 0.0  # per episode, shed on purpose
     involuntary_ens_mwh: float = 0.0  # per episode, cut off (and after a blackout)
     blackout_free_days: float = 0.0  # share of the days without a blackout
+    n1_secure_step_share: float = 0.0  # share of operated steps that end N-1 secure
+    cost_survived_days: float = float("nan")  # mean cost of the days without a blackout
     day_cost: tuple[float, ...] = ()  # each day's total cost, $ (for paired intervals)
 
     def as_dict(self) -> dict:
@@ -178,6 +193,7 @@ DAY_FIELDS = (
     "interventions",
     "max_loading",
     "blackout",
+    "n1_secure_steps",
 )
 
 
@@ -199,8 +215,14 @@ def _step_record(info: dict, reward) -> dict:
     }
 
 
+def scenario_key(day_key, i):
+    """The key of step ``i`` of the day ``day_key``: the scenario's randomness, the same
+    for every policy (the day-ahead reference draws the day with it)."""
+    return jax.random.fold_in(day_key, i)
+
+
 def _keys(policy, key, i):
-    k_scen = jax.random.fold_in(key, i)  # scenario randomness: the same for every policy
+    k_scen = scenario_key(key, i)
     k_pol = (
         k_scen if getattr(policy, "foresees_step", False) else jax.random.fold_in(k_scen, 1_000_003)
     )
@@ -223,36 +245,55 @@ def day_records(
         jax.random.split(jax.random.fold_in(jax.random.key(seed), d)) for d in range(episodes)
     ]
     if jit:
+        planned = hasattr(policy, "plan_days")
 
-        def one_day(key, k_reset):
+        def one_day(key, k_reset, plan):
             obs, state = env.reset(k_reset, params)
 
             def body(carry, i):
                 obs, state, alive = carry
                 k_scen, k_pol = _keys(policy, key, i)
-                obs, state, reward, done, info = env.step(
-                    k_scen, state, policy(k_pol, obs, state, params), params
-                )
+                if planned:
+                    actions = policy.act_planned(plan, k_pol, obs, state, params)
+                else:
+                    actions = policy(k_pol, obs, state, params)
+                obs, state, reward, done, info = env.step(k_scen, state, actions, params)
                 rec = _step_record(info, reward["strategic"])
                 rec = {
                     k: jnp.where(alive, jnp.asarray(v, jnp.float32), 0.0) for k, v in rec.items()
                 }
-                return (obs, state, alive & ~done["__all__"]), rec
+                grid = (alive, state.gen_mw, state.served_mw, state.branch_on)
+                return (obs, state, alive & ~done["__all__"]), (rec, grid)
 
-            _, recs = jax.lax.scan(body, (obs, state, jnp.asarray(True)), jnp.arange(steps))
+            _, (recs, grid) = jax.lax.scan(body, (obs, state, jnp.asarray(True)), jnp.arange(steps))
             out = {k: jnp.sum(v) for k, v in recs.items()}
             out["max_loading"] = jnp.max(recs["max_loading"])
-            return out
+            return out, grid
 
         keys = jnp.stack([k[0] for k in day_keys])
         resets = jnp.stack([k[1] for k in day_keys])
-        days = jax.jit(jax.vmap(one_day))(keys, resets)
-        return {k: np.asarray(v, np.float64) for k, v in days.items()}
+        plans = None
+        if planned:  # plan every day first (outside jit), from its first state
+            _, first = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(resets, params)
+            plans = policy.plan_days([k[0] for k in day_keys], first, params)
+        days, grid = jax.jit(jax.vmap(one_day))(keys, resets, plans)
+        out = {k: np.asarray(v, np.float64) for k, v in days.items()}
+        out["n1_secure_steps"] = n1_secure_steps(env, params, *(np.asarray(g) for g in grid))
+        return out
 
     step = jax.jit(env.step)
     out = {k: np.zeros(episodes) for k in DAY_FIELDS}
+    n_gen, n_load, n_branch = env.n_gen, env.n_load, env.n_branch
+    alive = np.zeros((episodes, steps), bool)
+    grid = (
+        np.zeros((episodes, steps, n_gen)),
+        np.zeros((episodes, steps, n_load)),
+        np.zeros((episodes, steps, n_branch)),
+    )
     for d, (key, k_reset) in enumerate(day_keys):
         obs, state = env.reset(k_reset, params)
+        if hasattr(policy, "start_day"):  # planners see the day's key (the reference)
+            policy.start_day(key, state, params)
         for i in range(steps):
             k_scen, k_pol = _keys(policy, key, i)
             obs, state, reward, done, info = step(
@@ -261,9 +302,45 @@ def day_records(
             for k, v in _step_record(info, reward["strategic"]).items():
                 v = float(v)
                 out[k][d] = max(out[k][d], v) if k == "max_loading" else out[k][d] + v
+            alive[d, i] = True
+            for arr, value in zip(
+                grid, (state.gen_mw, state.served_mw, state.branch_on), strict=True
+            ):
+                arr[d, i] = np.asarray(value)
             if bool(done["__all__"]):
                 break
+    out["n1_secure_steps"] = n1_secure_steps(env, params, alive, *grid)
     return out
+
+
+def n1_secure_steps(env, params, alive, gen_mw, served_mw, branch_on) -> np.ndarray:
+    """(days,) how many of each day's operated steps (``alive``, (days, steps)) end
+    N-1 secure: the loss of any in-service branch that splits nothing leaves every
+    other rated branch within its emergency rating (DC flows of the step's dispatch
+    ``gen_mw``, consumption ``served_mw`` and statuses ``branch_on`` after its trips;
+    :func:`gridrl.reference.n1_secure_flows`)."""
+    from gridrl.reference import n1_secure_flows, planner_for
+
+    planner = planner_for(env, params)
+    topo = planner.topo
+    settings = params.levels.at(params.level)
+    emergency = (
+        np.asarray(params.network.branch.rate_a_mva * settings.rating_scale, np.float64)
+        * env.config.emergency_percent
+        / 100.0
+    )
+    fixed = np.zeros(env.n_bus)
+    fixed -= planner.shunt_bus_mw
+    count = np.zeros(alive.shape[0])
+    gen_bus, load_bus = np.asarray(topo.gen_bus), np.asarray(topo.load_bus)
+    for d, i in zip(*np.nonzero(alive), strict=True):
+        top = planner.topology(branch_on[d, i])
+        inj = fixed.copy()
+        np.add.at(inj, gen_bus, gen_mw[d, i])
+        np.add.at(inj, load_bus, -served_mw[d, i])
+        flow = top.h @ inj + top.f0
+        count[d] += n1_secure_flows(flow, top.lodf, emergency, branch_on[d, i] > 0)
+    return count
 
 
 def summarize(days: dict[str, np.ndarray], steps: int) -> EpisodeMetrics:
@@ -284,6 +361,10 @@ def summarize(days: dict[str, np.ndarray], steps: int) -> EpisodeMetrics:
         deliberate_shed_mwh=float(days["shed"].mean()),
         involuntary_ens_mwh=float(days["involuntary"].mean()),
         blackout_free_days=float(np.mean(days["blackout"] == 0)),
+        n1_secure_step_share=float(days["n1_secure_steps"].sum()) / operated,
+        cost_survived_days=float(days["cost"][days["blackout"] == 0].mean())
+        if np.any(days["blackout"] == 0)
+        else float("nan"),
         day_cost=tuple(float(c) for c in days["cost"]),
     )
 
@@ -310,7 +391,12 @@ def evaluate_baselines(
     env, params = make(case, level=level, **options)
     return {
         name: run_episodes(
-            env, params, make_policy(name, env), episodes=episodes, seed=seed, jit=name != "dc_opf"
+            env,
+            params,
+            make_policy(name, env),
+            episodes=episodes,
+            seed=seed,
+            jit=name not in PLANNED,
         )
         for name in baselines
     }
@@ -332,7 +418,7 @@ def format_table(results: dict[str, EpisodeMetrics]) -> str:
     return "\n".join(rows)
 
 
-def add_day_flags(parser, *, episodes: int, seed: int) -> None:
+def add_day_flags(parser, *, episodes: int, seed: int, baselines=BASELINES) -> None:
     """``--episodes``, ``--seed``, ``--level`` and ``--baselines`` (the evaluated days and
     the baselines run on them), shared by the baselines and evaluation commands."""
     parser.add_argument(
@@ -346,8 +432,9 @@ def add_day_flags(parser, *, episodes: int, seed: int) -> None:
     )
     parser.add_argument(
         "--baselines",
-        default=",".join(BASELINES),
-        help=f"comma-separated subset of {', '.join(BASELINES)}",
+        default=",".join(baselines),
+        help=f"comma-separated subset of {', '.join(BASELINES)} (default: {','.join(baselines)}; "
+        "dc_opf and mpc plan every step outside jit, several seconds per day)",
     )
 
 

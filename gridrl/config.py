@@ -87,7 +87,7 @@ class TrainConfig:
     updates_per_chunk: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
-    eval_episodes: int = 8
+    eval_episodes: int = 100
     eval_seed: int = 1_000_000
     eval_level: int = 4
 

@@ -31,7 +31,7 @@ def test_interval_matches_the_normal_interval_of_a_mean_difference():
     saving = rng.normal(60.0, 30.0, n)
     results = {
         "do_nothing": _metrics(dn),
-        "dc_opf": _metrics(dn - 100.0),
+        "day_ahead": _metrics(dn - 100.0),
         "policy": _metrics(dn - saving),
     }
     lo, hi = score_intervals(results, resamples=4000, seed=1)["policy"]
@@ -47,7 +47,7 @@ def test_pairing_removes_the_common_day_to_day_spread():
     dn = np.linspace(500.0, 5000.0, 30)
     results = {
         "do_nothing": _metrics(dn),
-        "dc_opf": _metrics(dn * 0.9),
+        "day_ahead": _metrics(dn * 0.9),
         "policy": _metrics(dn - 0.4 * dn * 0.1),
     }
     lo, hi = score_intervals(results, seed=2)["policy"]
@@ -56,10 +56,10 @@ def test_pairing_removes_the_common_day_to_day_spread():
 
 
 def test_undefined_without_references_or_days():
-    one = {"do_nothing": _metrics([1.0]), "dc_opf": _metrics([0.5]), "policy": _metrics([0.7])}
+    one = {"do_nothing": _metrics([1.0]), "day_ahead": _metrics([0.5]), "policy": _metrics([0.7])}
     assert all(np.isnan(v).all() for v in score_intervals(one).values())
     no_oracle = {"do_nothing": _metrics([1.0, 2.0]), "policy": _metrics([0.7, 1.0])}
     assert all(np.isnan(v).all() for v in score_intervals(no_oracle).values())
     # the oracle costs more than do-nothing: no scale, no interval
-    flipped = {"do_nothing": _metrics([1.0, 2.0]), "dc_opf": _metrics([3.0, 4.0])}
+    flipped = {"do_nothing": _metrics([1.0, 2.0]), "day_ahead": _metrics([3.0, 4.0])}
     assert all(np.isnan(v).all() for v in score_intervals(flipped).values())

@@ -284,29 +284,37 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
             "--out",
             str(out),
             "--baselines",
-            "do_nothing,greedy,dc_opf",
+            "do_nothing,greedy,day_ahead",
         ]
     )
     assert rc == 0
     text = (out / "report.md").read_text()
-    for name in ("| policy |", "| do_nothing | 0.0 [", "| greedy |", "| dc_opf | 100.0 ["):
+    for name in ("| policy |", "| do_nothing | 0.0 [", "| greedy |", "| day_ahead | 100.0 ["):
         assert name in text
     for png in ("learning_curves.png", "baselines.png", "day_loadings.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "evaluation.json").read_text())
-    assert set(data["results"]) == {"policy", "do_nothing", "greedy", "dc_opf"}
+    assert set(data["results"]) == {"policy", "do_nothing", "greedy", "day_ahead"}
     res = data["results"]
     # this day is stressed enough that the oracle is cheaper than do-nothing
-    assert res["dc_opf"]["cost"] < res["do_nothing"]["cost"]
+    assert res["day_ahead"]["cost"] < res["do_nothing"]["cost"]
     expected = (
         100
         * (res["do_nothing"]["cost"] - res["greedy"]["cost"])
-        / (res["do_nothing"]["cost"] - res["dc_opf"]["cost"])
+        / (res["do_nothing"]["cost"] - res["day_ahead"]["cost"])
     )
     assert res["greedy"]["score"] == pytest.approx(expected)
     for m in res.values():  # one day: no bootstrap interval; the operator's fields
         assert len(m["score_ci95"]) == 2 and len(m["day_cost"]) == 1
-        for field in ("blackout_free_days", "involuntary_ens_mwh", "deliberate_shed_mwh"):
+        for field in (
+            "blackout_free_days",
+            "involuntary_ens_mwh",
+            "deliberate_shed_mwh",
+            "n1_secure_step_share",
+            "cost_survived_days",
+            "trips",
+            "interventions",
+        ):
             assert m[field] >= 0
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", str(run_dir), "--case", "ieee30", "--out", str(out)])
