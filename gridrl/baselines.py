@@ -75,35 +75,48 @@ def actions_for_dispatch(
 
 
 def greedy(env: GridEnv, steps: int = 3) -> Policy:
-    """PTDF-guided redispatch of the last step's most loaded lines."""
-    from gridrl.safety import balance
+    """PTDF-guided redispatch of the last step's most loaded lines, on the grid as the
+    last step left it (post-outage flows and sensitivities of the environment's own
+    engine; lines that are out or cut off are skipped)."""
 
     def act(key, obs, state, params):
-        net = params.network
-        topo = net.topology
-        inj = -jax.ops.segment_sum(state.served_mw, jnp.asarray(topo.load_bus), env.n_bus)
-        lo = jnp.minimum(net.gen.p_min_mw * net.gen.status, state.avail_mw)
-        hi = state.avail_mw
-        p = state.gen_mw
-        rate = jnp.where(state.branch_on > 0, net.branch.rate_a_mva, jnp.nan)
-        for _ in range(steps):
-            flow = params.grid.ptdf @ (
-                inj + jax.ops.segment_sum(p, jnp.asarray(topo.gen_bus), env.n_bus)
-            )
-            loading = jnp.abs(flow) / rate
-            worst = jnp.argmax(jnp.nan_to_num(loading, nan=-1.0))
-            need = jnp.maximum(jnp.abs(flow[worst]) - 0.9 * rate[worst], 0.0)
-            sens = params.grid.ptdf[worst, topo.gen_bus] * jnp.sign(flow[worst])
-            inc = jnp.argmin(jnp.where(hi - p > 1e-3, sens, jnp.inf))
-            dec = jnp.argmax(jnp.where(p - lo > 1e-3, sens, -jnp.inf))
-            gain = jnp.maximum(sens[dec] - sens[inc], 1e-6)
-            amount = jnp.minimum(need / gain, jnp.minimum(hi[inc] - p[inc], p[dec] - lo[dec]))
-            amount = jnp.where(jnp.isfinite(amount) & (need > 0), jnp.maximum(amount, 0.0), 0.0)
-            p = balance(p.at[inc].add(amount).at[dec].add(-amount), lo, hi, jnp.sum(p))
+        p = greedy_dispatch(env, state, params, steps)
         base = state.gen_mw - state.offset_mw
         return actions_for_dispatch(env, p - base, state, params)
 
     return act
+
+
+def greedy_dispatch(env: GridEnv, state: EnvState, params: EnvParams, steps: int = 3):
+    """(n_gen,) the dispatch :func:`greedy` aims at from ``state``."""
+    from gridrl.safety import balance
+
+    net = params.network
+    topo = net.topology
+    grid = params.grid
+    gen_bus = jnp.asarray(topo.gen_bus)
+    system = grid.system(state.branch_on)
+    inj = -jax.ops.segment_sum(state.served_mw, jnp.asarray(topo.load_bus), env.n_bus)
+    lo = jnp.minimum(net.gen.p_min_mw * net.gen.status, state.avail_mw)
+    hi = state.avail_mw
+    p = state.gen_mw
+    live = ~system.dead
+    rate = jnp.where(live, net.branch.rate_a_mva, jnp.nan)
+    usable = ~system.isolated[gen_bus]
+    for _ in range(steps):
+        flow = grid.apply(system, inj + jax.ops.segment_sum(p, gen_bus, env.n_bus)).p_from_mw
+        loading = jnp.abs(flow) / rate
+        worst = jnp.argmax(jnp.nan_to_num(loading, nan=-1.0))
+        need = jnp.maximum(jnp.abs(flow[worst]) - 0.9 * rate[worst], 0.0)
+        sens = grid.sensitivity(system, worst, gen_bus) * jnp.sign(flow[worst])
+        inc = jnp.argmin(jnp.where(usable & (hi - p > 1e-3), sens, jnp.inf))
+        dec = jnp.argmax(jnp.where(usable & (p - lo > 1e-3), sens, -jnp.inf))
+        gain = jnp.maximum(sens[dec] - sens[inc], 1e-6)
+        amount = jnp.minimum(need / gain, jnp.minimum(hi[inc] - p[inc], p[dec] - lo[dec]))
+        ok = jnp.isfinite(amount) & (need > 0) & system.exact
+        amount = jnp.where(ok, jnp.maximum(amount, 0.0), 0.0)
+        p = balance(p.at[inc].add(amount).at[dec].add(-amount), lo, hi, jnp.sum(p))
+    return p
 
 
 def dc_opf_policy(env: GridEnv) -> Policy:
@@ -390,16 +403,18 @@ def evaluate_baselines(
     """Every baseline on the same held-out episodes of ``case`` at curriculum ``level``."""
     env, params = make(case, level=level, **options)
     return {
-        name: run_episodes(
-            env,
-            params,
-            make_policy(name, env),
-            episodes=episodes,
-            seed=seed,
-            jit=name not in PLANNED,
-        )
-        for name in baselines
+        name: run_baseline(env, params, name, episodes=episodes, seed=seed) for name in baselines
     }
+
+
+def run_baseline(
+    env: GridEnv, params: EnvParams, name: str, *, episodes: int, seed: int
+) -> EpisodeMetrics:
+    """The baseline ``name`` on ``episodes`` seeded days (inside ``jit`` unless it
+    decides outside it, :data:`PLANNED`)."""
+    return run_episodes(
+        env, params, make_policy(name, env), episodes=episodes, seed=seed, jit=name not in PLANNED
+    )
 
 
 def format_table(results: dict[str, EpisodeMetrics]) -> str:

@@ -22,12 +22,12 @@ import numpy as np
 
 from gridrl import scenarios
 from gridrl.baselines import (
-    PLANNED,
     REFERENCE,
     EpisodeMetrics,
     add_day_flags,
     check_day_flags,
     make_policy,
+    run_baseline,
     run_episodes,
 )
 from gridrl.metrics import metric
@@ -87,14 +87,7 @@ def evaluate(policy, *, episodes: int, seed: int, level: int, baselines=REPORT_B
         "policy": run_episodes(env, params, policy.as_policy(), episodes=episodes, seed=seed)
     }
     for name in baselines:
-        results[name] = run_episodes(
-            env,
-            params,
-            make_policy(name, env),
-            episodes=episodes,
-            seed=seed,
-            jit=name not in PLANNED,
-        )
+        results[name] = run_baseline(env, params, name, episodes=episodes, seed=seed)
     return results
 
 
