@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
+from gridrl import decisions, observation, physics, safety, scenarios
 from gridrl import reward as rewards
-from gridrl import safety, scenarios
 from gridrl.areas import partition, tie_lines
 from gridrl.metrics import ENV_INFO
 from gridrl.protection import ThermalRelay, overloaded
@@ -454,204 +454,24 @@ class GridEnv:
             info[k] = v.astype(self.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
         return next_state, reward.astype(self.dtype), done, info
 
-    def _decide(
-        self,
-        state: EnvState,
-        actions: dict,
-        params: EnvParams,
-        x: Exogenous,
-        system: gp.OutageSystem | None = None,
-    ):
-        """The agents' decisions on the step's conditions ``x``: ``(targets, offset,
-        served, gen, interventions)`` (``gen``: the dispatch after the safety filter;
-        ``system``: ``params.grid.system(x.branch_on)`` when the caller has it)."""
-        cfg = self.config
-        net = params.network
-        t, load, avail, rate = x.t, x.load_mw, x.avail_mw, x.rate_mva
-        base = x.base_mw
-        # The strategic agent sets each area's schedule (hourly): its generation as a
-        # factor of its base generation. The schedule binds: the area's units are moved
-        # to it in proportion to their available capacity, and the operational agents
-        # adjust around the schedule.
-        strategic = jnp.clip(actions["strategic"], -1, 1)
-        decide = (t % cfg.strategic_period) == 0
-        factor = jnp.where(decide, 1 + cfg.schedule_range * strategic, state.target_factor)
-        schedule = self.schedule(base, avail, factor)
-        delta = jnp.zeros(self.n_gen + 1, self.dtype)
-        shed = jnp.zeros(self.n_load + 1, self.dtype)
-        for a in range(self.n_areas):
-            act = jnp.clip(actions[f"operational_{a}"], -1, 1)
-            idx = self.area_gens[a]
-            ramp = jnp.append(params.ramp_mw, 0.0)[idx]
-            delta = delta.at[idx].add(act[: self.max_gens] * ramp)
-            # per-load shedding: each of the area's loads by up to max_shed_share
-            share = jnp.clip(act[self.max_gens :], 0, 1) * cfg.max_shed_share
-            shed = shed.at[self.area_loads[a]].set(share)
-        offset = state.offset_mw + delta[:-1]
-        served = load * (1 - shed[:-1])
-        proposal = schedule + offset
-        residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
-        gen, _, interventions = safety.filter_dispatch(
-            proposal + residual,
-            previous=state.gen_mw,
-            p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
-            p_max=avail,
-            ramp=params.ramp_mw,
-            demand=self._demand(served, params),
-            grid=params.grid,
-            system=params.grid.system(x.branch_on) if system is None else system,
-            injection_bus=self._injection(net, served),
-            gen_bus=jnp.asarray(net.topology.gen_bus),
-            rate=rate,
-        )
-        offset = gen - schedule  # the operators' redispatch around the schedule, filtered
-        return factor, offset, served, gen, interventions
+    def _decide(self, state, actions, params, x, system=None):
+        return decisions.decide(self, state, actions, params, x, system)
 
     def schedule(self, base: jax.Array, avail: jax.Array, factor: jax.Array) -> jax.Array:
-        """(n_gen,) the base dispatch with each area's generation moved to ``factor``
-        (n_areas,) times its base generation, over the area's units in proportion to
-        their available capacity ``avail`` (the safety filter then enforces limits,
-        ramps and balance)."""
-        gen_area = jnp.asarray(self.gen_area)
-        area_base = jax.ops.segment_sum(base, gen_area, self.n_areas)
-        area_cap = jax.ops.segment_sum(avail, gen_area, self.n_areas)
-        share = avail / jnp.maximum(area_cap[gen_area], 1e-6)
-        return base + ((factor - 1) * area_base)[gen_area] * share
+        """:func:`gridrl.decisions.schedule` of this environment."""
+        return decisions.schedule(self, base, avail, factor)
 
     def _injection(self, net, served) -> jax.Array:
-        """(n_bus,) injections without generation (minus loads and shunt conductance)."""
-        topo = net.topology
-        return -(
-            jax.ops.segment_sum(served, jnp.asarray(topo.load_bus), self.n_bus)
-            + jax.ops.segment_sum(
-                net.shunt.g_mw * net.shunt.status, jnp.asarray(topo.shunt_bus), self.n_bus
-            )
-        )
+        return physics.injection(self, net, served)
 
-    def _flows(self, params: EnvParams, gen, served, branch_on, rate, system=None):
-        """Branch loadings (percent; inf where the flows are undefined) and isolated buses
-        (all of them where the flows are undefined: a collapse). ``system``: the
-        outage engine's ``system(branch_on)`` when the caller has it."""
-        net = params.network
-        if self.config.method == "dc" and self._engine:
-            injection = self._injection(net, served) + jax.ops.segment_sum(
-                gen, jnp.asarray(net.topology.gen_bus), self.n_bus
-            )
-            if system is None:
-                system = params.grid.system(branch_on)
-            res = params.grid.apply(system, injection)
-            loading, ok, isolated = (
-                gp.loading_percent(res.p_from_mw, rate),
-                res.exact,
-                res.bus_isolated,
-            )
-        else:
-            net = net.with_loads(p_mw=served).with_gens(p_mw=gen)
-            net = net.with_branches(status=branch_on, rate_a_mva=rate)
-            res = gp.solve(net, self.config.method, options=gp.SolveOptions(validate=False))
-            loading, ok, isolated = res.loading_percent, res.converged, res.bus_isolated
-        return jnp.where(ok, loading, jnp.inf), isolated | ~ok
+    def _flows(self, params, gen, served, branch_on, rate, system=None):
+        return physics.flows(self, params, gen, served, branch_on, rate, system)
 
     def _protect(self, params, gen, served, branch_on, heat, repair, rate, system=None):
-        """Power flow, the thermal relays, then trips until no line exceeds its instant
-        limit (cascade): ``(loading, isolated, trips, branch_on, heat, repair)``.
-
-        The relays heat with the step's loading before the trips (the step ran at it);
-        cascade trips follow within seconds. Undefined flows (a collapse, or an AC solve
-        that failed) trip nothing: every bus then counts as cut off, and the step ends
-        in a blackout."""
-        cfg = self.config
-        relay = self.relay
-        loading, isolated = self._flows(params, gen, served, branch_on, rate, system)
-        heat = relay.heat(heat, jnp.where(branch_on > 0, loading, 0.0))
-        trip = relay.trips(heat, loading, branch_on > 0)
-
-        def cond(carry):
-            i, trip, *_ = carry
-            return (i < cfg.max_cascade) & jnp.any(trip)
-
-        def body(carry):
-            i, trip, branch_on, all_trips, _, _ = carry
-            branch_on = jnp.where(trip, 0.0, branch_on)
-            loading, isolated = self._flows(params, gen, served, branch_on, rate)
-            new = relay.instant(loading, branch_on > 0)
-            return i + 1, new, branch_on, all_trips | trip, loading, isolated
-
-        init = (jnp.int32(0), trip, branch_on, jnp.zeros_like(trip), loading, isolated)
-        _, _, branch_on, trips, loading, isolated = jax.lax.while_loop(cond, body, init)
-        repair = jnp.where(trips, cfg.repair_steps, repair)
-        loading = jnp.where(branch_on > 0, loading, 0.0)
-        return loading, isolated, trips, branch_on, heat, repair
+        return physics.protect(self, params, gen, served, branch_on, heat, repair, rate, system)
 
     def _observe(self, state: EnvState, params: EnvParams) -> dict:
-        net = params.network
-        topo = net.topology
-        ref = jnp.sum(net.load.p_mw * net.load.status)
-        A = self.n_areas
-        area_of_gen = jnp.asarray(self.gen_area)
-        area_load = jax.ops.segment_sum(state.load_mw, jnp.asarray(self.load_area), A)
-        area_gen = jax.ops.segment_sum(state.gen_mw, area_of_gen, A)
-        loading = jnp.nan_to_num(state.loading, posinf=999.0)
-        lines = jnp.asarray(self.area_lines)
-        padded_loading = jnp.append(loading, 0.0)[lines]
-        area_worst = jnp.max(padded_loading, axis=1)
-        tie = jnp.max(loading[self.tie_lines]) if len(self.tie_lines) else jnp.zeros((), self.dtype)
-        phase = 2 * jnp.pi * state.t / self.config.episode_steps
-        clock = jnp.stack([jnp.sin(phase), jnp.cos(phase)])
-        next_hour = (
-            self._shape[(state.t + 4) % self._shape.shape[0]]
-            / self._shape[state.t % self._shape.shape[0]]
-        )
-        n_out = jnp.sum(1 - state.branch_on) / self.n_branch
-        obs = {
-            "strategic": jnp.concatenate(
-                [
-                    jnp.stack(
-                        [jnp.sum(state.load_mw) / ref, jnp.sum(state.load_mw) * next_hour / ref]
-                    ),
-                    area_load / ref,
-                    area_gen / ref,
-                    (area_gen - area_load) / ref,
-                    area_worst / 100.0,
-                    jnp.stack([tie / 100.0, n_out]),
-                    clock,
-                    state.target_factor - 1,
-                ]
-            )
-        }
-        p_max = jnp.maximum(net.gen.p_max_mw, 1e-6)
-        for a in range(A):
-            g = jnp.asarray(self.area_gens[a])
-            mask = (g < self.n_gen).astype(self.dtype)
-            take = lambda x, idx=g: jnp.append(x, 0.0)[idx]  # noqa: E731
-            load_idx = jnp.asarray(self.area_loads[a])
-            obs[f"operational_{a}"] = jnp.concatenate(
-                [
-                    jnp.append(state.load_mw, 0.0)[load_idx] / ref,
-                    take(state.gen_mw / p_max),
-                    take(net.gen.p_min_mw / p_max),
-                    take(state.avail_mw / p_max),
-                    take(net.gen.cost_c1 / 100.0),
-                    mask,
-                    padded_loading[a] / 100.0,
-                    (lines[a] < self.n_branch).astype(self.dtype),
-                    jnp.stack([state.target_factor[a] - 1, area_gen[a] / ref]),
-                    clock,
-                    jax.nn.one_hot(a, A, dtype=self.dtype),
-                ]
-            )
-        obs["safety"] = jnp.concatenate(
-            [
-                loading / 100.0,
-                state.heat / self.relay.trip_heat,
-                state.gen_mw / p_max,
-                state.avail_mw / p_max,
-                state.load_mw / ref * topo.n_load,
-                state.branch_on,
-                clock,
-            ]
-        )
-        return {k: v.astype(self.dtype) for k, v in obs.items()}
+        return observation.observe(self, state, params)
 
 
 def _padded(groups: list[np.ndarray], pad: int) -> np.ndarray:
