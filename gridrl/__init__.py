@@ -7,7 +7,6 @@
 :func:`load_policy` loads a trained policy for inference.
 """
 
-from gridrl.baselines import evaluate_baselines
 from gridrl.config import TrainConfig
 from gridrl.env import EnvConfig, EnvParams, EnvState, GridEnv, make
 from gridrl.mappo import make_train
@@ -24,3 +23,12 @@ __all__ = [
     "make",
     "make_train",
 ]
+
+
+def __getattr__(name: str):
+    # imported on first use, so that ``python -m gridrl.baselines`` runs the module once
+    if name == "evaluate_baselines":
+        from gridrl.baselines import evaluate_baselines
+
+        return evaluate_baselines
+    raise AttributeError(f"module 'gridrl' has no attribute {name!r}")

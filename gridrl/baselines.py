@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gridrl import scenarios
 from gridrl.env import EnvParams, EnvState, GridEnv, make
 
 Policy = Callable[[jax.Array, dict, EnvState, EnvParams], dict]
@@ -396,7 +397,7 @@ def evaluate_baselines(
     *,
     episodes: int = 2,
     seed: int = 0,
-    level: int = 4,
+    level: int = scenarios.TOP_LEVEL,
     baselines: tuple[str, ...] = BASELINES,
     **options,
 ) -> dict[str, EpisodeMetrics]:
@@ -443,7 +444,11 @@ def add_day_flags(parser, *, episodes: int, seed: int, baselines=BASELINES) -> N
         "--seed", type=int, default=seed, help=f"seed of the evaluated days (default: {seed})"
     )
     parser.add_argument(
-        "--level", type=int, default=4, choices=range(5), help="curriculum level (default: 4)"
+        "--level",
+        type=int,
+        default=scenarios.TOP_LEVEL,
+        choices=range(scenarios.N_LEVELS),
+        help=f"curriculum level (default: {scenarios.TOP_LEVEL})",
     )
     parser.add_argument(
         "--baselines",

@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from gridrl.scenarios import TOP_LEVEL
+
 
 class ConfigError(ValueError):
     """An invalid training configuration; the message names the flag."""
@@ -79,7 +81,7 @@ class TrainConfig:
     # curriculum
     curriculum: bool = True
     start_level: int = 0
-    max_level: int = 4
+    max_level: int = TOP_LEVEL
     advance_below: float = 0.05
     min_updates_per_level: int = 20
     # run
@@ -89,7 +91,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_episodes: int = 100
     eval_seed: int = 1_000_000
-    eval_level: int = 4
+    eval_level: int = TOP_LEVEL
 
     # -- derived ---------------------------------------------------------------------
     @property
@@ -216,7 +218,7 @@ class TrainConfig:
             need(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         for name in ("start_level", "max_level", "eval_level"):
             v = getattr(self, name)
-            need(0 <= v <= 4, name, f"must be a curriculum level 0..4, got {v}")
+            need(0 <= v <= TOP_LEVEL, name, f"must be a curriculum level 0..{TOP_LEVEL}, got {v}")
         need(
             self.start_level <= self.max_level,
             "start_level",
@@ -277,7 +279,7 @@ HELP = {
     "value_norm_beta": "decay of the running return statistics used to normalize values",
     "learned_safety": "let the safety agent add a learned residual to the filtered dispatch",
     "curriculum": "advance the scenario level when the violation rate is low",
-    "start_level": "first curriculum level (0 = flat load ... 4 = stressed peak days)",
+    "start_level": f"first curriculum level (0 = flat load ... {TOP_LEVEL} = stressed peak days)",
     "max_level": "last curriculum level",
     "advance_below": "violation rate (share of steps with an overloaded line or a trip) under which the level advances",
     "min_updates_per_level": "updates spent at a level before it may advance",

@@ -98,7 +98,7 @@ class EnvConfig:
 @dataclass(frozen=True)
 class EnvParams:
     network: gp.Network
-    level: jax.Array  # () int32 curriculum level 0..4
+    level: jax.Array  # () int32 curriculum level 0..scenarios.TOP_LEVEL
     levels: scenarios.LevelSettings
     reward: rewards.Prices  # the prices of the reward terms (gridrl.reward)
     grid: gp.OutageFlows  # DC flows and sensitivities after outages (env and safety filter)
@@ -495,8 +495,8 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
             f"unknown option(s) {sorted(unknown)}; options are {sorted(EnvConfig.__dataclass_fields__)} and level"
         )
     config = EnvConfig(case=case, **options)
-    if not 0 <= level <= 4:
-        raise ValueError(f"level must be 0..4, got {level}")
+    if not 0 <= level <= scenarios.TOP_LEVEL:
+        raise ValueError(f"level must be 0..{scenarios.TOP_LEVEL}, got {level}")
     network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
     dtype = jnp.dtype(config.dtype)
     env = GridEnv(config, network)

@@ -208,7 +208,7 @@ def write_report(
     out_dir=None,
     episodes: int = 100,
     seed: int = 1_000_000,
-    level: int = 4,
+    level: int = scenarios.TOP_LEVEL,
     log_dir=None,
     baselines=REPORT_BASELINES,
     case: str | None = None,

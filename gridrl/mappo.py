@@ -39,12 +39,13 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gridrl import scenarios
 from gridrl.config import TrainConfig
 from gridrl.env import EnvParams, GridEnv, make
 from gridrl.metrics import TRAINER_METRICS, step_values
 
 AXIS = "env"
-N_LEVELS = 5
+N_LEVELS = scenarios.N_LEVELS
 GROUPS = ("strategic", "operational", "safety")
 
 

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from gridrl.scenarios import TOP_LEVEL
+
 Source = Literal["info", "trainer", "log"]
 Aggregate = Literal["mean", "share"]
 
@@ -121,7 +123,7 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
     ),
     InfoField("lost_share", "share of the load not served in the step (shed or cut off)", "0..1"),
     InfoField("blackout", "more than half of the load lost: the episode ends", "bool"),
-    InfoField("level", "curriculum level of the scenario", "0..4"),
+    InfoField("level", "curriculum level of the scenario", f"0..{TOP_LEVEL}"),
     InfoField("step", "steps of the day done, this one included", "1..96"),
 )
 ENV_INFO: tuple[str, ...] = tuple(f.name for f in ENV_INFO_FIELDS)

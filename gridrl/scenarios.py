@@ -26,6 +26,9 @@ import numpy as np
 STEP_MINUTES = 15  # one environment step
 STEPS_PER_HOUR = 60 // STEP_MINUTES
 STEPS_PER_DAY = 24 * STEPS_PER_HOUR
+#: Curriculum levels 0 .. TOP_LEVEL (the columns of :meth:`LevelSettings.default`).
+N_LEVELS = 5
+TOP_LEVEL = N_LEVELS - 1
 
 
 @jax.tree_util.register_dataclass
@@ -43,7 +46,7 @@ class LevelSettings:
 
     @staticmethod
     def default() -> LevelSettings:
-        return LevelSettings(
+        settings = LevelSettings(
             daily_profile=jnp.array([0.0, 1, 1, 1, 1]),
             scale_low=jnp.array([1.0, 1.0, 0.9, 0.9, 1.05]),
             scale_high=jnp.array([1.0, 1.0, 1.1, 1.1, 1.2]),
@@ -52,6 +55,12 @@ class LevelSettings:
             outage_rate=jnp.array([0.0, 0, 0, 2.0, 3.0]),
             rating_scale=jnp.array([1.0, 1.0, 1.0, 1.0, 0.85]),
         )
+        for f in fields(settings):
+            if getattr(settings, f.name).shape != (N_LEVELS,):
+                raise AssertionError(
+                    f"LevelSettings.{f.name} must have N_LEVELS = {N_LEVELS} entries"
+                )
+        return settings
 
     def at(self, level: jax.Array) -> LevelSettings:
         """The settings of one level (a traced integer is fine)."""
