@@ -14,10 +14,12 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from gridrl.errors import GridRLError
+
 FORMAT = "gridrl-mappo-1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GridRLError, RuntimeError):
     """A missing, unreadable or incompatible checkpoint."""
 
 

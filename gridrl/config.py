@@ -16,10 +16,11 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from gridrl.errors import GridRLError
 from gridrl.scenarios import TOP_LEVEL
 
 
-class ConfigError(ValueError):
+class ConfigError(GridRLError, ValueError):
     """An invalid training configuration; the message names the flag."""
 
 

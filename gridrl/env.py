@@ -39,6 +39,7 @@ import gridphysics as gp
 from gridrl import decisions, observation, physics, safety, scenarios
 from gridrl import reward as rewards
 from gridrl.areas import partition, tie_lines
+from gridrl.errors import ActionError, EnvOptionError
 from gridrl.metrics import ENV_INFO
 from gridrl.protection import ThermalRelay, overloaded
 from gridrl.spaces import Box
@@ -55,7 +56,7 @@ class EnvConfig:
     Attributes:
         case: a gridphysics case name or .m path.
         n_areas: operational areas (one agent each).
-        strategic_period: steps between strategic decisions (4 = hourly).
+        strategic_period: steps between strategic decisions (default: hourly).
         emergency_percent: short-term emergency rating, % of the continuous rating.
         emergency_minutes: how long a line that ran at its continuous rating may carry
             its emergency rating before its thermal relay trips it.
@@ -64,7 +65,7 @@ class EnvConfig:
             (The four are :class:`gridrl.protection.ThermalRelay`'s settings.)
         episode_steps: steps per episode (96 = one day).
         renewable_share: share of generators turned into wind/solar units.
-        repair_steps: steps until a tripped or failed branch is back.
+        repair_steps: steps until a tripped or failed branch is back (default: 4 hours).
         max_cascade: re-solves per step while trips cascade.
         max_outages: branches that may be out at once (the outage engine's slots, see
             :class:`gridphysics.OutageFlows`; capped at the number of branches). A state
@@ -78,20 +79,68 @@ class EnvConfig:
 
     case: str = "ieee118"
     n_areas: int = 4
-    strategic_period: int = 4
+    strategic_period: int = scenarios.STEPS_PER_HOUR
     emergency_percent: float = 120.0
     emergency_minutes: float = 15.0
     thermal_time_constant_minutes: float = 10.0
     instant_trip_percent: float = 150.0
     episode_steps: int = scenarios.STEPS_PER_DAY
     renewable_share: float = 0.2
-    repair_steps: int = 16
+    repair_steps: int = 4 * scenarios.STEPS_PER_HOUR
     max_cascade: int = 5
     max_outages: int = 16
     max_shed_share: float = 0.2
     schedule_range: float = 0.1
     method: Literal["dc", "ac"] = "dc"
     dtype: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise EnvOptionError(f"{name} {why}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.case, str) or not self.case:
+            bad("case", "must be a case name or a path")
+        for name, low in (
+            ("n_areas", 1),
+            ("strategic_period", 1),
+            ("episode_steps", 1),
+            ("repair_steps", 1),
+            ("max_cascade", 0),
+            ("max_outages", 0),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                bad(name, f"must be an integer >= {low}")
+        for name, low, high in (
+            ("emergency_percent", 100.0, np.inf),
+            ("emergency_minutes", 0.0, np.inf),
+            ("thermal_time_constant_minutes", 0.0, np.inf),
+            ("instant_trip_percent", 100.0, np.inf),
+            ("renewable_share", 0.0, 1.0),
+            ("max_shed_share", 0.0, 1.0),
+            ("schedule_range", 0.0, 1.0),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                bad(name, "must be a number")
+            if not (np.isfinite(v) and low <= v <= high):
+                bad(name, f"must be finite, in [{low:g}, {high:g}]")
+        if self.emergency_minutes == 0 or self.thermal_time_constant_minutes == 0:
+            bad(
+                "emergency_minutes"
+                if self.emergency_minutes == 0
+                else "thermal_time_constant_minutes",
+                "must be > 0",
+            )
+        if self.instant_trip_percent <= self.emergency_percent:
+            bad(
+                "instant_trip_percent",
+                f"must be above emergency_percent ({self.emergency_percent:g})",
+            )
+        if self.method not in ("dc", "ac"):
+            bad("method", 'must be "dc" or "ac"')
+        if self.dtype not in ("float32", "float64"):
+            bad("dtype", 'must be "float32" or "float64"')
 
 
 @jax.tree_util.register_dataclass
@@ -237,12 +286,25 @@ class GridEnv:
     def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
         missing = set(self.agents) - set(actions)
         if missing:
-            raise KeyError(
+            raise ActionError(
                 f"actions missing for agent(s) {sorted(missing)}; agents are {self.agents}"
             )
+        for agent in self.agents:  # shapes are static: this holds under jit and vmap too
+            shape = tuple(jnp.shape(actions[agent]))
+            expected = self.action_space(agent).shape
+            if shape != expected:
+                raise ActionError(
+                    f"action of agent {agent!r} has shape {shape}, its action space {expected}"
+                )
         actions = {a: jnp.asarray(actions[a], self.dtype) for a in self.agents}
+        # A non-finite action is replaced by no change (zeros: keep the schedule and the
+        # redispatch, shed nothing) and counted in info["invalid_actions"].
+        finite = {a: jnp.all(jnp.isfinite(v)) for a, v in actions.items()}
+        actions = {a: jnp.where(finite[a], v, 0.0) for a, v in actions.items()}
+        invalid = sum(jnp.int32(1) - f.astype(jnp.int32) for f in finite.values())
         k_step, k_reset = jax.random.split(key)
         next_state, reward, done, info = self._step(k_step, state, actions, params)
+        info = dict(info, invalid_actions=invalid)
         reset_state = self._initial_state(k_reset, params)
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, next_state)
         obs = self._observe(state, params)
@@ -441,6 +503,7 @@ class GridEnv:
             "emergency_lines": jnp.sum(live & overloaded(loading, cfg.emergency_percent)),
             "max_loading_percent": jnp.max(jnp.where(defined, loading, 0.0), initial=0.0),
             "interventions": interventions,
+            "invalid_actions": jnp.int32(0),  # set by step(), which checks the actions
             "lost_share": lost_share,
             "blackout": blackout,
             "level": params.level,
@@ -488,15 +551,18 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     Keyword options are the fields of :class:`EnvConfig` (``n_areas``, ``method``,
     ``dtype``, ...) plus ``level`` (initial curriculum level, default 0).
     """
-    level = int(options.pop("level", 0))
+    level = options.pop("level", 0)
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+        raise EnvOptionError(f"level must be an integer 0..{scenarios.TOP_LEVEL}, got {level!r}")
+    level = int(level)
     unknown = set(options) - set(EnvConfig.__dataclass_fields__)
     if unknown:
-        raise TypeError(
+        raise EnvOptionError(
             f"unknown option(s) {sorted(unknown)}; options are {sorted(EnvConfig.__dataclass_fields__)} and level"
         )
     config = EnvConfig(case=case, **options)
     if not 0 <= level <= scenarios.TOP_LEVEL:
-        raise ValueError(f"level must be 0..{scenarios.TOP_LEVEL}, got {level}")
+        raise EnvOptionError(f"level must be 0..{scenarios.TOP_LEVEL}, got {level}")
     network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
     dtype = jnp.dtype(config.dtype)
     env = GridEnv(config, network)

@@ -121,6 +121,11 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
     InfoField(
         "interventions", "generators the safety filter moved by more than 1 kW", "count per step"
     ),
+    InfoField(
+        "invalid_actions",
+        "agents whose action had a non-finite entry (replaced by no change)",
+        "count per step",
+    ),
     InfoField("lost_share", "share of the load not served in the step (shed or cut off)", "0..1"),
     InfoField("blackout", "more than half of the load lost: the episode ends", "bool"),
     InfoField("level", "curriculum level of the scenario", f"0..{TOP_LEVEL}"),

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
+from gridrl.errors import GridRLError
 
 
-class SnapshotError(ValueError):
+class SnapshotError(GridRLError, ValueError):
     """The snapshot cannot be read or is not the grid the policy was trained on."""
 
 

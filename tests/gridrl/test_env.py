@@ -13,6 +13,7 @@ import pytest
 import gridphysics as gp
 from gridrl.areas import partition
 from gridrl.env import make
+from gridrl.errors import ActionError, EnvOptionError
 
 
 @functools.lru_cache(maxsize=8)
@@ -209,11 +210,11 @@ def test_ac_physics_option_and_bad_options():
     net = params.network.with_loads(p_mw=state.served_mw).with_gens(p_mw=state.gen_mw)
     ref = gp.solve(net.with_branches(status=state.branch_on), "ac")
     np.testing.assert_allclose(state.loading, ref.loading_percent, rtol=1e-3, atol=0.05)
-    with pytest.raises(TypeError, match="n_area"):
+    with pytest.raises(EnvOptionError, match="n_area"):
         make("ieee14", n_area=3)
     with pytest.raises(ValueError, match="level"):
         make("ieee14", level=7)
-    with pytest.raises(KeyError, match="safety"):
+    with pytest.raises(ActionError, match="safety"):
         env.step(
             jax.random.key(0),
             state,
@@ -298,3 +299,42 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
     expected = np.asarray(x.load_mw).copy()
     expected[pick] *= 1 - env.config.max_shed_share
     np.testing.assert_allclose(served, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"level": "x"}, "level"),
+        ({"level": 2.7}, "level"),
+        ({"level": True}, "level"),
+        ({"n_areas": 0}, "n_areas"),
+        ({"n_areas": "3"}, "n_areas"),
+        ({"max_shed_share": float("nan")}, "max_shed_share"),
+        ({"emergency_percent": 90.0}, "emergency_percent"),
+        ({"instant_trip_percent": 110.0}, "instant_trip_percent"),
+        ({"method": "dcx"}, "method"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
+def test_bad_make_options_raise_a_typed_error_naming_the_option(options, match):
+    with pytest.raises(EnvOptionError, match=match):
+        make("ieee14", **options)
+
+
+def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():
+    env, params = make("ieee14", level=1, n_areas=2)
+    _, state = env.reset(jax.random.key(0), params)
+    step = jax.jit(env.step)
+    zeros = _zero_actions(env)
+    wrong = dict(zeros, operational_0=jnp.zeros(env.action_space("operational_0").shape[0] + 1))
+    with pytest.raises(ActionError, match="operational_0"):
+        step(jax.random.key(1), state, wrong, params)
+    nan = dict(zeros, operational_1=jnp.full(env.action_space("operational_1").shape, jnp.nan))
+    nan["strategic"] = jnp.full(env.action_space("strategic").shape, jnp.inf)
+    _, s_nan, r_nan, _, info = step(jax.random.key(1), state, nan, params)
+    _, s_zero, r_zero, _, info_zero = step(jax.random.key(1), state, zeros, params)
+    assert int(info["invalid_actions"]) == 2 and int(info_zero["invalid_actions"]) == 0
+    # the fallback is the zero action (no change): the same step as do-nothing
+    for a, b in zip(jax.tree.leaves(s_nan), jax.tree.leaves(s_zero), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(r_nan["strategic"]) == float(r_zero["strategic"])
