@@ -36,6 +36,7 @@ from gridrl.config import (
     backend_default_text,
     type_name,
 )
+from gridrl.errors import EnvOptionError
 from gridrl.metrics import BY_NAME, LOG_FIELDS, METRICS
 
 
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             report=not args.no_report,
         )
-    except ConfigError as exc:
+    except (ConfigError, EnvOptionError) as exc:
         parser.error(str(exc))
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
