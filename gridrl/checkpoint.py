@@ -3,15 +3,24 @@
 A checkpoint directory holds one sub-directory per saved update (orbax's layout); orbax
 writes each one under a temporary name and renames it when complete, so a run killed
 mid-save never leaves a half-written checkpoint that :func:`latest_step` would pick.
+
+Integrity: :func:`save` writes a SHA-256 digest of the saved state (every leaf's shape,
+dtype and bytes, in tree order) into the checkpoint's metadata; :func:`restore` recomputes
+it on what it read and raises :class:`CheckpointError` naming the step's files when they
+differ (a damaged or edited file). Restoring the latest checkpoint falls back to the
+newest earlier one that is intact, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from gridrl.errors import GridRLError
@@ -50,8 +59,23 @@ def manager(directory: str | Path, keep: int = 3, read_only: bool = False):
         absl.setLevel(level)
 
 
+def digest(state) -> str | None:
+    """SHA-256 of the state's leaves (shape, dtype and bytes, in tree order); None when
+    some leaf lives partly on other hosts (multi-host runs are not digested)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        if not getattr(leaf, "is_fully_addressable", True):
+            return None
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        h.update(f"{a.shape}{a.dtype.str};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def save(mgr, update: int, state, meta: dict) -> None:
-    meta = {"format": FORMAT, **meta}
+    meta = {"format": FORMAT, **meta, "digest": digest(state)}
     mgr.save(
         update,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -88,17 +112,42 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
         raise CheckpointError(
             f"checkpoint {directory / str(step)}: corrupt metadata ({exc})"
         ) from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
-            f"checkpoint {directory / str(step)} has format {meta.get('format')!r}; "
-            f"this gridrl reads {FORMAT!r}"
+            f"checkpoint {directory / str(step)} has format "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r}; this gridrl reads {FORMAT!r}"
         )
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"checkpoint {meta_file}: no training configuration in its metadata")
     return step, meta
 
 
 def restore(path: str | Path, target, step: int | None = None):
-    """The train state saved at ``step`` (default: latest), shaped and sharded like
-    ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``)."""
+    """The train state saved at ``step`` (default: the latest intact one), shaped and
+    sharded like ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``), and its
+    metadata. Without ``step``, a damaged latest checkpoint falls back to the newest
+    earlier one that is intact (with a warning); with ``step``, it raises."""
+    if step is not None:
+        return _restore_step(path, target, step)
+    directory = checkpoint_dir(path)
+    latest = latest_step(directory)
+    steps = sorted(manager(directory, read_only=True).all_steps(), reverse=True)
+    first_error = None
+    for s in [latest, *[s for s in steps if s != latest]]:
+        try:
+            out = _restore_step(directory, target, s)
+        except CheckpointError as exc:
+            first_error = first_error or exc
+            continue
+        if first_error is not None:
+            warnings.warn(
+                f"{first_error}; using checkpoint {directory / str(s)} instead", stacklevel=2
+            )
+        return out
+    raise first_error
+
+
+def _restore_step(path: str | Path, target, step: int):
     directory = checkpoint_dir(path)
     step, meta = read_meta(directory, step)
     abstract = jax.tree.map(
@@ -114,4 +163,12 @@ def restore(path: str | Path, target, step: int | None = None):
             f"checkpoint {directory / str(step)} could not be read: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
+    saved = meta.get("digest")
+    if saved is not None:
+        found = digest(restored["state"])
+        if found is not None and found != saved:
+            raise CheckpointError(
+                f"checkpoint {directory / str(step)}: the state read from {directory / str(step) / 'state'} "
+                "does not match the checksum written when it was saved (a damaged or changed file)"
+            )
     return restored["state"], meta

@@ -125,7 +125,12 @@ def read_log(log_dir: Path) -> list[dict]:
     path = Path(log_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from gridrl.train import read_jsonl
+
+    records, damaged = read_jsonl(path)
+    if damaged:
+        print(f"{path}: skipped {len(damaged)} damaged line(s)", file=sys.stderr)
+    return [r for r in records if "update" in r and "env_steps" in r and "time" in r]
 
 
 def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> list[str]:

@@ -50,6 +50,25 @@ def _host(x):
     return np.asarray(x.addressable_data(0)) if hasattr(x, "addressable_data") else np.asarray(x)
 
 
+def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    """The JSON objects of a JSON-lines file and the numbers (1-based) of the lines that
+    are not one (damaged or cut)."""
+    records, damaged = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            damaged.append(i)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            damaged.append(i)
+    return records, damaged
+
+
 class MetricsLog:
     """TensorBoard events and a JSONL file with the same scalars (process 0 only): a
     record holds :data:`gridrl.metrics.LOG_FIELDS`; those with a TensorBoard group are
@@ -61,13 +80,17 @@ class MetricsLog:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.path = log_dir / "metrics.jsonl"
         if resume_update is not None and self.path.exists():
-            # drop lines past the checkpoint: they are about to be recomputed
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("update", 0) <= resume_update
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            # drop lines past the checkpoint: they are about to be recomputed; a damaged
+            # line (e.g. cut by a kill) is dropped and reported
+            records, damaged = read_jsonl(self.path)
+            if damaged:
+                print(
+                    f"{self.path}: dropped {len(damaged)} damaged line(s) (line "
+                    f"{', '.join(map(str, damaged[:5]))}{' ...' if len(damaged) > 5 else ''})",
+                    file=sys.stderr,
+                )
+            kept = [r for r in records if r.get("update", 0) <= resume_update]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self.file = self.path.open("a")
         self.writer = SummaryWriter(str(log_dir), purge_step=None)
 
@@ -141,8 +164,13 @@ def run_training(
                 f"--resume: the checkpoint was trained with other options {diff} "
                 f"(saved, given); only --total-steps may change on resume"
             )
-        state, meta = ckpt.restore(checkpoint_dir, state)
+        state, meta = ckpt.restore(checkpoint_dir, state)  # falls back past damaged ones
         start = int(_host(state.shared.update))
+        if main_process:  # damaged newer checkpoints are set aside, never deleted
+            cdir = ckpt.checkpoint_dir(checkpoint_dir)
+            for s in ckpt.manager(cdir, read_only=True).all_steps():
+                if s > int(meta["update"]):
+                    (cdir / str(s)).rename(cdir / f"{s}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
@@ -402,6 +430,45 @@ def init_distributed(args) -> None:
     )
 
 
+def _has_checkpoint(cdir: Path) -> bool:
+    """Whether ``cdir`` holds a complete checkpoint."""
+    from gridrl import checkpoint as ckpt
+
+    if not cdir.is_dir():
+        return False
+    try:
+        ckpt.latest_step(cdir)
+    except ckpt.CheckpointError:
+        return False
+    return True
+
+
+def _no_checkpoint_yet(checkpoint_dir, run_dir: Path) -> TrainConfig | None:
+    """The saved options of a run that died before its first checkpoint (its
+    ``config.json``), or None when it has a checkpoint to resume from."""
+    cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
+    saved = run_dir / "config.json"
+    if _has_checkpoint(cdir) or not saved.exists():
+        return None
+    try:
+        return TrainConfig.from_dict(json.loads(saved.read_text()), str(saved))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{saved}: not readable JSON ({exc})") from None
+
+
+def _set_aside_stale_logs(log_dir: Path, cdir: Path) -> None:
+    """A fresh start in a directory where a run died before its first checkpoint: its
+    metrics log is kept under another name (nothing is deleted)."""
+    stale = log_dir / "metrics.jsonl"
+    if stale.exists() and not _has_checkpoint(cdir):
+        aside = stale.with_name(f"metrics.jsonl.before-{time.strftime('%Y%m%d-%H%M%S')}")
+        stale.rename(aside)
+        print(
+            f"{stale} is from a run that never reached a checkpoint: kept as {aside}",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -413,8 +480,17 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_dir = (
                 Path(args.checkpoint_dir) if args.checkpoint_dir else run_dir / "checkpoints"
             )
-            _, meta = ckpt.read_meta(checkpoint_dir)
-            config = TrainConfig.from_dict(meta["config"])
+            restart = _no_checkpoint_yet(checkpoint_dir, run_dir)
+            if restart is None:
+                _, meta = ckpt.read_meta(checkpoint_dir)
+                config = TrainConfig.from_dict(meta["config"])
+            else:  # it died before its first checkpoint: start it again, same options
+                config = restart
+                print(
+                    f"{run_dir} has no complete checkpoint yet: restarting it from update 0 "
+                    "with its saved options (config.json)",
+                    file=sys.stderr,
+                )
             if args.total_steps is not None:
                 config = config.replace(
                     total_steps=TrainConfig.from_dict(
@@ -438,13 +514,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             checkpoint_dir = args.checkpoint_dir
             cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
-            ldir = Path(args.log_dir) if args.log_dir else run_dir / "logs"
-            if (cdir.is_dir() and any(cdir.iterdir())) or (ldir / "metrics.jsonl").exists():
+            if _has_checkpoint(cdir):
                 parser.error(
-                    f"{run_dir} already holds a run (checkpoints or logs); use --resume {run_dir} "
+                    f"{run_dir} already holds a run with checkpoints; use --resume {run_dir} "
                     "to continue it or choose another --run-dir"
                 )
+            restart = None
         config.validate()
+        if restart is not None or not args.resume:
+            _set_aside_stale_logs(
+                Path(args.log_dir) if args.log_dir else run_dir / "logs",
+                Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints",
+            )
         from gridphysics.cases import _resolve_name, case_names
 
         is_file = Path(config.case).suffix == ".m" and Path(config.case).exists()
@@ -461,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         run_training(
             config,
             run_dir,
-            resume=bool(args.resume),
+            resume=bool(args.resume) and restart is None,
             log_dir=args.log_dir,
             checkpoint_dir=checkpoint_dir,
             progress=not args.no_progress,

@@ -1,0 +1,86 @@
+"""Checkpoints and logs that survive damage: checksums, fallback, repair, restart."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gridrl import checkpoint as ckpt
+from gridrl.config import TrainConfig
+from gridrl.train import _no_checkpoint_yet, _set_aside_stale_logs, read_jsonl
+
+
+def _state(scale):
+    return {"w": jnp.arange(4096, dtype=jnp.float32) * scale, "b": jnp.ones(3) * scale}
+
+
+def _save_two(directory: Path):
+    mgr = ckpt.manager(directory, keep=3)
+    config = TrainConfig().to_dict()
+    for update, scale in ((1, 1.0), (2, 2.0)):
+        ckpt.save(mgr, update, _state(scale), {"config": config, "update": update})
+    return directory
+
+
+def _flip_a_byte(step_dir: Path):
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
+    target = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_is_caught_and_resume_falls_back(tmp_path):
+    directory = _save_two(tmp_path / "checkpoints")
+    target = _state(0.0)
+    state, meta = ckpt.restore(directory, target)
+    assert meta["update"] == 2 and float(state["b"][0]) == 2.0
+    _flip_a_byte(directory / "2")
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints/2"):
+        ckpt.restore(directory, target, step=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state, meta = ckpt.restore(directory, target)
+    assert meta["update"] == 1 and float(state["b"][0]) == 1.0
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.arange(4096, dtype=np.float32))
+    assert any("using checkpoint" in str(w.message) for w in caught)
+
+
+def test_metadata_without_config_is_a_checkpoint_error(tmp_path):
+    directory = _save_two(tmp_path / "checkpoints")
+    meta_file = directory / "2" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    del meta["config"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match="no training configuration"):
+        ckpt.read_meta(directory, 2)
+
+
+def test_damaged_metrics_lines_are_reported_not_raised(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"update": 1}\n{"update": 2}\n{"upda\n[1, 2]\n')
+    records, damaged = read_jsonl(path)
+    assert records == [{"update": 1}, {"update": 2}] and damaged == [3, 4]
+
+
+def test_a_run_that_died_before_its_first_checkpoint_restarts_in_place(tmp_path):
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "checkpoints" / "1.orbax-checkpoint-tmp-123").mkdir(parents=True)  # a cut save
+    config = TrainConfig(case="ieee14", seed=5)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "logs" / "metrics.jsonl").write_text('{"update": 1}\n')
+    restored = _no_checkpoint_yet(None, run)
+    assert restored is not None and restored.to_dict() == config.to_dict()
+    _set_aside_stale_logs(run / "logs", run / "checkpoints")
+    assert not (run / "logs" / "metrics.jsonl").exists()
+    kept = list((run / "logs").glob("metrics.jsonl.before-*"))
+    assert len(kept) == 1 and kept[0].read_text() == '{"update": 1}\n'  # nothing lost
+    # with a complete checkpoint, the run is resumed instead
+    _save_two(run / "checkpoints")
+    assert _no_checkpoint_yet(None, run) is None
