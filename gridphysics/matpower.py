@@ -33,8 +33,15 @@ _TABLES = ("bus", "gen", "branch", "gencost", "areas")
 _KNOWN = frozenset((*_REQUIRED, "version", "gencost", "areas", "bus_name"))
 _MIN_COLS = {"bus": 13, "gen": 10, "branch": 11}
 
-_NUM = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eEdD][+-]?[0-9]+)?|Inf|inf|NaN|nan)")
+# Unambiguous (no two ways to split a run of digits), so a failing match is linear in the
+# token's length: ``[0-9]+\.?[0-9]*`` backtracks quadratically on "999...9x".
+_NUM = re.compile(
+    r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eEdD][+-]?[0-9]+)?|Inf|inf|NaN|nan)"
+)
 _D_TO_E = str.maketrans("dD", "ee")
+#: The largest case file (characters) the parser accepts: MATPOWER's largest published
+#: grids are about 10 MB; a larger file is refused with a MatpowerParseError.
+MAX_CASE_CHARS = 200_000_000
 _LINE_SPECIAL = re.compile(r"[%'\"]|\.\.\.")
 _SPECIAL = re.compile(r"[\[\](){}'\"]")
 _STMT_SPECIAL = re.compile(r"[\[\](){}'\";,\n]")
@@ -61,10 +68,11 @@ def _is_transpose(s: str, i: int) -> bool:
 def _string_end(s: str, i: int) -> int:
     """Index of the quote closing the string literal opening at ``s[i]``; -1 if none."""
     quote, j = s[i], i + 1
-    newline = s.find("\n", j)
     while True:
         k = s.find(quote, j)
-        if k < 0 or 0 <= newline < k:
+        # a newline before the closing quote leaves the string open; searching only up to
+        # k keeps this linear (a search to the end of a long line, per string, was not)
+        if k < 0 or s.find("\n", j, k) >= 0:
             return -1
         if not s.startswith(quote, k + 1):
             return k
@@ -383,12 +391,25 @@ def parse_matpower(text: str, *, path: str | None = None) -> dict[str, Any]:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_matpower expects str, got {type(text).__name__}")
+    if len(text) > MAX_CASE_CHARS:
+        raise MatpowerParseError(
+            f"the case text has {len(text):,} characters, above the limit of "
+            f"{MAX_CASE_CHARS:,} (gridphysics.matpower.MAX_CASE_CHARS)",
+            path=path,
+        )
     parser = _Parser(text, path)
     return parser.parse()
 
 
 def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a MATPOWER ``.m`` file (UTF-8, bad bytes replaced) and parse it."""
+    size = os.path.getsize(path)
+    if size > MAX_CASE_CHARS:
+        raise MatpowerParseError(
+            f"the file has {size:,} bytes, above the limit of {MAX_CASE_CHARS:,} "
+            "(gridphysics.matpower.MAX_CASE_CHARS)",
+            path=os.fspath(path),
+        )
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         text = f.read()
     return parse_matpower(text, path=os.fspath(path))

@@ -612,3 +612,49 @@ def test_fuzz_mutations_of_valid_cases(text, mutations):
             lines[k], lines[j] = lines[j], lines[k]
             text = "\n".join(lines)
     parse_or_parse_error(text)
+
+
+def _case14_text():
+    return (Path(__file__).parents[2] / "cases/matpower/case14.m").read_text()
+
+
+def test_a_long_bad_number_fails_in_linear_time():
+    """A digit run followed by a letter was quadratic in the number regex (46 s at 32k
+    digits); 200k digits must now fail at once, with the typed error."""
+    import time
+
+    from gridphysics.matpower import parse_matpower
+
+    text = _case14_text()
+    at = text.index("\n", text.index("mpc.bus = [")) + 1
+    bad = text[:at] + "\t" + "9" * 200_000 + "x\t" + text[at:]
+    start = time.perf_counter()
+    with pytest.raises(MatpowerParseError, match="cannot read"):
+        parse_matpower(bad)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_long_one_line_cell_array_parses_in_linear_time():
+    """Each name's closing quote was searched with a scan to the end of the line
+    (quadratic on one long line: 124 s for 4 MB); 2 MB of names must take seconds."""
+    import time
+
+    from gridphysics.matpower import parse_matpower
+
+    names = "mpc.bus_name = {" + " ".join(f"'bus{k}'" for k in range(180_000)) + "};\n"
+    start = time.perf_counter()
+    with pytest.raises(MatpowerParseError, match="180000 names for 14 buses"):
+        parse_matpower(_case14_text() + names)
+    assert time.perf_counter() - start < 10.0
+
+
+def test_case_text_above_the_size_limit_is_refused(monkeypatch, tmp_path):
+    from gridphysics import matpower
+
+    monkeypatch.setattr(matpower, "MAX_CASE_CHARS", 1000)
+    with pytest.raises(MatpowerParseError, match="above the limit"):
+        matpower.parse_matpower(_case14_text())
+    path = tmp_path / "big.m"
+    path.write_text(_case14_text())
+    with pytest.raises(MatpowerParseError, match="above the limit"):
+        matpower.load_matpower_dict(path)
