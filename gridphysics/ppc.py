@@ -124,6 +124,10 @@ def from_ppc(
         UnknownBusError: a branch or generator refers to a bus that does not exist.
         NoSlackError: no bus has type 3.
     """
+    if not isinstance(case, Mapping):
+        raise CaseFormatError(
+            f"from_ppc expects a case dict (baseMVA, bus, gen, branch), got {type(case).__name__}"
+        )
     try:
         base_mva = float(np.real(case["baseMVA"]))
     except KeyError:
@@ -137,10 +141,27 @@ def from_ppc(
     if gencost is not None and gencost.size == 0:
         gencost = None
 
-    _check_finite(bus, "bus", {"BUS_I": BUS_I, "BUS_TYPE": BUS_TYPE})
+    _check_finite(
+        bus, "bus", {"BUS_I": BUS_I, "BUS_TYPE": BUS_TYPE, "PD": PD, "QD": QD, "GS": GS, "BS": BS}
+    )
     bus_ids = bus[:, BUS_I]
     if np.any(bus_ids != np.round(bus_ids)):
-        raise CaseFormatError("bus numbers (BUS_I) must be integers")
+        row = int(np.flatnonzero(bus_ids != np.round(bus_ids))[0])
+        raise CaseFormatError(
+            f"bus row {row + 1}: bus numbers (BUS_I) must be integers, got {bus_ids[row]!r}"
+        )
+    too_big = np.flatnonzero(np.abs(bus_ids) >= 2**53)
+    if too_big.size:
+        raise CaseFormatError(
+            f"bus row {too_big[0] + 1}: bus number {bus_ids[too_big[0]]:g} is out of range "
+            "(|BUS_I| < 2^53)"
+        )
+    odd = np.flatnonzero(bus[:, BUS_TYPE] != np.round(bus[:, BUS_TYPE]))
+    if odd.size:
+        raise CaseFormatError(
+            f"bus {int(bus_ids[odd[0]])} has type {bus[odd[0], BUS_TYPE]:g}; types are the "
+            "integers 1 (PQ), 2 (PV), 3 (reference) and 4 (isolated)"
+        )
     bus_ids = bus_ids.astype(np.int64)
     uniq, counts = np.unique(bus_ids, return_counts=True)
     if np.any(counts > 1):
@@ -162,8 +183,21 @@ def from_ppc(
             "the case has no reference bus (no bus of type 3): set BUS_TYPE = 3 on the bus whose "
             "generator should balance the system"
         )
-    _check_finite(branch, "branch", {"F_BUS": F_BUS, "T_BUS": T_BUS})
-    _check_finite(gen, "gen", {"GEN_BUS": GEN_BUS})
+    _check_finite(
+        branch,
+        "branch",
+        {
+            "F_BUS": F_BUS,
+            "T_BUS": T_BUS,
+            "BR_R": BR_R,
+            "BR_X": BR_X,
+            "BR_B": BR_B,
+            "TAP": TAP,
+            "SHIFT": SHIFT,
+            "BR_STATUS": BR_STATUS,
+        },
+    )
+    _check_finite(gen, "gen", {"GEN_BUS": GEN_BUS, "PG": PG, "GEN_STATUS": GEN_STATUS})
     f = _bus_index(bus_ids, branch[:, F_BUS], "branch", "from bus")
     t = _bus_index(bus_ids, branch[:, T_BUS], "branch", "to bus")
     gbus = _bus_index(bus_ids, gen[:, GEN_BUS], "gen", "bus")
@@ -177,7 +211,18 @@ def from_ppc(
             if at_ref.size:
                 weight[at_ref[0]] = 1.0
     else:
-        slack_gens = np.asarray(slack_gens, dtype=np.int64)
+        given = np.asarray(slack_gens)
+        if given.ndim != 1 or given.size == 0 or not np.issubdtype(given.dtype, np.integer):
+            raise CaseFormatError(
+                f"slack_gens must be a non-empty list of generator indices, got {slack_gens!r}"
+            )
+        out = np.flatnonzero((given < 0) | (given >= n_gen))
+        if out.size:
+            raise CaseFormatError(
+                f"slack_gens[{out[0]}] = {int(given[out[0]])} is not a generator index "
+                f"(0..{n_gen - 1})"
+            )
+        slack_gens = given.astype(np.int64)
         per_bus = np.bincount(gbus[slack_gens], minlength=len(bus_ids))
         weight[slack_gens] = 1.0 / per_bus[gbus[slack_gens]]
 

@@ -90,6 +90,30 @@ def test_updaters_check_shapes_and_broadcast(ieee14):
         (lambda c: c.__setitem__("gen", c["gen"][:, :5]), gp.CaseFormatError, "needs at least 10"),
         (lambda c: c.__setitem__("baseMVA", -1), gp.CaseFormatError, "positive"),
         (lambda c: c["bus"].__setitem__((2, 0), np.nan), gp.CaseFormatError, "non-finite BUS_I"),
+        # hostile values that were accepted or reinterpreted before (issue 14)
+        (lambda c: c["bus"].__setitem__((4, 1), 2.5), gp.CaseFormatError, "bus 5 has type 2.5"),
+        (lambda c: c["bus"].__setitem__((2, 0), 1e20), gp.CaseFormatError, "out of range"),
+        (lambda c: c["bus"].__setitem__((2, 2), np.nan), gp.CaseFormatError, "non-finite PD"),
+        (
+            lambda c: c["branch"].__setitem__((3, 10), np.nan),
+            gp.CaseFormatError,
+            "branch row 4 has a non-finite BR_STATUS",
+        ),
+        (
+            lambda c: c["branch"].__setitem__((0, 3), np.inf),
+            gp.CaseFormatError,
+            "branch row 1 has a non-finite BR_X",
+        ),
+        (
+            lambda c: c["branch"].__setitem__((7, 8), np.inf),
+            gp.CaseFormatError,
+            "non-finite TAP",
+        ),
+        (
+            lambda c: c["gen"].__setitem__((1, 7), np.nan),
+            gp.CaseFormatError,
+            "gen row 2 has a non-finite GEN_STATUS",
+        ),
     ],
 )
 def test_bad_case_dicts_raise_named_errors(mutate, error, match):
@@ -147,3 +171,23 @@ def test_constructor_fuzz_builds_or_raises_gridphysics_error(case):
         net.validate()
     except gp.NetworkError as exc:
         assert str(exc)
+
+
+@pytest.mark.parametrize("case", [None, [1, 2], "case14", 3.0])
+def test_from_ppc_of_a_non_dict_is_a_case_format_error(case):
+    with pytest.raises(gp.CaseFormatError, match="expects a case dict"):
+        gp.from_ppc(case)
+
+
+@pytest.mark.parametrize(
+    ("slack", "match"),
+    [
+        ([-1], r"slack_gens\[0\] = -1"),
+        ([0, 99], r"slack_gens\[1\] = 99"),
+        ([], "non-empty"),
+        ([0.5], "indices"),
+    ],
+)
+def test_slack_gens_out_of_range_are_refused_not_wrapped(slack, match):
+    with pytest.raises(gp.CaseFormatError, match=match):
+        gp.from_ppc(_case14(), slack_gens=slack)
