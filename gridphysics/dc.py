@@ -21,6 +21,10 @@ from gridphysics import islands, linalg
 from gridphysics.network import REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
+#: Smallest series reactance (p.u.) of an in-service branch: below it (1e-300, 0) the
+#: branch is outside any physical range and the solve reports converged=False.
+X_MIN_PU = 1e-12
+
 
 @dataclass(frozen=True, eq=False)
 class DCStructure:
@@ -137,8 +141,14 @@ def susceptance_system(network: Network) -> SusceptanceSystem:
     reach = islands.reachable(topo, active)
     live = active & reach[f] & jnp.asarray(islands.candidate_branches(topo))
     # A live branch with x = 0 gives b = inf and a non-finite (not converged) solve;
-    # dead branches divide by 1 so that gradients stay finite.
-    b = jnp.where(live, br.status / (jnp.where(live, br.x_pu, 1.0) * br.tap), 0.0)
+    # dead branches divide by 1 so that gradients stay finite. A live reactance outside
+    # the physical range (|x| < X_MIN_PU, or infinite) makes b inf too: not converged,
+    # rather than a silently wrong flow (x = inf would carry nothing, 1e-300 swamp the
+    # matrix).
+    x = jnp.where(live, br.x_pu, 1.0)
+    unphysical = live & ~((jnp.abs(x) >= X_MIN_PU) & jnp.isfinite(x))
+    b = jnp.where(live, br.status / (jnp.where(unphysical, 1.0, x) * br.tap), 0.0)
+    b = jnp.where(unphysical, jnp.inf, b)
     free_isolated = ~reach[s.free]
     contrib = jnp.concatenate([b, b, -b, -b, free_isolated.astype(network.dtype)])
     values = linalg.segment_sum(contrib, s.slots, s.pattern.nnz + 1)[:-1]

@@ -478,6 +478,15 @@ class Network:
                 "the DC model needs x != 0: merge its two buses or give it a small reactance"
                 + (f" ({bad.size - 1} more such branches)" if bad.size > 1 else "")
             )
+        from gridphysics.dc import X_MIN_PU
+
+        bad = np.flatnonzero((status > 0) & (x != 0) & (np.abs(x) < X_MIN_PU))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidValueError(
+                f"{id_of['branch'](i)} has series reactance x_pu = {x[i]:g}, below the physical "
+                f"range (|x| >= {X_MIN_PU:g} p.u.)"
+            )
         bad = np.flatnonzero((status > 0) & (tap == 0))
         if bad.size:
             raise InvalidValueError(

@@ -33,6 +33,10 @@ RAMP_AGC = 16
 MIN_COLS = {"bus": 13, "gen": 10, "branch": 11}
 
 
+#: Largest system base accepted (MVA): real cases use 100; 1e300 overflows every flow.
+MAX_BASE_MVA = 1e6
+
+
 def _table(case: Mapping[str, Any], key: str) -> np.ndarray:
     if key not in case:
         raise CaseFormatError(f"case has no {key!r} table (needed: baseMVA, bus, gen, branch)")
@@ -134,8 +138,10 @@ def from_ppc(
         raise CaseFormatError("case has no 'baseMVA'") from None
     except (TypeError, ValueError):
         raise CaseFormatError(f"case['baseMVA'] is not a number: {case['baseMVA']!r}") from None
-    if not np.isfinite(base_mva) or base_mva <= 0:
-        raise CaseFormatError(f"case['baseMVA'] must be a positive number, got {base_mva}")
+    if not np.isfinite(base_mva) or base_mva <= 0 or base_mva > MAX_BASE_MVA:
+        raise CaseFormatError(
+            f"case['baseMVA'] must be a positive number up to {MAX_BASE_MVA:g} MVA, got {base_mva}"
+        )
     bus, gen, branch = _table(case, "bus"), _table(case, "gen"), _table(case, "branch")
     gencost = _table(case, "gencost") if case.get("gencost") is not None else None
     if gencost is not None and gencost.size == 0:

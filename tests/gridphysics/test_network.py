@@ -191,3 +191,24 @@ def test_from_ppc_of_a_non_dict_is_a_case_format_error(case):
 def test_slack_gens_out_of_range_are_refused_not_wrapped(slack, match):
     with pytest.raises(gp.CaseFormatError, match=match):
         gp.from_ppc(_case14(), slack_gens=slack)
+
+
+@pytest.mark.parametrize("x", [np.inf, 1e-300, 0.0])
+def test_unphysical_reactance_is_not_converged_and_named(x):
+    """x = inf carried no flow and 1e-300 gave -231 MW of generation with converged=True;
+    now the solve is flagged (under jit) and the element named (outside)."""
+    net = gp.from_ppc(_case14())
+    xs = np.asarray(net.branch.x_pu).copy()
+    xs[0] = x
+    bad = net.with_branches(x_pu=xs)
+    result = jax.jit(gp.solve)(bad)
+    assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
+    with pytest.raises(gp.NetworkError, match="branch 0"):
+        gp.solve(bad)
+
+
+def test_base_mva_out_of_range_is_refused():
+    case = _case14()
+    case["baseMVA"] = 1e300
+    with pytest.raises(gp.CaseFormatError, match="baseMVA"):
+        gp.from_ppc(case)
