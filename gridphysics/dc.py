@@ -204,6 +204,12 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     converged = jnp.isfinite(
         jnp.sum(theta) + jnp.sum(p_spec_mw) + jnp.sum(b + br.status) + jnp.sum(gen.slack_weight)
     )
+    # A reference bus whose imbalance no in-service slack unit takes (its only unit was
+    # switched off) would balance power from nowhere: not converged.
+    absorbed = linalg.segment_sum(share, topo.gen_bus, n_bus)
+    tol = 1e-9 * (1.0 + jnp.sum(jnp.abs(p_spec_mw)))
+    unbalanced = is_ref & reach & (absorbed < 0.5) & (jnp.abs(mismatch) > tol)
+    converged = converged & ~jnp.any(unbalanced)
     nan = jnp.asarray(jnp.nan, dtype)
 
     def ok(x: jax.Array, valid: jax.Array | bool = True) -> jax.Array:

@@ -73,3 +73,8 @@ class UnsupportedError(GridPhysicsError, NotImplementedError):
 
 class ConvergenceWarning(UserWarning):
     """A power flow outside ``jit`` did not converge; its result has ``converged=False``."""
+
+
+class ReferenceMovedWarning(UserWarning):
+    """The case's reference bus had no in-service generator: the reference moved to the
+    first PV bus with one (MATPOWER's and PYPOWER's rule)."""

@@ -16,13 +16,20 @@ Conventions, as in MATPOWER / PYPOWER (and pandapower's ``from_ppc``):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from gridphysics.errors import CaseFormatError, DuplicateBusError, NoSlackError, UnknownBusError
-from gridphysics.network import NONE, PQ, REF, Network, Topology, make_group
+from gridphysics.errors import (
+    CaseFormatError,
+    DuplicateBusError,
+    NoSlackError,
+    ReferenceMovedWarning,
+    UnknownBusError,
+)
+from gridphysics.network import NONE, PQ, PV, REF, Network, Topology, make_group
 
 # MATPOWER column indices.
 BUS_I, BUS_TYPE, PD, QD, GS, BS, BUS_AREA, VM, VA, BASE_KV, ZONE, VMAX, VMIN = range(13)
@@ -35,6 +42,37 @@ MIN_COLS = {"bus": 13, "gen": 10, "branch": 11}
 
 #: Largest system base accepted (MVA): real cases use 100; 1e300 overflows every flow.
 MAX_BASE_MVA = 1e6
+
+
+def _move_reference(
+    bus_type: np.ndarray, bus_ids: np.ndarray, live_gen_bus: np.ndarray, name: str
+) -> np.ndarray:
+    """MATPOWER's and PYPOWER's rule (``bustypes``): when no reference bus has an
+    in-service generator, the first PV bus that has one becomes the reference (the old
+    reference buses become PQ), with a warning; nothing balances power from nowhere."""
+    has_gen = np.zeros(len(bus_type), bool)
+    has_gen[live_gen_bus] = True
+    refs = np.flatnonzero(bus_type == REF)
+    if has_gen[refs].any():
+        return bus_type
+    candidates = np.flatnonzero((bus_type == PV) & has_gen)
+    if not candidates.size:
+        raise NoSlackError(
+            f"{name}: no reference bus has an in-service generator and no PV bus has one "
+            "to take its place"
+        )
+    new = int(candidates[0])
+    bus_type = bus_type.copy()
+    bus_type[refs] = PQ
+    bus_type[new] = REF
+    warnings.warn(
+        f"{name}: reference bus {', '.join(str(int(bus_ids[r])) for r in refs)} has no "
+        f"in-service generator; bus {int(bus_ids[new])} (the first PV bus with one) is the "
+        "reference instead, as MATPOWER and PYPOWER do",
+        ReferenceMovedWarning,
+        stacklevel=3,
+    )
+    return bus_type
 
 
 def _table(case: Mapping[str, Any], key: str) -> np.ndarray:
@@ -210,6 +248,7 @@ def from_ppc(
 
     n_gen = gen.shape[0]
     gen_on = gen[:, GEN_STATUS] > 0
+    bus_type = _move_reference(bus_type, bus_ids, gbus[gen_on], name)
     weight = np.zeros(n_gen)
     if slack_gens is None:
         for r in np.flatnonzero(bus_type == REF):

@@ -212,3 +212,29 @@ def test_base_mva_out_of_range_is_refused():
     case["baseMVA"] = 1e300
     with pytest.raises(gp.CaseFormatError, match="baseMVA"):
         gp.from_ppc(case)
+
+
+def test_reference_without_a_live_unit_moves_as_pypower_does():
+    """With the reference bus's only unit out in the case file, the reference moves to
+    the first PV bus with a unit (PYPOWER's bustypes), and the DC solve equals PYPOWER's
+    rundcpf; switching the slack unit off at run time is converged=False, not 40 MW of
+    generation for 259 MW of load."""
+    import copy
+
+    from pypower.api import ppoption, rundcpf
+
+    case = _case14()
+    case["gen"][0, 7] = 0  # GEN_STATUS of the unit at reference bus 1
+    with pytest.warns(gp.ReferenceMovedWarning, match="bus 2"):
+        net = gp.from_ppc(case)
+    ours = gp.solve(net)
+    ref, ok = rundcpf(copy.deepcopy(case), ppoption(VERBOSE=0, OUT_ALL=0))
+    assert ok and bool(ours.converged)
+    np.testing.assert_allclose(np.asarray(ours.p_from_mw), ref["branch"][:, 13], atol=1e-9)
+    np.testing.assert_allclose(np.asarray(ours.gen_p_mw), ref["gen"][:, 1], atol=1e-9)
+
+    net = gp.from_ppc(_case14())
+    status = np.asarray(net.gen.status).copy()
+    status[0] = 0.0
+    off = jax.jit(gp.solve)(net.with_gens(status=status))
+    assert not bool(off.converged)
