@@ -31,6 +31,47 @@ class SnapshotError(GridRLError, ValueError):
     """The snapshot cannot be read or is not the grid the policy was trained on."""
 
 
+#: Modules a pandapower snapshot may name (``_module`` keys): pandapower's own types and
+#: the pandas / numpy containers it serializes. Anything else is refused unread.
+SNAPSHOT_MODULES = ("pandapower", "pandas", "numpy", "builtins")
+
+
+def check_snapshot_modules(path) -> None:
+    """Refuse a snapshot whose JSON names a module outside :data:`SNAPSHOT_MODULES`:
+    ``pandapower.from_json`` would import it (running its code) before refusing the
+    class. Every object is checked, also in JSON nested in strings."""
+    import contextlib
+    import json
+
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115
+    except FileNotFoundError:
+        raise SnapshotError(f"--net: no such file {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"--net: {path} cannot be read ({exc})") from None
+    try:
+        stack = [json.loads(text)]
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"--net: {path} is not JSON ({exc})") from None
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            module = item.get("_module")
+            if module is not None:
+                root = str(module).split(".")[0]
+                if root not in SNAPSHOT_MODULES:
+                    raise SnapshotError(
+                        f"--net: {path} names module {module!r} (class {item.get('_class')!r}); "
+                        f"a snapshot may only use {', '.join(SNAPSHOT_MODULES)} types"
+                    )
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and item[:1] in "{[":
+            with contextlib.suppress(json.JSONDecodeError):  # a plain string
+                stack.append(json.loads(item))
+
+
 def _keys(pairs):
     seen = defaultdict(int)
     out = []
@@ -227,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         import pandapower as pp
 
         try:
+            check_snapshot_modules(args.net)  # before pandapower imports anything it names
             pp_net = pp.from_json(args.net)
+        except SnapshotError:
+            raise
         except FileNotFoundError:
             raise SnapshotError(f"--net: no such file {args.net}") from None
         except Exception as exc:
