@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
+from gridrl import scenarios
 from gridrl.errors import GridRLError
 
 
@@ -117,11 +118,35 @@ def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
     return out
 
 
+#: How far (relative) a snapshot's branch impedances may differ from the training grid's:
+#: the policy's physics is the training grid's, so a rebuilt line is refused.
+IMPEDANCE_RTOL = 1e-3
+
+
+def check_impedances(train: gp.Network, snap: gp.Network, idx: dict) -> None:
+    """Refuse a snapshot whose branch reactances, resistances or taps differ from the
+    training grid's by more than :data:`IMPEDANCE_RTOL`, naming the first such branch."""
+    ids = np.asarray(train.topology.bus_ids)
+    f, t = np.asarray(train.topology.branch_from), np.asarray(train.topology.branch_to)
+    for field in ("x_pu", "r_pu", "tap"):
+        a = np.asarray(getattr(train.branch, field), np.float64)
+        b = np.asarray(getattr(snap.branch, field), np.float64)[idx["branch"]]
+        off = np.abs(b - a) > IMPEDANCE_RTOL * np.maximum(np.abs(a), 1e-6)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise SnapshotError(
+                f"branch {i} ({ids[f[i]]}-{ids[t[i]]}): the snapshot's {field} = {b[i]:.6g} differs "
+                f"from the training grid's {a[i]:.6g} (tolerance {IMPEDANCE_RTOL:g} relative); "
+                f"the policy's physics is the training grid's ({int(off.sum())} such branches)"
+            )
+
+
 def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False) -> dict:
     """The recommended dispatch for ``snapshot`` and the flows before and after it."""
     env, params = policy.env, policy.env_params
     train = params.network
     idx = match(train, snapshot)
+    check_impedances(train, snapshot, idx)
     dtype = env.dtype
     load = np.asarray(snapshot.load.p_mw * snapshot.load.status)[idx["load"]]
     status = np.asarray(snapshot.branch.status)[idx["branch"]]
@@ -141,7 +166,7 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
         raise SnapshotError("the snapshot's own DC power flow does not solve (islanded slack?)")
     gen_now = np.asarray(before.gen_p_mw)
     rate = np.asarray(train.branch.rate_a_mva, np.float64)
-    t = round(hour * 4) % env.config.episode_steps
+    t = round(hour * scenarios.STEPS_PER_HOUR) % env.config.episode_steps
     key = jax.random.PRNGKey(0)
     _, state = env.reset(key, params)
     avail = np.asarray(train.gen.p_max_mw) * gen_status
@@ -185,7 +210,22 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
     )
     after = gp.solve(after_net)
     loading_after = np.abs(np.asarray(after.p_from_mw)) / rate * 100 * (status > 0)
+    p_max = np.asarray(train.gen.p_max_mw, np.float64)
+    p_min = np.asarray(train.gen.p_min_mw, np.float64)
+    bus_ids = np.asarray(train.topology.bus_ids)[np.asarray(train.topology.gen_bus)]
+    warnings_out = [
+        f"generator {i} at bus {bus_ids[i]}: the snapshot's setpoint {p_set[i]:.1f} MW is "
+        + (
+            f"above its Pmax {p_max[i]:.1f} MW"
+            if p_set[i] > p_max[i]
+            else f"below its Pmin {p_min[i]:.1f} MW"
+        )
+        for i in np.flatnonzero(
+            (gen_status > 0) & ((p_set > p_max + 1e-6) | (p_set < p_min - 1e-6))
+        )
+    ]
     out = {
+        "warnings": warnings_out,
         "gen_before_mw": gen_now,
         "gen_after_mw": np.asarray(after.gen_p_mw),
         "load_mw": load,
@@ -211,7 +251,7 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
 
 
 def format_recommendation(r: dict, top: int = 10) -> str:
-    lines = []
+    lines = [f"warning: {w}" for w in r.get("warnings", [])]
     change = r["gen_after_mw"] - r["gen_before_mw"]
     order = np.argsort(-np.abs(change))
     lines.append("Recommended setpoints (largest changes; buses are the training case's ids):")
@@ -287,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_recommendation(result))
     if args.json_out:
         with open(args.json_out, "w") as fh:
-            json.dump({k: np.asarray(v).tolist() for k, v in result.items()}, fh)
+            json.dump(
+                {k: v if k == "warnings" else np.asarray(v).tolist() for k, v in result.items()}, fh
+            )
     return 0
 
 

@@ -361,6 +361,24 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
         == 1
     )
     assert "30 buses" in capsys.readouterr().err
+    # a snapshot whose line 0 was rebuilt (r, x x 10) is refused, not silently re-used
+    changed = pn.case14()
+    changed.line.loc[0, ["r_ohm_per_km", "x_ohm_per_km"]] *= 10
+    pp.to_json(changed, str(tmp_path / "changed.json"))
+    assert (
+        recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "changed.json")])
+        == 1
+    )
+    assert "differs from the training grid" in capsys.readouterr().err
+    # a setpoint above the unit's Pmax is reported
+    high = pn.case14()
+    high.gen.loc[0, "p_mw"] = float(high.gen.loc[0, "max_p_mw"]) + 50
+    pp.to_json(high, str(tmp_path / "high.json"))
+    assert (
+        recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "high.json")])
+        == 0
+    )
+    assert "above its Pmax" in capsys.readouterr().out
 
 
 # -- configuration and flags -----------------------------------------------------------------
