@@ -262,8 +262,17 @@ def n1_plan(network: Network, outages: Sequence[int] | np.ndarray | None = None)
         reach = islands.reachable_numpy(topo, active)
         lost = base & ~reach
         if not lost.any():
+            ids = topo.bus_ids
+            f, t = topo.branch_from[k], topo.branch_to[k]
+            if not base[f]:
+                raise NetworkError(
+                    f"branch {k} ({ids[f]}-{ids[t]}) lies in a part of the grid that no "
+                    "reference bus reaches (already cut off): its outage changes nothing; "
+                    "leave it out of the outages"
+                )
             raise NetworkError(
-                f"branch {k} is a bridge between two parts that both keep a reference bus"
+                f"branch {k} ({ids[f]}-{ids[t]}) is a bridge between two parts that both keep "
+                "a reference bus"
             )
         bridge[i] = True
         f, t = topo.branch_from[k], topo.branch_to[k]

@@ -178,3 +178,20 @@ def test_largest_grids_screen_a_subset():
     after = gp.solve(_outaged(net, report.outages[k]))
     loading = np.abs(np.asarray(after.p_from_mw)) / report.ratings.rate_mva * 100
     assert report.max_loading_percent[k] == pytest.approx(np.nanmax(loading), rel=1e-9)
+
+
+def test_outage_inside_a_cut_off_part_is_named_as_such(ieee14):
+    """Buses 7 and 8 cut off (4-7 and 7-9 out): the outage of 7-8 in that dead part is
+    refused with a message that says so, not 'both keep a reference bus'."""
+    t = ieee14.topology
+    ids = np.asarray(t.bus_ids)
+    pairs = [
+        tuple(sorted((int(ids[f]), int(ids[b]))))
+        for f, b in zip(t.branch_from, t.branch_to, strict=True)
+    ]
+    status = np.ones(ieee14.n_branch)
+    status[pairs.index((4, 7))] = 0.0
+    status[pairs.index((7, 9))] = 0.0
+    net = ieee14.with_branches(status=status)
+    with pytest.raises(gp.NetworkError, match="no reference bus reaches"):
+        gp.n1_plan(net, [pairs.index((7, 8))])
