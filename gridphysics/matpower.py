@@ -53,6 +53,7 @@ _FUNC = re.compile(r"function\b")
 _HEADER = re.compile(r"function\s*(?:\[([^\]\n]*)\]|([A-Za-z]\w*))\s*=", re.ASCII)
 _ASSIGN = re.compile(r"([A-Za-z]\w*(?:\.[A-Za-z]\w*)*)[^\S\n]*(=(?!=)|\()[^\S\n]*", re.ASCII)
 _TRAILER = re.compile(r"[^\S\n]*(?:[;,]|\n|\Z)")
+_BARE_NUMBER = re.compile(r"[+-]?\.?[0-9]")
 _IDENT = re.compile(r"[A-Za-z]\w*", re.ASCII)
 _OPENER = {")": "(", "]": "[", "}": "{"}
 
@@ -293,6 +294,10 @@ class _Parser:
                 continue
             m = _ASSIGN.match(src, pos)
             if m is None:
+                if _BARE_NUMBER.match(src, pos):
+                    raise self.error(
+                        "a row of numbers outside any matrix (a data row after its '];'?)", pos
+                    )
                 pos = self.statement_end(pos)
                 continue
             label, parts = m.group(1), m.group(1).split(".")

@@ -132,7 +132,18 @@ def _costs(gencost: np.ndarray | None, n_gen: int) -> tuple[np.ndarray, np.ndarr
         return c[:, 0], c[:, 1], c[:, 2]
     for g in range(n_gen):
         row = gencost[g]
+        if not np.isfinite(row[[0, 3]]).all() or row[0] not in (1, 2) or row[3] != int(row[3]):
+            raise CaseFormatError(
+                f"gencost row {g + 1}: MODEL must be 1 or 2 and NCOST a whole number, got "
+                f"{row[0]:g} and {row[3]:g}"
+            )
         model, n = int(row[0]), int(row[3])
+        width = 4 + (2 * n if model == 1 else n)
+        if n < 0 or width > len(row) or not np.isfinite(row[4:width]).all():
+            raise CaseFormatError(
+                f"gencost row {g + 1}: its {n} cost {'points' if model == 1 else 'coefficients'} "
+                "must be finite numbers within the row"
+            )
         if model == 2 and n > 0:
             low = row[4 : 4 + n][::-1]  # c0, c1, c2, ... (the file lists highest order first)
             c[g] = [low[2] if n > 2 else 0.0, low[1] if n > 1 else 0.0, low[0]]
@@ -226,6 +237,10 @@ def from_ppc(
         raise NoSlackError(
             "the case has no reference bus (no bus of type 3): set BUS_TYPE = 3 on the bus whose "
             "generator should balance the system"
+        )
+    if branch.shape[0] == 0 and bus.shape[0] > 1:
+        raise CaseFormatError(
+            f"the case has no branches: its {bus.shape[0]} buses are not connected"
         )
     _check_finite(
         branch,

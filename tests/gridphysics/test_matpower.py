@@ -658,3 +658,13 @@ def test_case_text_above_the_size_limit_is_refused(monkeypatch, tmp_path):
     path.write_text(_case14_text())
     with pytest.raises(MatpowerParseError, match="above the limit"):
         matpower.load_matpower_dict(path)
+
+
+def test_a_data_row_after_the_closing_bracket_is_an_error_not_dropped():
+    from gridphysics.matpower import parse_matpower
+
+    text = _case14_text()
+    end = text.index("];", text.index("mpc.branch = ["))
+    row = "\n\t1\t5\t0.05403\t0.22304\t0.0492\t0\t0\t0\t0\t0\t1\t-360\t360;\n"
+    with pytest.raises(MatpowerParseError, match="row of numbers outside any matrix"):
+        parse_matpower(text[: end + 2] + row + text[end + 2 :])

@@ -114,6 +114,21 @@ def test_updaters_check_shapes_and_broadcast(ieee14):
             gp.CaseFormatError,
             "gen row 2 has a non-finite GEN_STATUS",
         ),
+        (
+            lambda c: c.__setitem__("branch", np.zeros((0, 13))),
+            gp.CaseFormatError,
+            "no branches",
+        ),
+        (
+            lambda c: c["gencost"].__setitem__((1, 4), np.nan),
+            gp.CaseFormatError,
+            "gencost row 2",
+        ),
+        (
+            lambda c: c["gencost"].__setitem__((0, 0), 7),
+            gp.CaseFormatError,
+            "MODEL must be 1 or 2",
+        ),
     ],
 )
 def test_bad_case_dicts_raise_named_errors(mutate, error, match):
