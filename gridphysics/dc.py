@@ -24,6 +24,9 @@ from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 #: Smallest series reactance (p.u.) of an in-service branch: below it (1e-300, 0) the
 #: branch is outside any physical range and the solve reports converged=False.
 X_MIN_PU = 1e-12
+#: Largest series reactance (p.u.) of an in-service branch: above it (1e300, inf) the
+#: branch carries nothing and should be switched out instead.
+X_MAX_PU = 1e6
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,11 +145,11 @@ def susceptance_system(network: Network) -> SusceptanceSystem:
     live = active & reach[f] & jnp.asarray(islands.candidate_branches(topo))
     # A live branch with x = 0 gives b = inf and a non-finite (not converged) solve;
     # dead branches divide by 1 so that gradients stay finite. A live reactance outside
-    # the physical range (|x| < X_MIN_PU, or infinite) makes b inf too: not converged,
+    # the physical range (|x| outside [X_MIN_PU, X_MAX_PU], or NaN) makes b inf too: not converged,
     # rather than a silently wrong flow (x = inf would carry nothing, 1e-300 swamp the
     # matrix).
     x = jnp.where(live, br.x_pu, 1.0)
-    unphysical = live & ~((jnp.abs(x) >= X_MIN_PU) & jnp.isfinite(x))
+    unphysical = live & ~((jnp.abs(x) >= X_MIN_PU) & (jnp.abs(x) <= X_MAX_PU))
     b = jnp.where(live, br.status / (jnp.where(unphysical, 1.0, x) * br.tap), 0.0)
     b = jnp.where(unphysical, jnp.inf, b)
     free_isolated = ~reach[s.free]

@@ -478,14 +478,16 @@ class Network:
                 "the DC model needs x != 0: merge its two buses or give it a small reactance"
                 + (f" ({bad.size - 1} more such branches)" if bad.size > 1 else "")
             )
-        from gridphysics.dc import X_MIN_PU
+        from gridphysics.dc import X_MAX_PU, X_MIN_PU
 
-        bad = np.flatnonzero((status > 0) & (x != 0) & (np.abs(x) < X_MIN_PU))
+        bad = np.flatnonzero(
+            (status > 0) & (x != 0) & ((np.abs(x) < X_MIN_PU) | (np.abs(x) > X_MAX_PU))
+        )
         if bad.size:
             i = int(bad[0])
             raise InvalidValueError(
-                f"{id_of['branch'](i)} has series reactance x_pu = {x[i]:g}, below the physical "
-                f"range (|x| >= {X_MIN_PU:g} p.u.)"
+                f"{id_of['branch'](i)} has series reactance x_pu = {x[i]:g}, outside the physical "
+                f"range ({X_MIN_PU:g} <= |x| <= {X_MAX_PU:g} p.u.)"
             )
         bad = np.flatnonzero((status > 0) & (tap == 0))
         if bad.size:

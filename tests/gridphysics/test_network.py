@@ -208,7 +208,7 @@ def test_slack_gens_out_of_range_are_refused_not_wrapped(slack, match):
         gp.from_ppc(_case14(), slack_gens=slack)
 
 
-@pytest.mark.parametrize("x", [np.inf, 1e-300, 0.0])
+@pytest.mark.parametrize("x", [np.inf, 1e-300, 0.0, 1e300])
 def test_unphysical_reactance_is_not_converged_and_named(x):
     """x = inf carried no flow and 1e-300 gave -231 MW of generation with converged=True;
     now the solve is flagged (under jit) and the element named (outside)."""
