@@ -109,29 +109,69 @@ class _Parser:
 
     def __init__(self, text: str, path: str | None) -> None:
         self.path = path
-        text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+        text = text.removeprefix("\ufeff")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        # Only lines with a comment, a quote or "..." change; the rest is copied as one
+        # slice. Work and memory are linear in the text, with no per-line structures (so
+        # a file of newlines costs what its text costs). ``self.joins``: the offsets in
+        # ``src`` of the line breaks that "..." turned into spaces (for line numbers).
         parts: list[str] = []
-        self.starts: list[int] = []
-        offset = block = 0
-        for lineno, line in enumerate(text.split("\n"), 1):
-            self.starts.append(offset)
-            stripped = line.strip() if (block or "%" in line) else ""
-            if stripped == "%{":  # block comments nest; the markers must stand alone
-                block += 1
-                code, cont = "", False
-            elif block:
-                block -= stripped == "%}"
-                code, cont = "", False
+        self.joins: list[int] = []
+        copied = 0  # text[:copied] is in parts
+        counted, counted_at = 0, 0  # newlines in text[:counted_at]
+        size = 0  # characters in parts
+        pos, n = 0, len(text)
+        while (m := _LINE_SPECIAL.search(text, pos)) is not None:
+            start = text.rfind("\n", 0, m.start()) + 1
+            end = text.find("\n", m.start())
+            end = n if end < 0 else end
+            parts.append(text[copied:start])
+            size += start - copied
+            line = text[start:end]
+            if line.strip() == "%{":  # block comments nest; the markers must stand alone
+                end = self._block_end(text, end)
+                code, cont = "\n" * text.count("\n", start, end), False
             else:
-                code, cont = _strip_line(line, lineno, path)
+                if "'" in line or '"' in line:  # line numbers for its errors, counted once
+                    counted += text.count("\n", counted_at, start)
+                    counted_at = start
+                code, cont = _strip_line(line, counted + 1, path)
             parts.append(code)
-            parts.append(" " if cont else "\n")
-            offset += len(code) + 1
+            size += len(code)
+            if end < n:
+                if cont:
+                    self.joins.append(size)
+                parts.append(" " if cont else "\n")
+                size += 1
+                end += 1
+            copied = pos = end
+        parts.append(text[copied:])
         self.src = "".join(parts)
+
+    @staticmethod
+    def _block_end(text: str, end: int) -> int:
+        """Offset of the newline ending the line that closes the block comment opened on
+        the line ending at ``end`` (or the end of the text)."""
+        depth, n = 1, len(text)
+        while depth and end < n:
+            start = end + 1
+            end = text.find("\n", start)
+            end = n if end < 0 else end
+            stripped = text[start:end].strip()
+            if stripped == "%{":
+                depth += 1
+            elif stripped == "%}":
+                depth -= 1
+        return end
+
+    def line_of(self, offset: int) -> int:
+        """The line number (1-based) of ``src[offset]`` in the original text."""
+        return self.src.count("\n", 0, offset) + bisect.bisect_right(self.joins, offset - 1) + 1
 
     def error(self, message: str, offset: int | None) -> MatpowerParseError:
         """Build an error for the line holding ``src[offset]``."""
-        line = None if offset is None else bisect.bisect_right(self.starts, offset)
+        line = None if offset is None else self.line_of(offset)
         return MatpowerParseError(message, line=line, path=self.path)
 
     def match_close(self, start: int, label: str) -> tuple[int, int | None]:
@@ -146,7 +186,7 @@ class _Parser:
             elif ch in ")]}":
                 top = stack.pop()
                 if src[top] != _OPENER[ch]:
-                    line = bisect.bisect_right(self.starts, top)
+                    line = self.line_of(top)
                     raise self.error(
                         f"{label}: '{ch}' does not match '{src[top]}' of line {line}", i
                     )
