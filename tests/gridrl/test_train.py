@@ -7,6 +7,7 @@ inference, evaluation and recommendation tests.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -311,11 +312,15 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
             "involuntary_ens_mwh",
             "deliberate_shed_mwh",
             "n1_secure_step_share",
-            "cost_survived_days",
             "trips",
             "interventions",
         ):
             assert m[field] >= 0
+        # the mean cost of the days without a blackout: undefined when every day had one
+        if m["blackout_free_days"] > 0:
+            assert m["cost_survived_days"] == pytest.approx(m["day_cost"][0])
+        else:
+            assert math.isnan(m["cost_survived_days"])
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", str(run_dir), "--case", "ieee30", "--out", str(out)])
     assert "trained on 'ieee14'" in capsys.readouterr().err
