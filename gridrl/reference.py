@@ -229,27 +229,7 @@ class Planner:
 
         rows, cols, vals, rlo, rhi = [], [], [], [], []
         n_row = 0
-
-        def add(row_cols, row_vals, low, high):
-            nonlocal n_row
-            rows.append(np.full(len(row_cols), n_row))
-            cols.append(np.asarray(row_cols))
-            vals.append(np.asarray(row_vals, np.float64))
-            rlo.append(low)
-            rhi.append(high)
-            n_row += 1
-
         gi = np.arange(G)
-        for t in range(T):
-            s = t * V
-            demand = float(np.sum(load[t])) + self.shunt_mw
-            # balance: sum p + sum shed = demand
-            add(
-                np.r_[s + gi, s + o_shed + np.arange(D)],
-                np.ones(G + D),
-                demand,
-                demand,
-            )
         # Vectorised blocks (one row per unit and step).
         t_idx = np.repeat(np.arange(T), G)
         g_idx = np.tile(gi, T)
@@ -270,6 +250,15 @@ class Planner:
             block_hi.append(np.broadcast_to(high, (m,)))
             n_row += m
 
+        # balance, one row per step: sum p + sum shed = demand (as the filter balances)
+        steps_v = np.arange(T)[:, None] * V
+        demand = load.sum(axis=1) + self.shunt_mw
+        add_block(
+            np.hstack([steps_v + gi, steps_v + o_shed + np.arange(D)]),
+            np.ones((T, G + D)),
+            demand,
+            demand,
+        )
         # segments: p - sum seg = lo
         add_block(
             np.column_stack([p_col, seg_cols]),
@@ -425,11 +414,10 @@ class Planner:
 
     def _failed(self, horizon, status, rounds, rows, start) -> Plan:
         T = horizon.steps
-        nan = np.full
         return Plan(
-            gen_mw=nan((T, self.n_gen), np.nan),
-            shed_mw=nan((T, self.n_load), np.nan),
-            flow_mw=nan((T, self.n_branch), np.nan),
+            gen_mw=np.full((T, self.n_gen), np.nan),
+            shed_mw=np.full((T, self.n_load), np.nan),
+            flow_mw=np.full((T, self.n_branch), np.nan),
             objective=float("nan"),
             overload_mw=float("nan"),
             n1_secure=np.zeros(T, bool),
