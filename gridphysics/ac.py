@@ -502,7 +502,7 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
     gen_p = gen.p_mw * gen.status + share * mismatch_p[topo.gen_bus]
     gen_q = _gen_q(network, s, roles, s_bus.imag)
 
-    converged = ok & jnp.all(jnp.isfinite(x))
+    converged = ok & jnp.all(jnp.isfinite(x)) & ~jnp.any(admittance.unphysical_branches(network))
     max_mismatch = _Model(jax.lax.stop_gradient(network), roles).error(
         jax.lax.stop_gradient(x_star)
     )

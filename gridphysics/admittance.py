@@ -23,6 +23,11 @@ import numpy as np
 from gridphysics import linalg
 from gridphysics.network import Network, Topology
 
+#: Physical range of an in-service branch's series impedance ``|r + jx|`` (p.u.) in the
+#: AC model; the DC model holds its reactance to the same range (gridphysics.dc).
+Z_MIN_PU = 1e-12
+Z_MAX_PU = 1e6
+
 
 @dataclass(frozen=True, eq=False)
 class YbusStructure:
@@ -61,6 +66,26 @@ class BranchAdmittance:
     ft: jax.Array
     tf: jax.Array
     tt: jax.Array
+
+
+def unphysical_branches(network: Network) -> jax.Array:
+    """(n_branch,) bool: in-service branches whose values no AC model accepts: a
+    non-finite r, x, g, b, tap or shift, a tap of 0, or a series impedance ``|r + jx|``
+    outside the physical range ``[Z_MIN_PU, Z_MAX_PU]`` (1e-300 would act as a short
+    that swamps the Jacobian, 1e300 as an open branch that is still counted in service).
+    A solve with any such branch reports ``converged=False``."""
+    br = network.branch
+    finite = (
+        jnp.isfinite(br.r_pu)
+        & jnp.isfinite(br.x_pu)
+        & jnp.isfinite(br.g_pu)
+        & jnp.isfinite(br.b_pu)
+        & jnp.isfinite(br.tap)
+        & jnp.isfinite(br.shift_rad)
+    )
+    z = jnp.hypot(jnp.where(finite, br.r_pu, 1.0), jnp.where(finite, br.x_pu, 1.0))
+    ok = finite & (br.tap != 0) & (z >= Z_MIN_PU) & (z <= Z_MAX_PU)
+    return (br.status > 0) & ~ok
 
 
 def branch_admittance(network: Network, live: jax.Array | None = None) -> BranchAdmittance:

@@ -18,15 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridphysics import islands, linalg
+from gridphysics.admittance import Z_MAX_PU, Z_MIN_PU
 from gridphysics.network import REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
-#: Smallest series reactance (p.u.) of an in-service branch: below it (1e-300, 0) the
-#: branch is outside any physical range and the solve reports converged=False.
-X_MIN_PU = 1e-12
-#: Largest series reactance (p.u.) of an in-service branch: above it (1e300, inf) the
-#: branch carries nothing and should be switched out instead.
-X_MAX_PU = 1e6
+#: Physical range of an in-service branch's series reactance |x| (p.u.): the AC model's
+#: range for |r + jx| (gridphysics.admittance). Below it (1e-300, 0) the branch is a
+#: short outside any physical range, above it (1e300, inf) it carries nothing and should
+#: be switched out instead: the solve reports converged=False.
+X_MIN_PU = Z_MIN_PU
+X_MAX_PU = Z_MAX_PU
 
 
 @dataclass(frozen=True, eq=False)

@@ -222,6 +222,29 @@ def test_unphysical_reactance_is_not_converged_and_named(x):
         gp.solve(bad)
 
 
+@pytest.mark.parametrize(
+    ("r", "x"), [(0.01, np.inf), (0.01, 1e300), (0.0, 1e-300), (np.inf, 0.05), (1e7, 0.05)]
+)
+def test_unphysical_impedance_is_not_converged_in_ac(r, x):
+    """AC accepted x = inf (a branch in service that carried nothing) and a series
+    impedance of 1e-300 (a short) with converged=True."""
+    net = gp.from_ppc(_case14())
+    rs, xs = np.asarray(net.branch.r_pu).copy(), np.asarray(net.branch.x_pu).copy()
+    rs[0], xs[0] = r, x
+    bad = net.with_branches(r_pu=rs, x_pu=xs)
+    result = jax.jit(lambda n: gp.solve(n, "ac"))(bad)
+    assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
+
+
+def test_a_purely_resistive_branch_still_solves_in_ac():
+    """The AC range is on |r + jx|: x = 0 with r > 0 is physical and converges."""
+    net = gp.from_ppc(_case14())
+    xs = np.asarray(net.branch.x_pu).copy()
+    xs[3] = 0.0  # branch 2-4, r = 0.058 p.u.
+    result = gp.solve(net.with_branches(x_pu=xs), "ac", options=gp.SolveOptions(validate=False))
+    assert bool(result.converged)
+
+
 def test_base_mva_out_of_range_is_refused():
     case = _case14()
     case["baseMVA"] = 1e300
