@@ -172,19 +172,51 @@ def _klu_symbolic(n: int, rows: np.ndarray, cols: np.ndarray):
     return _SYMBOLIC[key]
 
 
+#: A row or column whose largest entry is at most this share of the matrix's largest
+#: entry is treated as zero: the matrix is singular (KLU would stop the whole program).
+SINGULAR_RTOL = 1e-13
+
+
+def singular_rows_or_columns(rows, cols, values, n: int) -> jax.Array:
+    """Whether a matrix given by its entries (``values``: ``(..., nnz)``) is certainly
+    singular: a non-finite entry, or a row or column that is numerically zero (two
+    parallel branches whose reactances cancel leave a bus with an all-zero row)."""
+    mag = jnp.abs(jnp.moveaxis(values, -1, 0))
+    scale = jnp.max(mag, axis=0)
+    row = jax.ops.segment_max(mag, jnp.asarray(rows), n)
+    col = jax.ops.segment_max(mag, jnp.asarray(cols), n)
+    tiny = SINGULAR_RTOL * scale
+    return (
+        ~jnp.all(jnp.isfinite(values), axis=-1)
+        | jnp.any(row <= tiny, axis=0)
+        | jnp.any(col <= tiny, axis=0)
+        | (scale == 0)
+    )
+
+
 def _klu(rows, cols, values, rhs):
     """klujax solve in float64 reusing the pattern's symbolic analysis; the result is
-    cast back to the inputs' dtype."""
+    cast back to the inputs' dtype. klujax aborts the program on a singular matrix, so
+    a matrix that is certainly singular (:func:`singular_rows_or_columns`) is swapped
+    for the identity before the call and its solution comes back NaN: the callers'
+    finiteness checks turn that into ``converged=False``."""
     out_dtype = jnp.result_type(values, rhs)
     n = rhs.shape[-2] if rhs.ndim == 3 else rhs.shape[0]
+    bad = singular_rows_or_columns(rows, cols, values, n)
+    eye = jnp.asarray(np.where(rows == cols, 1.0, 0.0))
+    if np.any(np.bincount(rows[rows == cols], minlength=n) == 0):
+        eye = None  # no stored diagonal in some row: no identity to fall back on
+    safe = values if eye is None else jnp.where(bad[..., None], eye, values)
     x = _klujax_module().solve_with_symbol(
         jnp.asarray(rows),
         jnp.asarray(cols),
-        values.astype(jnp.float64),
+        safe.astype(jnp.float64),
         rhs.astype(jnp.float64),
         _klu_symbolic(n, rows, cols),
     )
-    return x.astype(out_dtype)
+    # bad: () for one matrix, (batch,) for a batch of them; x: (n,), (n, k) or (batch, n[, k])
+    flag = bad.reshape(bad.shape + (1,) * (x.ndim - bad.ndim))
+    return jnp.where(flag, jnp.nan, x).astype(out_dtype)
 
 
 def _parallel_pieces(batch: int) -> int:

@@ -245,6 +245,40 @@ def test_a_purely_resistive_branch_still_solves_in_ac():
     assert bool(result.converged)
 
 
+@pytest.mark.parametrize("method", ["dc", "ac"])
+def test_a_numerically_singular_grid_is_not_converged_not_a_solver_crash(method):
+    """A second 7-8 branch with the opposite reactance cancels the first: bus 8's rows of
+    B and of the Jacobian are zero. KLU raised a raw JaxRuntimeError ("singular
+    matrix?"); now the solve, jitted or not, says converged=False."""
+    case = _case14()
+    twin = np.array(case["branch"][13], float)
+    twin[3] = -twin[3]  # x of branch 7-8, negated
+    case["branch"] = np.vstack([case["branch"], twin])
+    net = gp.from_ppc(case)
+    result = gp.solve(net, method, options=gp.SolveOptions(validate=False))
+    assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
+    assert not bool(jax.jit(lambda n: gp.solve(n, method))(net).converged)
+    assert not bool(gp.solve(net, method).converged)  # validate finds no single bad value
+
+
+def test_singular_matrix_test_catches_zero_rows_and_columns_only():
+    from gridphysics.linalg import singular_rows_or_columns
+
+    rows, cols = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    values = jnp.array(
+        [
+            [2.0, -1.0, -1.0, 2.0],  # regular
+            [0.0, 0.0, 0.0, 0.0],  # all zero
+            [1.0, 1.0, 0.0, 0.0],  # row 1 zero
+            [1.0, 0.0, 1.0, 0.0],  # column 1 zero
+            [1.0, 2.0, 3.0, np.nan],  # not finite
+            [0.0, 1.0, 1.0, 0.0],  # zero diagonal but regular (a permutation)
+        ]
+    )
+    got = np.asarray(singular_rows_or_columns(rows, cols, values, 2)).tolist()
+    assert got == [False, True, True, True, True, False]
+
+
 def test_base_mva_out_of_range_is_refused():
     case = _case14()
     case["baseMVA"] = 1e300
