@@ -56,6 +56,62 @@ _TRAILER = re.compile(r"[^\S\n]*(?:[;,]|\n|\Z)")
 _BARE_NUMBER = re.compile(r"[+-]?\.?[0-9]")
 _IDENT = re.compile(r"[A-Za-z]\w*", re.ASCII)
 _OPENER = {")": "(", "]": "[", "}": "{"}
+_CLOSER = {v: k for k, v in _OPENER.items()}
+
+
+_PLAIN = str.maketrans("dD;,", "ee\n ")
+_WS = np.zeros(256, bool)
+_WS[[ord(c) for c in " \t\n\r\v\f"]] = True
+_WORD = np.zeros(256, bool)  # the letters of Inf and NaN
+_WORD[[ord(c) for c in "IinfaN"]] = True
+_NUMERIC = _WS | _WORD  # what a body of plain numbers may hold
+_NUMERIC[[ord(c) for c in "0123456789.+-eE"]] = True
+_CHUNK_TOKENS = 1 << 15
+
+
+def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
+    """The matrix of ``src[start:end]`` when it is a body of plain numbers (rows split by
+    ``;`` or newlines, items by blanks or commas): the row lengths are counted in
+    vectorised passes over the bytes and the tokens converted by numpy in chunks of
+    ``_CHUNK_TOKENS``, so memory stays a few times the body. None when the body holds
+    anything else, its rows differ in length or a token is not a number by ``float``'s
+    grammar: the token-by-token path then reads it and names the problem."""
+    try:
+        data = src[start:end].translate(_PLAIN).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    raw = np.frombuffer(data, np.uint8)
+    if not _NUMERIC[raw].all():
+        return None
+    word = _WORD[raw]
+    if word.any():  # Inf and NaN are the only words (float takes "inF" and "infinity" too)
+        edge = np.flatnonzero(np.diff(np.concatenate(([False], word, [False])).view(np.int8)))
+        if not {"Inf", "inf", "NaN", "nan"}.issuperset(
+            data[a:b].decode() for a, b in zip(edge[::2], edge[1::2], strict=True)
+        ):
+            return None
+    del word
+    space = _WS[raw]
+    first = ~space
+    first[1:] &= space[:-1]
+    del space
+    starts = np.flatnonzero(first)
+    del first
+    if starts.size == 0:
+        return None
+    rows = np.bincount(np.searchsorted(np.flatnonzero(raw == ord("\n")), starts))
+    del raw
+    rows = rows[rows > 0]
+    if np.any(rows != rows[0]):
+        return None
+    values = np.empty(starts.size)
+    for k in range(0, starts.size, _CHUNK_TOKENS):  # a bounded list of strings at a time
+        stop = starts[k + _CHUNK_TOKENS] if k + _CHUNK_TOKENS < starts.size else len(data)
+        try:  # float()'s grammar: "1-2", "1e" and "+-1" are refused
+            values[k : k + _CHUNK_TOKENS] = np.array(data[starts[k] : stop].split(), np.float64)
+        except ValueError:
+            return None
+    return values.reshape(rows.size, int(rows[0]))
 
 
 def _is_transpose(s: str, i: int) -> bool:
@@ -104,6 +160,22 @@ def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
     return line, False
 
 
+_LINE_MARKS = ("%", "'", '"', "...")  # what makes a line need more than a copy
+
+
+def _next_line_special(text: str, pos: int, ahead: dict[str, int]) -> int:
+    """Offset of the first comment, quote or "..." at or after ``pos`` (-1 if none).
+    Each mark's next offset is kept in ``ahead`` and searched again (a C scan) only once
+    ``pos`` passes it, so the scans over a whole file stay linear in its size."""
+    found = -1
+    for mark, at in ahead.items():
+        if at != -1 and at < pos:
+            ahead[mark] = at = text.find(mark, pos)
+        if at >= 0 and (found < 0 or at < found):
+            found = at
+    return found
+
+
 class _Parser:
     """Parses comment-free source (``src``), mapping offsets back to line numbers."""
 
@@ -118,13 +190,14 @@ class _Parser:
         # ``src`` of the line breaks that "..." turned into spaces (for line numbers).
         parts: list[str] = []
         self.joins: list[int] = []
+        ahead = dict.fromkeys(_LINE_MARKS, -2)  # next offset of each mark (-2: not yet looked)
         copied = 0  # text[:copied] is in parts
         counted, counted_at = 0, 0  # newlines in text[:counted_at]
         size = 0  # characters in parts
         pos, n = 0, len(text)
-        while (m := _LINE_SPECIAL.search(text, pos)) is not None:
-            start = text.rfind("\n", 0, m.start()) + 1
-            end = text.find("\n", m.start())
+        while (at := _next_line_special(text, pos, ahead)) >= 0:
+            start = text.rfind("\n", 0, at) + 1
+            end = text.find("\n", at)
             end = n if end < 0 else end
             parts.append(text[copied:start])
             size += start - copied
@@ -178,6 +251,11 @@ class _Parser:
         """Find the bracket closing ``src[start]``; also the first nested/quoted item."""
         src, stack, pos = self.src, [start], start + 1
         nested: int | None = None
+        # the common case, a plain matrix: the first closer, with no other bracket or
+        # quote before it (each test a C scan; the loop below is the general case)
+        close = src.find(_CLOSER[src[start]], pos)
+        if close >= 0 and all(src.find(c, pos, close) < 0 for c in "[](){}'\""):
+            return close, None
         while (m := _SPECIAL.search(src, pos)) is not None:
             i, ch = m.start(), m.group()
             pos = i + 1
@@ -214,11 +292,16 @@ class _Parser:
 
     def matrix(self, start: int, close: int, label: str) -> np.ndarray:
         """Convert the literal numeric matrix ``src[start:close+1]`` in bulk."""
-        base, body = start + 1, self.src[start + 1 : close]
-        if "," in body:
-            if (m := _EMPTY_ITEM.search(body)) is not None:
-                raise self.error(f"{label} has an empty value before ','", base + m.end() - 1)
-            body = body.replace(",", " ")
+        base = start + 1
+        if (
+            self.src.find(",", base, close) >= 0
+            and (m := _EMPTY_ITEM.search(self.src[base:close])) is not None
+        ):
+            raise self.error(f"{label} has an empty value before ','", base + m.end() - 1)
+        fast = _matrix_fast(self.src, base, close)
+        if fast is not None:
+            return fast
+        body = self.src[base:close].replace(",", " ")
         ncols, flat, nrows = -1, [], 0
         for m in _ROW.finditer(body):
             tokens = m.group().split()

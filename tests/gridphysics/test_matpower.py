@@ -689,3 +689,58 @@ def test_many_empty_lines_cost_linear_time_and_bounded_memory():
     assert case["bus"].shape == (14, 13)
     assert peak < 10 * len(text), peak
     assert elapsed < 5.0
+
+
+# --------------------------------------------------------------------------------------
+# the vectorised reader of plain-number matrices against Python's float, token by token
+
+number_token = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.9e}".replace("e", "D")),
+    st.integers(-(10**12), 10**12).map(str),
+    st.sampled_from(["Inf", "-Inf", "+Inf", "NaN", "nan", "inf", ".5", "5.", "-.5e-3", "+1E+2"]),
+)
+
+
+@FUZZ
+@given(
+    st.integers(1, 4).flatmap(
+        lambda cols: st.lists(st.lists(number_token, min_size=cols, max_size=cols), min_size=1)
+    ),
+    st.sampled_from([" ", "\t", ",", " , ", "  \t"]),
+    st.sampled_from([";\n", "\n", ";", " ;\n\n"]),
+)
+def test_plain_numbers_read_as_float_reads_them_on_both_paths(rows, item_sep, row_sep):
+    """The bulk reader (numpy over the bytes) and the token-by-token reader give what
+    ``float`` gives for every spelling MATLAB writes ('D' exponents, Inf, NaN, '.5')."""
+    import gridphysics.matpower as mp
+
+    text = "[" + row_sep.join(item_sep.join(r) for r in rows) + "]"
+    want = np.array([[float(t.replace("D", "e")) for t in r] for r in rows])
+    parser = mp._Parser(text, None)
+    close = parser.match_close(0, "t")[0]
+    fast = mp._matrix_fast(parser.src, 1, close)
+    assert fast is not None
+    assert_same(fast, want)
+    real = mp._matrix_fast
+    try:
+        mp._matrix_fast = lambda *a: None  # force the token-by-token path
+        assert_same(parser.matrix(0, close, "t"), want)
+    finally:
+        mp._matrix_fast = real
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("1 2; 3 4x", "cannot read '4x'"),
+        ("1 2; 3 1-2", "cannot read '1-2'"),
+        ("1 2; 3 inF", "cannot read 'inF'"),
+        ("1 2; 3 1e", "cannot read '1e'"),
+        ("1 2; 3", "row 2 has 1 values"),
+        ("1 ,, 2", "empty value"),
+    ],
+)
+def test_the_bulk_reader_leaves_every_error_to_the_named_message(body, match):
+    with pytest.raises(MatpowerParseError, match=match):
+        parse_matpower(f"function mpc = c\nmpc.baseMVA = 100;\nmpc.bus = [{body}];\n")
