@@ -63,3 +63,34 @@ def test_more_outages_than_the_engine_holds_is_a_collapse():
     )
     assert not bool(trips.any()) and bool(isolated.all())
     np.testing.assert_array_equal(on, status)
+
+
+def test_cascade_under_vmap_equals_one_environment_at_a_time():
+    """The batched cascade runs on the environments that trip, gathered into a bucket
+    of 1/CASCADE_SHARE of the batch (or on the whole batch when they do not fit): each
+    environment's result equals its own unbatched cascade, in both cases."""
+    from gridrl import physics
+
+    env, params = make("ieee118", dtype="float64")
+    net = params.network
+    n = 4 * physics.CASCADE_SHARE  # a bucket of 4
+    gen = jnp.tile(jnp.asarray(gp.solve(net).gen_p_mw), (n, 1))
+    served = jnp.tile(net.load.p_mw, (n, 1))
+    branch_on = jnp.ones((n, net.n_branch))
+    heat = jnp.zeros((n, net.n_branch))
+    repair = jnp.zeros((n, net.n_branch), jnp.int32)
+    protect = jax.jit(
+        jax.vmap(lambda g, s, b, h, r, rate: physics.protect(env, params, g, s, b, h, r, rate))
+    )
+    single = jax.jit(lambda g, s, b, h, r, rate: physics.protect(env, params, g, s, b, h, r, rate))
+    for stressed in ([3], [0, 5, 9, 30], list(range(0, n, 2))):  # few, a full bucket, many
+        scale = np.full(n, 10.0)
+        scale[stressed] = 0.2  # heavily loaded lines trip at once, and the grid cascades
+        rate = jnp.asarray(scale)[:, None] * net.branch.rate_a_mva
+        out = protect(gen, served, branch_on, heat, repair, rate)
+        trips = np.asarray(out[2])
+        assert trips[stressed].any(axis=1).all() and not np.delete(trips, stressed, 0).any()
+        for i in range(n):
+            ref = single(gen[i], served[i], branch_on[i], heat[i], repair[i], rate[i])
+            for got, want in zip(out, ref, strict=True):  # the same trips; flows to rounding
+                np.testing.assert_allclose(np.asarray(got)[i], want, rtol=1e-10, err_msg=str(i))
