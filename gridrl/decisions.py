@@ -29,10 +29,12 @@ def decide(
     params: EnvParams,
     x: Exogenous,
     system: gp.OutageSystem | None = None,
+    return_flow: bool = False,
 ):
     """The agents' decisions on the step's conditions ``x``: ``(targets, offset,
     served, gen, interventions)`` (``gen``: the dispatch after the safety filter;
-    ``system``: ``params.grid.system(x.branch_on)`` when the caller has it)."""
+    ``system``: ``params.grid.system(x.branch_on)`` when the caller has it), and with
+    ``return_flow`` the filter's DC flows of ``gen`` (``p_from_mw``) last."""
     cfg = env.config
     net = params.network
     t, load, avail, rate = x.t, x.load_mw, x.avail_mw, x.rate_mva
@@ -59,7 +61,7 @@ def decide(
     served = load * (1 - shed[:-1])
     proposal = planned + offset
     residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
-    gen, _, interventions = safety.filter_dispatch(
+    gen, flow, interventions = safety.filter_dispatch(
         proposal + residual,
         previous=state.gen_mw,
         p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
@@ -73,6 +75,8 @@ def decide(
         rate=rate,
     )
     offset = gen - planned  # the operators' redispatch around the schedule, filtered
+    if return_flow:
+        return factor, offset, served, gen, interventions, flow
     return factor, offset, served, gen, interventions
 
 

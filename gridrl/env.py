@@ -425,13 +425,13 @@ class GridEnv:
         # 2. Decisions.
         base = x.base_mw
         system = params.grid.system(branch_on)  # factored once: the filter and the physics
-        targets, offset, served, gen, interventions = self._decide(
-            state, actions, params, x, system
+        targets, offset, served, gen, interventions, flow = decisions.decide(
+            self, state, actions, params, x, system, return_flow=True
         )
 
-        # 3. Physics and protections.
-        loading, isolated, trips, branch_on, heat, repair = self._protect(
-            params, gen, served, branch_on, state.heat, repair, rate, system
+        # 3. Physics and protections (the DC flows of gen are the filter's own).
+        loading, isolated, trips, branch_on, heat, repair = physics.protect(
+            self, params, gen, served, branch_on, state.heat, repair, rate, system, flow
         )
         ens = gp.lost_load_mw(net.topology, served, isolated)
         total = jnp.maximum(jnp.sum(load), 1e-6)

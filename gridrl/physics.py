@@ -32,11 +32,17 @@ def injection(env, net, served) -> jax.Array:
     )
 
 
-def flows(env, params: EnvParams, gen, served, branch_on, rate, system=None):
+def flows(env, params: EnvParams, gen, served, branch_on, rate, system=None, p_from_mw=None):
     """Branch loadings (percent; inf where the flows are undefined) and isolated buses
     (all of them where the flows are undefined: a collapse). ``system``: the
-    outage engine's ``system(branch_on)`` when the caller has it."""
+    outage engine's ``system(branch_on)`` when the caller has it; ``p_from_mw``: the
+    engine's DC flows of ``gen`` on it, when the caller has them too (the safety
+    filter's, see :func:`gridrl.safety.filter_dispatch`; NaN where not exact)."""
     net = params.network
+    if env.config.method == "dc" and env._engine and system is not None and p_from_mw is not None:
+        ok = system.exact & jnp.all(jnp.isfinite(p_from_mw))
+        loading = gp.loading_percent(p_from_mw, rate)
+        return jnp.where(ok, loading, jnp.inf), system.isolated | ~ok
     if env.config.method == "dc" and env._engine:
         inj = injection(env, net, served) + jax.ops.segment_sum(
             gen, jnp.asarray(net.topology.gen_bus), env.n_bus
@@ -57,7 +63,7 @@ def flows(env, params: EnvParams, gen, served, branch_on, rate, system=None):
     return jnp.where(ok, loading, jnp.inf), isolated | ~ok
 
 
-def protect(env, params, gen, served, branch_on, heat, repair, rate, system=None):
+def protect(env, params, gen, served, branch_on, heat, repair, rate, system=None, p_from_mw=None):
     """Power flow, the thermal relays, then trips until no line exceeds its instant
     limit (cascade): ``(loading, isolated, trips, branch_on, heat, repair)``.
 
@@ -66,7 +72,7 @@ def protect(env, params, gen, served, branch_on, heat, repair, rate, system=None
     that failed) trip nothing: every bus then counts as cut off, and the step ends
     in a blackout."""
     cfg = env.config
-    loading, isolated = flows(env, params, gen, served, branch_on, rate, system)
+    loading, isolated = flows(env, params, gen, served, branch_on, rate, system, p_from_mw)
     heat = env.relay.heat(heat, jnp.where(branch_on > 0, loading, 0.0))
     trip = env.relay.trips(heat, loading, branch_on > 0)
     branch_on, trips, loading, isolated = cascade(
