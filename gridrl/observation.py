@@ -59,21 +59,30 @@ def observe(env, state: EnvState, params: EnvParams) -> dict:
         )
     }
     p_max = jnp.maximum(net.gen.p_max_mw, 1e-6)
+    # every area's units and loads in one gather each (index n_gen / n_load: padding)
+    unit = jnp.stack(
+        [
+            state.gen_mw / p_max,
+            net.gen.p_min_mw / p_max,
+            state.avail_mw / p_max,
+            net.gen.cost_c1 / 100.0,
+        ]
+    )
+    unit = jnp.pad(unit, ((0, 0), (0, 1)))[:, jnp.asarray(env.area_gens)]  # (4, A, max_gens)
+    area_loads = jnp.append(state.load_mw, 0.0)[jnp.asarray(env.area_loads)] / ref
+    unit_mask = jnp.asarray(env.area_gens < env.n_gen, env.dtype)
+    line_mask = jnp.asarray(env.area_lines < env.n_branch, env.dtype)
     for a in range(A):
-        g = jnp.asarray(env.area_gens[a])
-        mask = (g < env.n_gen).astype(env.dtype)
-        take = lambda x, idx=g: jnp.append(x, 0.0)[idx]  # noqa: E731
-        load_idx = jnp.asarray(env.area_loads[a])
         obs[f"operational_{a}"] = jnp.concatenate(
             [
-                jnp.append(state.load_mw, 0.0)[load_idx] / ref,
-                take(state.gen_mw / p_max),
-                take(net.gen.p_min_mw / p_max),
-                take(state.avail_mw / p_max),
-                take(net.gen.cost_c1 / 100.0),
-                mask,
+                area_loads[a],
+                unit[0, a],
+                unit[1, a],
+                unit[2, a],
+                unit[3, a],
+                unit_mask[a],
                 padded_loading[a] / 100.0,
-                (lines[a] < env.n_branch).astype(env.dtype),
+                line_mask[a],
                 jnp.stack([state.target_factor[a] - 1, area_gen[a] / ref]),
                 clock,
                 jax.nn.one_hot(a, A, dtype=env.dtype),
