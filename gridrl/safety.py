@@ -42,16 +42,20 @@ def overload_measures(flow: jax.Array, rate: jax.Array, live: jax.Array):
     """``(highest loading, total overload MW)`` over the ``live`` rated branches (what a
     relief step must not raise)."""
     rated = live & jnp.isfinite(rate) & (rate > 0)
-    safe_rate = jnp.where(rated, rate, 1.0)
+    return _measures(flow, rated, jnp.where(rated, rate, 1.0))
+
+
+def _measures(flow, rated, safe_rate):
     ratio = jnp.where(rated, jnp.abs(flow) / safe_rate, 0.0)
     over = jnp.where(rated, jnp.maximum(jnp.abs(flow) - safe_rate, 0.0), 0.0)
     return jnp.max(ratio, initial=0.0), jnp.sum(over)
 
 
-def _relieve(p, flow, *, lo, hi, grid, system, injection_bus, gen_bus, rate):
-    """One greedy step on the most overloaded live line, kept only if it helps."""
+def _relieve(carry, *, lo, hi, grid, system, injection_bus, gen_bus, limit, rated, safe_rate):
+    """One greedy step on the most overloaded live line, kept only if it helps.
+    ``carry``: the dispatch, its flows and their :func:`overload_measures`."""
+    p, flow, worst_before, total_before = carry
     live = ~system.dead
-    limit = jnp.where(live & jnp.isfinite(rate), MARGIN * rate, jnp.inf)
     excess = jnp.where(live, jnp.abs(flow) - limit, -jnp.inf)
     worst = jnp.argmax(jnp.nan_to_num(excess, nan=-jnp.inf))
     need = jnp.maximum(excess[worst], 0.0)
@@ -71,14 +75,18 @@ def _relieve(p, flow, *, lo, hi, grid, system, injection_bus, gen_bus, rate):
     new_flow = grid.apply(
         system, injection_bus + jax.ops.segment_sum(moved, gen_bus, injection_bus.shape[0])
     ).p_from_mw
-    worst_before, total_before = overload_measures(flow, rate, live)
-    worst_after, total_after = overload_measures(new_flow, rate, live)
+    worst_after, total_after = _measures(new_flow, rated, safe_rate)
     keep = (
         act
         & (worst_after <= worst_before * (1 + 1e-6))
         & (total_after <= total_before * (1 + 1e-6) + 1e-6)
     )
-    return jnp.where(keep, moved, p), jnp.where(keep, new_flow, flow)
+    return (
+        jnp.where(keep, moved, p),
+        jnp.where(keep, new_flow, flow),
+        jnp.where(keep, worst_after, worst_before),
+        jnp.where(keep, total_after, total_before),
+    )
 
 
 def filter_dispatch(
@@ -121,18 +129,27 @@ def filter_dispatch(
     n_bus = injection_bus.shape[0]
     flow = grid.apply(system, injection_bus + jax.ops.segment_sum(p, gen_bus, n_bus)).p_from_mw
 
+    # what the relief steps share: the live lines, their limits and ratings
+    live = ~system.dead
+    limit = jnp.where(live & jnp.isfinite(rate), MARGIN * rate, jnp.inf)
+    rated = live & jnp.isfinite(rate) & (rate > 0)
+    safe_rate = jnp.where(rated, rate, 1.0)
+
     def body(_, carry):
         return _relieve(
-            *carry,
+            carry,
             lo=lo,
             hi=hi,
             grid=grid,
             system=system,
             injection_bus=injection_bus,
             gen_bus=gen_bus,
-            rate=rate,
+            limit=limit,
+            rated=rated,
+            safe_rate=safe_rate,
         )
 
-    p, flow = jax.lax.fori_loop(0, steps, body, (p, flow))
+    carry = (p, flow, *_measures(flow, rated, safe_rate))
+    p, flow, _, _ = jax.lax.fori_loop(0, steps, body, carry)
     interventions = jnp.sum(jnp.abs(p - proposal) > 1e-3)
     return p, flow, interventions
