@@ -73,3 +73,16 @@ def ieee14():
 @pytest.fixture(scope="session")
 def ieee118():
     return gridphysics.load_case("ieee118")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist's ``--dist loadgroup`` (the README's test line), the physics
+    tests and the RL tests run in two processes side by side: each package's tests keep
+    one process, in file order, so their module fixtures are built once. Keeping the
+    packages apart also keeps the RL suite off an XLA CPU compiler abort (SIGABRT while
+    compiling a training update) seen only after the whole physics suite had compiled
+    its programs in the same process."""
+    for item in items:
+        top = item.nodeid.split("/")[1] if item.nodeid.startswith("tests/") else ""
+        group = "gridrl" if top == "gridrl" else "gridphysics"
+        item.add_marker(pytest.mark.xdist_group(group))
