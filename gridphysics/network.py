@@ -15,6 +15,7 @@ with ``vmap`` and differentiated.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -364,8 +365,29 @@ class Network:
                     raise NetworkError(
                         f"{group}.{key} must have shape {old.shape}, got {jnp.shape(value)}"
                     ) from None
+            self._check_concrete(group, key, new)
             updates[key] = new
         return self.replace(**{group: data.replace(**updates)})
+
+    def _check_concrete(self, group: str, key: str, new: jax.Array) -> None:
+        """Refuse a concrete (not traced) new value that no solve could use: a non-finite
+        number where :meth:`validate` needs a finite one, or a status outside [0, 1],
+        naming the element, the field and the value. Traced values (inside ``jit`` or
+        ``vmap``) are left to the solve, which reports ``converged=False``."""
+        if isinstance(new, jax.core.Tracer):
+            return
+        arr = np.asarray(new, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(arr)) if key in _FINITE_FIELDS.get(group, ()) else []
+        rule = "must be a finite number"
+        if key == "status" and not len(bad):
+            bad = np.flatnonzero((arr < 0) | (arr > 1))
+            rule = "a status is 0 (out), 1 (in service) or a fraction in between"
+        if len(bad):
+            i = int(bad[0])
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise InvalidValueError(
+                f"{self.element_name(group, i)}: {group}.{key} = {arr[i]}{more}; {rule}"
+            )
 
     def with_loads(self, *, p_mw: Any = None, q_mvar: Any = None, status: Any = None) -> Network:
         """A copy with load values replaced (arrays of shape ``(n_load,)`` or scalars)."""
@@ -435,6 +457,19 @@ class Network:
             require_x64()
         return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=dtype), self)
 
+    def element_name(self, group: str, i: int) -> str:
+        """How errors name element ``i`` of ``group`` ("load 3 at bus 5", "branch 2 (2-3)")."""
+        t = self.topology
+        if group == "load":
+            return f"load {i} at bus {t.bus_ids[t.load_bus[i]]}"
+        if group == "gen":
+            return f"generator {i} at bus {t.bus_ids[t.gen_bus[i]]}"
+        if group == "shunt":
+            return f"shunt {i} at bus {t.bus_ids[t.shunt_bus[i]]}"
+        if group == "branch":
+            return f"branch {i} ({t.bus_ids[t.branch_from[i]]}-{t.bus_ids[t.branch_to[i]]})"
+        return f"bus {t.bus_ids[i]} (index {i})"
+
     def validate(self) -> Network:
         """Check concrete values; raise a :class:`~gridphysics.errors.NetworkError` naming the element.
 
@@ -445,16 +480,7 @@ class Network:
         leaves = jax.tree_util.tree_leaves(self)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self
-        t = self.topology
-        id_of = {
-            "load": lambda i: f"load {i} at bus {t.bus_ids[t.load_bus[i]]}",
-            "gen": lambda i: f"generator {i} at bus {t.bus_ids[t.gen_bus[i]]}",
-            "shunt": lambda i: f"shunt {i} at bus {t.bus_ids[t.shunt_bus[i]]}",
-            "branch": lambda i: (
-                f"branch {i} ({t.bus_ids[t.branch_from[i]]}-{t.bus_ids[t.branch_to[i]]})"
-            ),
-            "bus": lambda i: f"bus {t.bus_ids[i]} (index {i})",
-        }
+        id_of = {group: functools.partial(self.element_name, group) for group in _FINITE_FIELDS}
         for group, fields in _FINITE_FIELDS.items():
             data = getattr(self, group)
             for key in fields:

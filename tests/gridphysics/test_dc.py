@@ -344,16 +344,18 @@ def test_bad_method_and_options_are_refused_clearly(ieee14):
 
 
 def test_nan_injection_raises_naming_the_load_and_is_nan_under_jit(ieee14):
-    bad = ieee14.with_loads(p_mw=ieee14.load.p_mw.at[3].set(jnp.nan))
+    p_mw = ieee14.load.p_mw.at[3].set(jnp.nan)
     bus = ieee14.topology.bus_ids[ieee14.topology.load_bus[3]]
+    with pytest.raises(gp.InvalidValueError, match=rf"load 3 at bus {bus}.*p_mw"):
+        ieee14.with_loads(p_mw=p_mw)  # refused where it is set
+    bad = ieee14.replace(load=ieee14.load.replace(p_mw=p_mw))  # built around the check
     with pytest.raises(gp.InvalidValueError, match=rf"load 3 at bus {bus}.*p_mw"):
         gp.solve(bad)
     res = jax.jit(gp.solve)(bad)
     assert not bool(res.converged)
     assert bool(jnp.all(jnp.isnan(res.p_from_mw))) and bool(jnp.all(jnp.isnan(res.va_rad)))
-    inf_gen = ieee14.with_gens(p_mw=ieee14.gen.p_mw.at[1].set(jnp.inf))
     with pytest.raises(gp.InvalidValueError, match="generator 1"):
-        gp.solve(inf_gen)
+        ieee14.with_gens(p_mw=ieee14.gen.p_mw.at[1].set(jnp.inf))
 
 
 def test_batched_bad_scenario_does_not_spoil_the_others(ieee14):

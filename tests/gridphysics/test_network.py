@@ -139,10 +139,45 @@ def test_bad_case_dicts_raise_named_errors(mutate, error, match):
 
 
 def test_validate_names_the_element(ieee14):
-    bad = ieee14.with_branches(x_pu=ieee14.branch.x_pu.at[2].set(jnp.inf))
+    bad = ieee14.replace(branch=ieee14.branch.replace(x_pu=ieee14.branch.x_pu.at[2].set(jnp.inf)))
     with pytest.raises(gp.InvalidValueError, match=r"branch 2 \(2-3\) has branch.x_pu = inf"):
         bad.validate()
     assert ieee14.validate() is ieee14
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda n: n.with_branches(x_pu=n.branch.x_pu.at[2].set(jnp.inf)),
+            r"branch 2 \(2-3\).*x_pu = inf",
+        ),
+        (
+            lambda n: n.with_branches(status=jnp.nan),
+            r"branch 0 \(1-2\).*status = nan \(and 19 more\)",
+        ),
+        (
+            lambda n: n.with_branches(status=n.branch.status.at[4].set(2.0)),
+            r"branch 4 .*status = 2.0; a status",
+        ),
+        (
+            lambda n: n.with_loads(p_mw=n.load.p_mw.at[3].set(jnp.nan)),
+            r"load 3 at bus \d+: load.p_mw = nan",
+        ),
+        (lambda n: n.with_gens(status=-1.0), r"generator 0 .*gen.status = -1.0"),
+    ],
+)
+def test_with_refuses_concrete_values_no_solve_can_use(ieee14, change, match):
+    """with_branches(status=NaN) converged with the branch out, x_pu=inf was accepted:
+    outside jit the updaters now name the element, the field and the value."""
+    with pytest.raises(gp.InvalidValueError, match=match):
+        change(ieee14)
+
+
+def test_with_leaves_traced_values_to_the_solve(ieee14):
+    status = jnp.full(ieee14.n_branch, jnp.nan)
+    result = jax.jit(lambda s: gp.solve(ieee14.with_branches(status=s)))(status)
+    assert not bool(result.converged)
 
 
 # -- fuzzing -------------------------------------------------------------------------------
@@ -215,7 +250,7 @@ def test_unphysical_reactance_is_not_converged_and_named(x):
     net = gp.from_ppc(_case14())
     xs = np.asarray(net.branch.x_pu).copy()
     xs[0] = x
-    bad = net.with_branches(x_pu=xs)
+    bad = net.replace(branch=net.branch.replace(x_pu=jnp.asarray(xs)))  # with_ refuses inf
     result = jax.jit(gp.solve)(bad)
     assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
     with pytest.raises(gp.NetworkError, match="branch 0"):
@@ -231,7 +266,7 @@ def test_unphysical_impedance_is_not_converged_in_ac(r, x):
     net = gp.from_ppc(_case14())
     rs, xs = np.asarray(net.branch.r_pu).copy(), np.asarray(net.branch.x_pu).copy()
     rs[0], xs[0] = r, x
-    bad = net.with_branches(r_pu=rs, x_pu=xs)
+    bad = net.replace(branch=net.branch.replace(r_pu=jnp.asarray(rs), x_pu=jnp.asarray(xs)))
     result = jax.jit(lambda n: gp.solve(n, "ac"))(bad)
     assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
 
