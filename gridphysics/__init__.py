@@ -10,6 +10,7 @@ from gridphysics.precision import configure_on_import as _configure_on_import
 _configure_on_import()
 _configure_dispatch()
 
+from gridphysics.ac import STARTS as AC_STARTS  # noqa: E402
 from gridphysics.cases import case_names, load_case, load_matpower, save_matpower  # noqa: E402
 from gridphysics.contingency import (  # noqa: E402
     ContingencyReport,
@@ -55,6 +56,7 @@ from gridphysics.solve import SolveOptions, solve  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "AC_STARTS",
     "BranchData",
     "BusData",
     "CaseFormatError",

@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if bool(result.converged) else 1
 
 
+def _start_name(result) -> str:
+    from gridphysics.ac import STARTS
+
+    i = int(result.start)
+    return STARTS[i] if i >= 0 else "none converged"
+
+
 def summary(network, result, *, first_s: float, again_s: float, top: int = 10) -> str:
     """A readable text summary of a solved network."""
     t = network.topology
@@ -110,7 +117,8 @@ def summary(network, result, *, first_s: float, again_s: float, top: int = 10) -
     if result.method == "ac":
         vm = np.asarray(result.vm_pu)
         lines.append(
-            f"losses {float(result.total_loss_mw):.2f} MW    iterations {int(result.iterations)}    "
+            f"losses {float(result.total_loss_mw):.2f} MW    iterations {int(result.iterations)} "
+            f"(start: {_start_name(result)})    "
             f"voltage {np.nanmin(vm):.4f} to {np.nanmax(vm):.4f} p.u. "
             f"(bus {ids[np.nanargmin(vm)]} to bus {ids[np.nanargmax(vm)]})"
         )

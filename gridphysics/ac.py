@@ -33,13 +33,14 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
 
 from gridphysics import admittance, dc, islands, linalg
 from gridphysics.network import PV, REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
 Algorithm = Literal["nr", "fdxb", "fdbx"]
-Init = Literal["dc", "flat", "case"]
+Init = Literal["auto", "case", "dc", "flat"]
 
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -51,7 +52,8 @@ class ACSettings:
     algorithm: Algorithm = "nr"
     tolerance: float | None = None
     max_iterations: int | None = None
-    init: Init = "dc"
+    init: Init = "auto"
+    fallback: bool = True
     enforce_q_lims: bool = False
     linear_solver: linalg.Backend | None = None
 
@@ -65,6 +67,7 @@ class ACSettings:
 
     @property
     def iterations(self) -> int:
+        """Iteration limit of one attempt (one start)."""
         if self.max_iterations is not None:
             return self.max_iterations
         return 10 if self.algorithm == "nr" else 30
@@ -295,12 +298,45 @@ class _Model:
         return bp, bpp
 
 
-def _initial_state(network: Network, model: _Model, init: Init) -> jax.Array:
+#: The AC starts, in the order an automatic start tries them; a result's ``start`` is
+#: an index into this tuple (-1: none converged).
+STARTS = ("case", "dc", "flat")
+_CASE, _DC, _FLAT = range(len(STARTS))
+
+
+def attempt_order(settings: ACSettings) -> tuple[int, ...]:
+    """Indices into :data:`STARTS`, first attempt first: ``init="auto"`` and ``"case"``
+    try case, DC, flat (``"auto"`` skips the case unless it has a voltage profile of
+    its own, :func:`has_stored_voltages`); ``"dc"`` tries DC, case, flat; ``"flat"``
+    flat, DC, case. With ``fallback=False`` only the first start is tried (for
+    ``"auto"``: the case's or DC)."""
+    if settings.init == "auto":
+        return (_CASE, _DC, _FLAT) if settings.fallback else (_CASE, _DC)
+    order = {
+        "case": (_CASE, _DC, _FLAT),
+        "dc": (_DC, _CASE, _FLAT),
+        "flat": (_FLAT, _DC, _CASE),
+    }[settings.init]
+    return order if settings.fallback else order[:1]
+
+
+def has_stored_voltages(network: Network, roles: Roles) -> jax.Array:
+    """() bool: the case carries a solved voltage profile of its own, as MATPOWER case
+    files do: finite voltages and a non-zero angle at some bus whose angle is free.
+    Magnitudes alone do not count: pandapower's internal case, for one, keeps stored
+    magnitudes with flat angles, a poor start on large grids (flat angles are the flat
+    start's)."""
+    bus = network.bus
+    finite = jnp.all(jnp.isfinite(bus.va_rad)) & jnp.all(jnp.isfinite(bus.vm_pu))
+    return finite & jnp.any(roles.p_active & (bus.va_rad != 0))
+
+
+def _initial_state(network: Network, model: _Model, init: int) -> jax.Array:
     n, r = model.n, model.roles
-    if init == "dc":
+    if init == _DC:
         va = jnp.nan_to_num(dc.solve_dc(network).va_rad)
         vm = jnp.ones(n, network.dtype)
-    elif init == "flat":
+    elif init == _FLAT:
         va = jnp.zeros(n, network.dtype)
         vm = jnp.ones(n, network.dtype)
     else:
@@ -310,27 +346,98 @@ def _initial_state(network: Network, model: _Model, init: Init) -> jax.Array:
     return jnp.concatenate([va, vm])
 
 
-def _newton(model: _Model, x0: jax.Array, settings: ACSettings):
-    pattern = model.s.jacobian
+def _starts(network: Network, model: _Model, settings: ACSettings):
+    """``(starts, usable, codes)``: the initial states of the attempts (k, 2n), in
+    order, whether each may run (k,) and their indices into :data:`STARTS`."""
+    order = attempt_order(settings)
+    starts = jnp.stack([_initial_state(network, model, i) for i in order])
+    stored = has_stored_voltages(network, model.roles)
+    usable = []
+    for k, i in enumerate(order):
+        if k == 0:
+            # "auto" starts from the case only when it has a profile of its own
+            ok = stored if settings.init == "auto" else jnp.asarray(True)
+        elif settings.init == "auto" and not settings.fallback:
+            ok = ~stored  # DC, the one start when the case has no profile
+        else:
+            # a fallback to the case's voltages is worth it only with a profile (a flat
+            # one is the flat start again)
+            ok = stored if i == _CASE else jnp.asarray(True)
+        usable.append(ok)
+    usable = jnp.stack(usable)
+    return starts, usable, np.asarray(order, np.int32)
+
+
+def _iterate(model: _Model, starts, usable, codes, settings: ACSettings, first, step):
+    """Iterations from the first usable start; an attempt that reaches the iteration
+    limit or a non-finite state gives way to the next usable start.
+
+    ``first(x) -> (aux, err)`` prepares an attempt, ``step(x, aux) -> (x, aux, err)``
+    is one iteration (``err``: largest mismatch, inf when not finite). Returns
+    ``(x, iterations, converged, start)``: iterations summed over the attempts, start
+    the index into :data:`STARTS` of the attempt that converged (-1 if none)."""
     tol = settings.tolerance_for(model.network.dtype)
+    k = starts.shape[0]
+    index = jnp.arange(k)
+
+    def next_usable(i):
+        return jnp.min(jnp.where(usable & (index > i), index, k))
+
+    i0 = next_usable(-1)
+    x0 = starts[jnp.minimum(i0, k - 1)]
+    aux0, err0 = first(x0)
 
     def cond(state):
-        _, it, err = state
-        return (err >= tol) & (it < settings.iterations) & jnp.isfinite(err)
+        _, _, err, _, _, i = state
+        return (i < k) & ~(err < tol)
 
     def body(state):
-        x, it, _ = state
+        x, aux, _, it_attempt, it_total, i = state
+        x, aux, err = step(x, aux)
+        it_attempt = it_attempt + 1
+        failed = ~(err < tol) & ((it_attempt >= settings.iterations) | ~jnp.isfinite(err))
+
+        def switch(_):
+            j = next_usable(i)
+            x_new = starts[jnp.minimum(j, k - 1)]
+            aux_new, err_new = first(x_new)
+            # when no start is left, keep the last attempt's state (how far it got)
+            last = j >= k
+            pick = lambda a, b: jax.tree.map(lambda p, q: jnp.where(last, p, q), a, b)  # noqa: E731
+            x_new, aux_new = pick((x, aux), (x_new, aux_new))
+            err_new = jnp.where(last, jnp.inf, err_new)
+            return x_new, aux_new, err_new, jnp.int32(0), j
+
+        def stay(_):
+            return x, aux, err, it_attempt, i
+
+        x, aux, err, it_attempt, i = jax.lax.cond(failed, switch, stay, None)
+        return x, aux, err, it_attempt, it_total + 1, i
+
+    state = (x0, aux0, err0, jnp.int32(0), jnp.int32(0), i0)
+    x, _, err, _, it, i = jax.lax.while_loop(cond, body, state)
+    ok = (err < tol) & (i < k)
+    start = jnp.where(ok, jnp.asarray(codes)[jnp.minimum(i, k - 1)], -1)
+    return x, it, ok, start
+
+
+def _newton(model: _Model, starts, usable, codes, settings: ACSettings):
+    pattern = model.s.jacobian
+
+    def first(x):
+        return (), model.error(x)
+
+    def step(x, aux):
         dx = linalg.solve(pattern, model.jacobian(x), -model.residual(x), settings.linear_solver)
         x = x + dx
-        return x, it + 1, model.error(x)
+        return x, aux, model.error(x)
 
-    x, it, err = jax.lax.while_loop(cond, body, (x0, jnp.int32(0), model.error(x0)))
-    return x, it, err < tol
+    return _iterate(model, starts, usable, codes, settings, first, step)
 
 
-def _fast_decoupled(model: _Model, x0: jax.Array, settings: ACSettings):
+def _fast_decoupled(model: _Model, starts, usable, codes, settings: ACSettings):
     pattern = model.s.ybus.pattern
-    n, r, tol = model.n, model.roles, settings.tolerance_for(model.network.dtype)
+    n, r = model.n, model.roles
     bp, bpp = model.fast_decoupled_matrices(settings.algorithm)
     # Factorized once, reused by every iteration (and, under vmap over injections, by
     # every scenario: the matrices depend only on the branches and the bus roles).
@@ -347,33 +454,97 @@ def _fast_decoupled(model: _Model, x0: jax.Array, settings: ACSettings):
         )
         return jnp.where(jnp.all(jnp.isfinite(x)), err, jnp.inf)
 
-    def cond(state):
-        _, _, it, err = state
-        return (err >= tol) & (it < settings.iterations) & jnp.isfinite(err)
+    def first(x):
+        mis = mismatch(x)
+        return mis, worst(x, mis)
 
-    def body(state):
+    def step(x, mis):
         # One mismatch evaluation per half iteration; the second one also decides
         # convergence and starts the next iteration.
-        x, mis, it, _ = state
         p_rhs = jnp.where(r.p_active, mis.real / x[n:], 0.0)
         x = x.at[:n].add(b_prime.solve(-p_rhs))
         mis = mismatch(x)
         q_rhs = jnp.where(r.q_active, mis.imag / x[n:], 0.0)
         x = x.at[n:].add(b_second.solve(-q_rhs))
         mis = mismatch(x)
-        return x, mis, it + 1, worst(x, mis)
+        return x, mis, worst(x, mis)
 
-    mis0 = mismatch(x0)
-    state = (x0, mis0, jnp.int32(0), worst(x0, mis0))
-    x, _, it, err = jax.lax.while_loop(cond, body, state)
-    return x, it, err < tol
+    return _iterate(model, starts, usable, codes, settings, first, step)
 
 
-def _inner(network: Network, roles: Roles, x0: jax.Array, settings: ACSettings):
+def _inner(network: Network, roles: Roles, starts, usable, codes, settings: ACSettings):
     model = _Model(network, roles)
     if settings.algorithm == "nr":
-        return _newton(model, x0, settings)
-    return _fast_decoupled(model, x0, settings)
+        return _newton(model, starts, usable, codes, settings)
+    return _fast_decoupled(model, starts, usable, codes, settings)
+
+
+#: Under ``vmap`` every scenario first runs its first start; the ones that fail retry
+#: the other starts gathered into a bucket of 1/RETRY_SHARE of the batch when they fit,
+#: else on the whole batch (the converged ones idle). Either way a converged scenario
+#: is never touched again.
+RETRY_SHARE = 8
+
+
+def _attempts(network: Network, roles: Roles, starts, usable, codes, settings: ACSettings):
+    """:func:`_inner` over every start; under ``vmap`` only the scenarios whose first
+    start failed pay for the others (see :data:`RETRY_SHARE`). The results are the
+    same as scenario by scenario."""
+    if starts.shape[0] == 1:
+        return _inner(network, roles, starts, usable, codes, settings)
+
+    def plain(net, rl, st, us):
+        return _inner(net, rl, st, us, codes, settings)
+
+    run = custom_vmap(plain)
+
+    @run.def_vmap
+    def _rule(axis_size, in_batched, net, rl, st, us):
+        args = [net, rl, st, us]
+        axes = jax.tree.map(lambda b: 0 if b else None, list(in_batched))
+        k = codes.shape[0]
+        us = jnp.broadcast_to(us, (axis_size, k))
+        index = jnp.arange(k)
+        first = jnp.argmax(us, axis=1)[:, None]
+        us_first = us & (index == first)
+        us_rest = us & (index > first)
+        axes[3] = 0
+        batched = jax.vmap(plain, in_axes=axes)
+        x, it, ok, start = batched(net, rl, st, us_first)
+        retry = ~ok & jnp.any(us_rest, axis=1)
+        bucket = axis_size // RETRY_SHARE
+
+        def merge(rows, out):
+            x2, it2, ok2, start2 = out
+            return (
+                x.at[rows].set(x2, mode="drop"),
+                it.at[rows].add(it2, mode="drop"),
+                ok.at[rows].set(ok2, mode="drop"),
+                start.at[rows].set(start2, mode="drop"),
+            )
+
+        def none(_):
+            return x, it, ok, start
+
+        def few(_):
+            rows = jnp.nonzero(retry, size=max(bucket, 1), fill_value=axis_size)[0]
+            take = jnp.minimum(rows, axis_size - 1)  # padding reruns the last row; dropped
+            sub = [
+                jax.tree.map(lambda a, b: a[take] if b else a, arg, flag)
+                for arg, flag in zip(args[:3], list(in_batched)[:3], strict=True)
+            ]
+            return merge(rows, batched(*sub, us_rest[take]))
+
+        def whole(_):
+            out = batched(net, rl, st, us_rest & retry[:, None])
+            rows = jnp.where(retry, jnp.arange(axis_size), axis_size)
+            return merge(rows, out)
+
+        n = jnp.sum(retry)
+        branch = jnp.where(n == 0, 0, jnp.where(n <= bucket, 1, 2))
+        return jax.lax.switch(branch, (none, few, whole), None), (True, True, True, True)
+
+    return run(network, roles, starts, usable)
 
 
 def _gen_q(network: Network, s: ACStructure, roles: Roles, q_bus_mvar: jax.Array) -> jax.Array:
@@ -406,10 +577,10 @@ def _solve_state(network: Network, settings: ACSettings):
     """Iterate to the solution (no gradients): returns x, roles, iterations, converged."""
     s = ac_structure(network.topology)
     roles = initial_roles(network, s)
-    x0 = _initial_state(network, _Model(network, roles), settings.init)
-    x, it, ok = _inner(network, roles, x0, settings)
+    starts, usable, codes = _starts(network, _Model(network, roles), settings)
+    x, it, ok, start = _attempts(network, roles, starts, usable, codes, settings)
     if not settings.enforce_q_lims:
-        return x, roles, it, ok
+        return x, roles, it, ok, start
 
     topo = network.topology
     not_slack = network.gen.slack_weight <= 0
@@ -438,7 +609,10 @@ def _solve_state(network: Network, settings: ACSettings):
         )
         forced = (held > 0) & ~bus_is_ref
         new_roles = _roles(network, s, roles.live, roles.reach, at_max, at_min, forced)
-        x_new, it_new, ok_new = _inner(network, new_roles, x, settings)
+        # warm from the last solution; the start reported stays the first solve's
+        x_new, it_new, ok_new, _ = _inner(
+            network, new_roles, x[None], jnp.ones(1, bool), np.zeros(1, np.int32), settings
+        )
         more = jnp.any(over | under)
         x = jnp.where(more, x_new, x)
         roles = jax.tree.map(lambda a, b: jnp.where(more, a, b), new_roles, roles)
@@ -453,7 +627,7 @@ def _solve_state(network: Network, settings: ACSettings):
 
     state = (x, roles, it, ok, jnp.array(True), jnp.int32(0))
     x, roles, it, ok, _, _ = jax.lax.while_loop(cond, body, state)
-    return x, roles, it, ok
+    return x, roles, it, ok, jnp.where(ok, start, -1)
 
 
 @jax.custom_jvp
@@ -484,7 +658,7 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
     s = ac_structure(topo)
     base = topo.base_mva
     n = topo.n_bus
-    x_star, roles, iterations, ok = _solve_state(jax.lax.stop_gradient(network), settings)
+    x_star, roles, iterations, ok, start = _solve_state(jax.lax.stop_gradient(network), settings)
     roles = jax.tree.map(jax.lax.stop_gradient, roles)
     x = _attach_gradient(network, roles, jax.lax.stop_gradient(x_star), ok)
 
@@ -534,4 +708,5 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
         gen_q_mvar=keep(gen_q, gen_ok),
         iterations=iterations,
         max_mismatch_pu=max_mismatch,
+        start=jnp.where(converged, start, -1),
     )

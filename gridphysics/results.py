@@ -62,8 +62,10 @@ class PowerFlowResult:
 
     AC only (None in DC): ``q_from_mvar``, ``q_to_mvar`` (n_branch,), ``q_bus_mvar``
     (n_bus,), ``gen_q_mvar`` (n_gen,; split between units at a bus as pandapower does),
-    ``iterations`` (()), ``max_mismatch_pu`` (() largest power mismatch left, p.u.; kept
-    when the solve fails, to say how far it got).
+    ``iterations`` (() summed over every start tried), ``max_mismatch_pu`` (() largest
+    power mismatch left, p.u.; kept when the solve fails, to say how far it got),
+    ``start`` (() int32 index into ``gridphysics.AC_STARTS`` = ("case", "dc", "flat")
+    of the start that converged; -1 when none did).
 
     Derived: ``vm_pu`` (stored in AC, 1.0 in DC), ``p_to_mw`` (stored in AC,
     ``-p_from_mw`` in DC), ``bus_isolated`` (NaN angle in a converged solve),
@@ -86,6 +88,7 @@ class PowerFlowResult:
     gen_q_mvar: jax.Array | None = None
     iterations: jax.Array | None = None
     max_mismatch_pu: jax.Array | None = None
+    start: jax.Array | None = None
 
     @property
     def p_loss_mw(self) -> jax.Array:

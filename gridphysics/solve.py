@@ -37,10 +37,16 @@ class SolveOptions:
             ``tolerance_mva``) and 1e-4 in float32, which cannot resolve less.
         max_iterations: AC only. ``None``: 10 for Newton-Raphson, 30 for fast-decoupled
             (MATPOWER's defaults).
-        init: AC only. Start from a DC power flow (``"dc"``, pandapower's default with
-            voltage angles), a flat start (``"flat"``) or the network's own
-            ``bus.vm_pu`` / ``bus.va_rad`` (``"case"``: a warm start after
-            ``network.with_voltages(...)``).
+        init: AC only. The first start: ``"auto"`` (default) the network's own
+            ``bus.vm_pu`` / ``bus.va_rad`` when it carries a voltage profile (a solved
+            MATPOWER case does; MATPOWER's ``runpf`` starts there), else a DC power
+            flow; ``"case"`` the network's voltages (a warm start after
+            ``network.with_voltages(...)``); ``"dc"`` a DC power flow (pandapower's
+            ``init="dc"``); ``"flat"`` 1 p.u. and 0 rad.
+        fallback: AC only. When the first start does not converge, try the others
+            (case, DC, flat; see :func:`gridphysics.ac.attempt_order`), each with
+            ``max_iterations``. Under ``vmap`` only the scenarios that failed move on.
+            ``result.start`` says which start converged.
         enforce_q_lims: AC only. Hold generators that exceed a reactive limit at that
             limit and turn their bus into a PQ bus, repeating until none does
             (pandapower's ``enforce_q_lims``; reference units are exempt).
@@ -51,7 +57,8 @@ class SolveOptions:
     algorithm: ac.Algorithm = "nr"
     tolerance: float | None = None
     max_iterations: int | None = None
-    init: ac.Init = "dc"
+    init: ac.Init = "auto"
+    fallback: bool = True
     enforce_q_lims: bool = False
 
     def ac_settings(self) -> ac.ACSettings:
@@ -60,6 +67,7 @@ class SolveOptions:
             tolerance=self.tolerance,
             max_iterations=self.max_iterations,
             init=self.init,
+            fallback=self.fallback,
             enforce_q_lims=self.enforce_q_lims,
             linear_solver=self.linear_solver,
         )
@@ -81,8 +89,10 @@ def _check_options(options: SolveOptions) -> None:
         raise UnsupportedError(
             f"algorithm must be 'nr', 'fdxb' or 'fdbx', got {options.algorithm!r}"
         )
-    if options.init not in ("dc", "flat", "case"):
-        raise UnsupportedError(f"init must be 'dc', 'flat' or 'case', got {options.init!r}")
+    if options.init not in ("auto", "case", "dc", "flat"):
+        raise UnsupportedError(f"init must be 'auto', 'case', 'dc' or 'flat', got {options.init!r}")
+    if not isinstance(options.fallback, bool):
+        raise UnsupportedError(f"fallback must be True or False, got {options.fallback!r}")
     if options.tolerance is not None and not options.tolerance > 0:
         raise UnsupportedError(f"tolerance must be positive, got {options.tolerance!r}")
     if options.max_iterations is not None and options.max_iterations < 1:
@@ -144,10 +154,12 @@ def _failure_message(network: Network, method: Method, options: SolveOptions, re
         )
     settings = options.ac_settings()
     mismatch = float(result.max_mismatch_pu)
+    tried = ", ".join(ac.STARTS[i] for i in ac.attempt_order(settings))
     return (
-        f"AC power flow of {network.name} did not converge: {int(result.iterations)} "
-        f"{settings.algorithm} iterations (limit {settings.iterations}) left a power mismatch of "
-        f"{mismatch:.3g} p.u. (tolerance {settings.tolerance_for(network.dtype):g}). The operating "
-        "point may have no "
-        "solution (too much load), or try init='flat' / more iterations. Every result is NaN."
+        f"AC power flow of {network.name} did not converge from any start tried ({tried}): "
+        f"{int(result.iterations)} {settings.algorithm} iterations in all (limit "
+        f"{settings.iterations} per start) left a power mismatch of {mismatch:.3g} p.u. "
+        f"(tolerance {settings.tolerance_for(network.dtype):g}). The operating point may have "
+        "no solution (too much load), or try more iterations or another algorithm. Every "
+        "result is NaN."
     )

@@ -34,6 +34,10 @@ def test_named_cases_match_pypower_runpf(name):
     ref = _pypower_ac(case)
     r = gp.solve(gp.load_case(name), "ac")
     assert bool(r.converged)
+    # Like runpf, the default starts from the voltages stored in the file when it has
+    # an angle profile (ieee30's file is flat: DC then)
+    stored = np.any(case["bus"][case["bus"][:, 1] != 3, 8] != 0)
+    assert gp.AC_STARTS[int(r.start)] == ("case" if stored else "dc")
     np.testing.assert_allclose(r.vm_pu, ref["bus"][:, 7], atol=1e-6)
     np.testing.assert_allclose(np.rad2deg(np.asarray(r.va_rad)), ref["bus"][:, 8], atol=1e-5)
     for field, col in (("p_from_mw", 13), ("q_from_mvar", 14), ("p_to_mw", 15), ("q_to_mvar", 16)):
@@ -66,11 +70,97 @@ def test_fast_decoupled_agrees_with_newton(ieee118, algorithm):
 def test_starts_flat_dc_and_warm(ieee118):
     ref = gp.solve(ieee118, "ac")
     flat = gp.solve(ieee118, "ac", options=gp.SolveOptions(init="flat"))
+    assert gp.AC_STARTS[int(flat.start)] == "flat"
     np.testing.assert_allclose(flat.vm_pu, ref.vm_pu, atol=1e-8)
     warm_net = ieee118.with_voltages(vm_pu=ref.vm_pu, va_rad=ref.va_rad)
     warm = gp.solve(warm_net, "ac", options=gp.SolveOptions(init="case"))
     assert int(warm.iterations) <= 1 < int(ref.iterations)
     np.testing.assert_allclose(warm.vm_pu, ref.vm_pu, atol=1e-9)
+
+
+def _pypower_case_with_voltages(name: str, vm: np.ndarray, va_rad: np.ndarray) -> dict:
+    case = copy.deepcopy(load_matpower_dict(cases_dir() / catalogue()[name]["file"]))
+    case["bus"][:, 7] = vm
+    case["bus"][:, 8] = np.rad2deg(va_rad)
+    return case
+
+
+def test_a_start_that_fails_gives_way_to_the_next_one(ieee14):
+    """A case file whose stored voltages are far off (magnitudes of 0.5 p.u., angles
+    anywhere): PYPOWER's runpf, which starts there, fails; the default start tries them,
+    then DC, and converges to the case's own solution."""
+    rng = np.random.default_rng(0)
+    vm = np.full(ieee14.n_bus, 0.5)
+    va = rng.uniform(-np.pi, np.pi, ieee14.n_bus)
+    from pypower.api import ppoption, runpf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, success = runpf(
+            _pypower_case_with_voltages("ieee14", vm, va), ppoption(VERBOSE=0, OUT_ALL=0)
+        )
+    assert not success
+    bad = ieee14.with_voltages(vm_pu=vm, va_rad=va)
+    with pytest.warns(gp.ConvergenceWarning, match=r"any start tried \(case\)"):
+        only = gp.solve(bad, "ac", options=gp.SolveOptions(init="case", fallback=False))
+    assert not bool(only.converged) and int(only.start) == -1
+    assert int(only.iterations) == 10
+
+    r = gp.solve(bad, "ac")
+    assert bool(r.converged) and gp.AC_STARTS[int(r.start)] == "dc"
+    dc_start = gp.solve(ieee14, "ac", options=gp.SolveOptions(init="dc", fallback=False))
+    # 10 iterations from the case's voltages, then DC's own
+    assert int(r.iterations) == 10 + int(dc_start.iterations)
+    np.testing.assert_allclose(
+        r.vm_pu,
+        _pypower_ac(load_matpower_dict(cases_dir() / catalogue()["ieee14"]["file"]))["bus"][:, 7],
+        atol=1e-6,
+    )
+    # fast-decoupled falls back the same way
+    fd = gp.solve(bad, "ac", options=gp.SolveOptions(algorithm="fdxb"))
+    assert bool(fd.converged) and gp.AC_STARTS[int(fd.start)] == "dc"
+    np.testing.assert_allclose(fd.vm_pu, r.vm_pu, atol=1e-6)
+
+
+def test_batched_solves_move_on_only_where_the_start_failed(ieee14):
+    """Rows with a good profile converge from it, untouched by the rows whose profile
+    fails (those converge from DC); each row equals its own unbatched solve."""
+    rng = np.random.default_rng(1)
+    good = gp.solve(ieee14, "ac")
+    bad_va = rng.uniform(-np.pi, np.pi, (2, ieee14.n_bus))
+    vms = jnp.stack([good.vm_pu, jnp.full(ieee14.n_bus, 0.5), good.vm_pu, jnp.full(14, 0.5)])
+    vas = jnp.stack([good.va_rad, bad_va[0], good.va_rad * 0.9, bad_va[1]])
+
+    def one(vm, va):
+        return gp.solve(ieee14.with_voltages(vm_pu=vm, va_rad=va), "ac")
+
+    batch = jax.jit(jax.vmap(one))(vms, vas)
+    assert [gp.AC_STARTS[i] for i in np.asarray(batch.start)] == ["case", "dc", "case", "dc"]
+    for i in range(4):
+        single = one(vms[i], vas[i])
+        assert int(batch.iterations[i]) == int(single.iterations)
+        np.testing.assert_allclose(batch.vm_pu[i], single.vm_pu, atol=1e-12)
+    assert int(batch.iterations[0]) <= 1
+
+
+def test_without_a_stored_angle_profile_the_default_starts_from_dc():
+    """pandapower's internal case keeps magnitudes but flat angles: the default start
+    is then DC (a flat-angle profile is no solved state), as pandapower's own."""
+    import pandapower.networks as pn
+
+    net = gp.from_pandapower(pn.case14())
+    assert not np.any(np.asarray(net.bus.va_rad)[np.asarray(net.topology.bus_type) != 3])
+    r = gp.solve(net, "ac")
+    assert bool(r.converged) and gp.AC_STARTS[int(r.start)] == "dc"
+    only = gp.solve(net, "ac", options=gp.SolveOptions(fallback=False))
+    assert gp.AC_STARTS[int(only.start)] == "dc" and int(only.iterations) == int(r.iterations)
+
+
+def test_bad_start_options_are_refused(ieee14):
+    with pytest.raises(gp.UnsupportedError, match="init must be 'auto'"):
+        gp.solve(ieee14, "ac", options=gp.SolveOptions(init="warm"))
+    with pytest.raises(gp.UnsupportedError, match="fallback must be True or False"):
+        gp.solve(ieee14, "ac", options=gp.SolveOptions(fallback="yes"))
 
 
 @pytest.mark.parametrize("name", ["case14", "case57", "case118", "case39", "case24_ieee_rts"])
