@@ -172,6 +172,58 @@ def _klu_symbolic(n: int, rows: np.ndarray, cols: np.ndarray):
     return _SYMBOLIC[key]
 
 
+def _klu_numeric(rows: np.ndarray, cols: np.ndarray, values, rhs, n: int) -> jax.Array:
+    """klujax's ``solve_with_symbol`` with the entries put in (row, column) order by
+    numpy, once per pattern. klujax sorts them itself with ``jnp.lexsort`` on the
+    pattern, a constant that XLA then folds at every compile, slowly: 14 s of each
+    Newton-Raphson compile of pegase9241 here. The primitive gets the same arguments
+    as through klujax's own wrapper (shapes standardized as it does); when klujax has
+    no such primitive, its public function is called."""
+    kl = _klujax_module()
+    symbolic = _klu_symbolic(n, rows, cols)
+    prim = getattr(kl, "solve_with_symbol_f64", None)
+    if prim is None or not hasattr(kl, "_get_symbolic_handle"):  # pragma: no cover
+        return kl.solve_with_symbol(jnp.asarray(rows), jnp.asarray(cols), values, rhs, symbolic)
+    order = _pattern_order(rows, cols)
+    ai = jnp.asarray(np.asarray(rows)[order], jnp.int32)
+    aj = jnp.asarray(np.asarray(cols)[order], jnp.int32)
+    ax = values[..., order]
+    # (n_lhs, nnz) and (n_lhs, n, n_rhs), and the result's shape, as klujax's
+    # validate_numeric_solve makes them
+    shape = rhs.shape
+    if ax.ndim == 1:
+        ax = ax[None]
+        b = rhs[None, :, None] if rhs.ndim == 1 else (rhs[None] if rhs.ndim == 2 else rhs)
+    elif rhs.ndim == 1:
+        b = rhs[None, :, None]
+        shape = (ax.shape[0], rhs.shape[0])
+    elif rhs.ndim == 2:
+        b = rhs[:, :, None]
+        if b.shape[0] == 1 and ax.shape[0] > 1:
+            shape = (ax.shape[0], *shape[1:])
+    else:
+        b = rhs
+    n_lhs = max(ax.shape[0], b.shape[0])
+    ax = jnp.broadcast_to(ax, (n_lhs, ax.shape[1]))
+    b = jnp.broadcast_to(b, (n_lhs, b.shape[1], b.shape[2]))
+    if len(shape) == 3 and shape[0] != n_lhs:
+        shape = (n_lhs, shape[1], shape[2])
+    handle = jnp.asarray(kl._get_symbolic_handle(symbolic)).astype(jnp.uint64)
+    return prim.bind(ai, aj, ax, b, handle).reshape(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern_order_cached(key: bytes, size: int) -> np.ndarray:
+    both = np.frombuffer(key, np.int64).reshape(2, size)
+    return np.lexsort((both[1], both[0]))
+
+
+def _pattern_order(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Positions of the entries in (row, column) order (stable), cached per pattern."""
+    both = np.stack([np.asarray(rows, np.int64), np.asarray(cols, np.int64)])
+    return _pattern_order_cached(both.tobytes(), both.shape[1])
+
+
 #: A row or column whose largest entry is at most this share of the matrix's largest
 #: entry is treated as zero: the matrix is singular (KLU would stop the whole program).
 SINGULAR_RTOL = 1e-13
@@ -206,13 +258,7 @@ def _klu(rows, cols, values, rhs):
     if np.any(np.bincount(rows[rows == cols], minlength=n) == 0):
         eye = None  # no stored diagonal in some row: no identity to fall back on
     safe = values if eye is None else jnp.where(bad[..., None], eye, values)
-    x = _klujax_module().solve_with_symbol(
-        jnp.asarray(rows),
-        jnp.asarray(cols),
-        safe.astype(jnp.float64),
-        rhs.astype(jnp.float64),
-        _klu_symbolic(n, rows, cols),
-    )
+    x = _klu_numeric(rows, cols, safe.astype(jnp.float64), rhs.astype(jnp.float64), n)
     # bad: () for one matrix, (batch,) for a batch of them; x: (n,), (n, k) or (batch, n[, k])
     flag = bad.reshape(bad.shape + (1,) * (x.ndim - bad.ndim))
     return jnp.where(flag, jnp.nan, x).astype(out_dtype)

@@ -287,6 +287,33 @@ def test_dense_and_klu_agree(name):
     np.testing.assert_allclose(dense.p_from_mw, klu.p_from_mw, rtol=0, atol=1e-8)
 
 
+def test_klu_call_in_sorted_order_equals_klujax_public_solve():
+    """linalg sorts the pattern with numpy and calls klujax's primitive directly (its
+    public wrapper sorts a constant in jnp, which XLA folds slowly at every compile):
+    bit for bit klujax's own solve_with_symbol, for every shape combination it takes;
+    and no sort is left in the compiled program."""
+    klujax = pytest.importorskip("klujax")
+    rng = np.random.default_rng(0)
+    n = 30
+    pairs = np.unique(
+        np.concatenate([np.stack([np.arange(n)] * 2, 1), rng.integers(0, n, (80, 2))]),
+        axis=0,
+    )
+    pairs = pairs[rng.permutation(len(pairs))]  # entries out of order, as patterns may be
+    rows, cols = pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32)
+    symbolic = linalg._klu_symbolic(n, rows, cols)
+    shapes = [((), (n,)), ((), (n, 3)), ((), (5, n, 3)), ((5,), (n,)), ((5,), (5, n))]
+    shapes += [((5,), (5, n, 2)), ((1,), (4, n))]
+    for lead, rhs_shape in shapes:
+        values = np.where(rows == cols, 20.0, rng.normal(size=(*lead, len(rows))))
+        values, rhs = jnp.asarray(values), jnp.asarray(rng.normal(size=rhs_shape))
+        ref = klujax.solve_with_symbol(jnp.asarray(rows), jnp.asarray(cols), values, rhs, symbolic)
+        ours = jax.jit(lambda v, b: linalg._klu_numeric(rows, cols, v, b, n))
+        got = ours(values, rhs)
+        assert got.shape == ref.shape and bool(jnp.array_equal(got, ref)), (lead, rhs_shape)
+    assert "stablehlo.sort" not in ours.lower(values, rhs).as_text()
+
+
 def test_pegase9241_uses_sparse_path_without_dense_matrices():
     net = gp.load_case("pegase9241")
     n = net.n_bus - len(net.topology.ref_buses)
