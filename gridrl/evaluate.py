@@ -207,6 +207,43 @@ def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> li
     return files
 
 
+def training_summary(log: list[dict], max_level: int, eval_level: int) -> dict | None:
+    """What the report says about training, from the run's metrics log (None without
+    one): ``updates``, ``env_steps``, ``minutes``, ``final_level``, ``stalled`` (the
+    curriculum ended below ``max_level``) and ``text``. A stalled curriculum, or an
+    evaluation above the last level trained on, is said in words."""
+    if not log:
+        return None
+    last = log[-1]
+    final = int(last["level"])
+    stalled = final < max_level
+    minutes = (last["time"] - log[0]["time"]) / 60
+    text = (
+        f"{last['update']} updates, {last['env_steps']:,} environment steps, {minutes:.1f} min "
+        f"between the first and last update logged, final curriculum level {final}, last "
+        f"throughput {last['steps_per_s']:,.0f} steps/s."
+    )
+    if stalled:
+        text += (
+            f" **The curriculum stalled at level {final}**, below its last level "
+            f"({max_level}): the violation rate never fell far enough to advance"
+        )
+        text += (
+            f", so the policy is evaluated at level {eval_level} without having trained there."
+            if eval_level > final
+            else "."
+        )
+    return {
+        "updates": int(last["update"]),
+        "env_steps": int(last["env_steps"]),
+        "minutes": minutes,
+        "final_level": final,
+        "max_level": int(max_level),
+        "stalled": stalled,
+        "text": text,
+    }
+
+
 def write_report(
     checkpoint,
     *,
@@ -302,17 +339,10 @@ def write_report(
             "score has no scale there (evaluate more days, `--episodes`)."
         )
     lines += ["", verdict, ""]
-    if log:
-        last = log[-1]
-        lines += [
-            "## Training",
-            "",
-            f"{last['update']} updates, {last['env_steps']:,} environment steps, "
-            f"{(log[-1]['time'] - log[0]['time']) / 60:.1f} min between the first and last update "
-            f"logged, final curriculum level {int(last['level'])}, last throughput "
-            f"{last['steps_per_s']:,.0f} steps/s.",
-            "",
-        ]
+    # without a curriculum the run stays at its start level: nothing to stall
+    training = training_summary(log, c.max_level if c.curriculum else c.start_level, level)
+    if training is not None:
+        lines += ["## Training", "", training["text"], ""]
     lines += [f"![{f}]({f})" for f in files]
     lines += [
         "",
@@ -328,6 +358,9 @@ def write_report(
                 "episodes": episodes,
                 "seed": seed,
                 "level": level,
+                "training": None
+                if training is None
+                else {k: v for k, v in training.items() if k != "text"},
                 "results": {
                     k: m.as_dict() | {"score": score[k], "score_ci95": list(interval[k])}
                     for k, m in results.items()

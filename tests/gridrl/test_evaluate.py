@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gridrl.baselines import EpisodeMetrics
-from gridrl.evaluate import score_intervals, scores
+from gridrl.evaluate import score_intervals, scores, training_summary
 
 
 def _metrics(day_cost) -> EpisodeMetrics:
@@ -63,3 +63,26 @@ def test_undefined_without_references_or_days():
     # the oracle costs more than do-nothing: no scale, no interval
     flipped = {"do_nothing": _metrics([1.0, 2.0]), "day_ahead": _metrics([3.0, 4.0])}
     assert all(np.isnan(v).all() for v in score_intervals(flipped).values())
+
+
+def _log(levels) -> list[dict]:
+    return [
+        {"update": i + 1, "env_steps": 8192 * (i + 1), "time": 60.0 * i, "steps_per_s": 5000.0}
+        | {"level": float(lv)}
+        for i, lv in enumerate(levels)
+    ]
+
+
+def test_training_summary_says_when_the_curriculum_stalled():
+    stalled = training_summary(_log([0, 1, 2, 3, 3]), max_level=4, eval_level=4)
+    assert stalled["stalled"] and stalled["final_level"] == 3
+    assert "stalled at level 3" in stalled["text"]
+    assert "evaluated at level 4 without having trained there" in stalled["text"]
+    assert stalled["minutes"] == 4.0 and stalled["env_steps"] == 5 * 8192
+
+    done = training_summary(_log([0, 2, 4]), max_level=4, eval_level=4)
+    assert not done["stalled"] and "stalled" not in done["text"]
+    # a run told to stop at level 2 did not stall there
+    capped = training_summary(_log([0, 1, 2]), max_level=2, eval_level=2)
+    assert not capped["stalled"]
+    assert training_summary([], max_level=4, eval_level=4) is None

@@ -296,6 +296,11 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "evaluation.json").read_text())
     assert set(data["results"]) == {"policy", "do_nothing", "greedy", "day_ahead"}
+    logged = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").open()]
+    assert data["training"]["final_level"] == int(logged[-1]["level"])
+    assert data["training"]["env_steps"] == logged[-1]["env_steps"]
+    if data["training"]["final_level"] < 4:  # the tiny run's curriculum ends below its top
+        assert f"stalled at level {int(logged[-1]['level'])}" in text
     res = data["results"]
     # this day is stressed enough that the oracle is cheaper than do-nothing
     assert res["day_ahead"]["cost"] < res["do_nothing"]["cost"]
