@@ -346,12 +346,10 @@ def _initial_state(network: Network, model: _Model, init: int) -> jax.Array:
     return jnp.concatenate([va, vm])
 
 
-def _starts(network: Network, model: _Model, settings: ACSettings):
-    """``(starts, usable, codes)``: the initial states of the attempts (k, 2n), in
-    order, whether each may run (k,) and their indices into :data:`STARTS`."""
+def _usable(network: Network, roles: Roles, settings: ACSettings) -> jax.Array:
+    """(k,) bool: which of the attempts of :func:`attempt_order` may run."""
     order = attempt_order(settings)
-    starts = jnp.stack([_initial_state(network, model, i) for i in order])
-    stored = has_stored_voltages(network, model.roles)
+    stored = has_stored_voltages(network, roles)
     usable = []
     for k, i in enumerate(order):
         if k == 0:
@@ -364,42 +362,46 @@ def _starts(network: Network, model: _Model, settings: ACSettings):
             # one is the flat start again)
             ok = stored if i == _CASE else jnp.asarray(True)
         usable.append(ok)
-    usable = jnp.stack(usable)
-    return starts, usable, np.asarray(order, np.int32)
+    return jnp.stack(usable)
 
 
-def _iterate(model: _Model, starts, usable, codes, settings: ACSettings, first, step):
+def _iterate(model: _Model, settings: ACSettings, first, step, usable, start_at):
     """Iterations from the first usable start; an attempt that reaches the iteration
     limit or a non-finite state gives way to the next usable start.
 
     ``first(x) -> (aux, err)`` prepares an attempt, ``step(x, aux) -> (x, aux, err)``
-    is one iteration (``err``: largest mismatch, inf when not finite). Returns
-    ``(x, iterations, converged, start)``: iterations summed over the attempts, start
-    the index into :data:`STARTS` of the attempt that converged (-1 if none)."""
+    is one iteration (``err``: largest mismatch, inf when not finite). ``usable``: (k,)
+    bool per attempt; ``start_at(j)``: the initial state of attempt j (traced j).
+    Returns ``(x, iterations, converged, attempt)``: iterations summed over the
+    attempts, the index of the attempt that converged (k if none). With one attempt
+    the loop has no switching at all."""
     tol = settings.tolerance_for(model.network.dtype)
-    k = starts.shape[0]
+    k = usable.shape[0]
     index = jnp.arange(k)
 
     def next_usable(i):
         return jnp.min(jnp.where(usable & (index > i), index, k))
 
-    i0 = next_usable(-1)
-    x0 = starts[jnp.minimum(i0, k - 1)]
+    i0 = next_usable(-1) if k > 1 else jnp.where(usable[0], 0, 1)
+    x0 = start_at(jnp.minimum(i0, k - 1))
     aux0, err0 = first(x0)
 
     def cond(state):
-        _, _, err, _, _, i = state
-        return (i < k) & ~(err < tol)
+        _, _, err, it_attempt, _, i = state
+        more = (i < k) & ~(err < tol)
+        return more if k > 1 else more & (it_attempt < settings.iterations) & jnp.isfinite(err)
 
     def body(state):
         x, aux, _, it_attempt, it_total, i = state
         x, aux, err = step(x, aux)
         it_attempt = it_attempt + 1
+        if k == 1:
+            return x, aux, err, it_attempt, it_total + 1, i
         failed = ~(err < tol) & ((it_attempt >= settings.iterations) | ~jnp.isfinite(err))
 
         def switch(_):
             j = next_usable(i)
-            x_new = starts[jnp.minimum(j, k - 1)]
+            x_new = start_at(jnp.minimum(j, k - 1))
             aux_new, err_new = first(x_new)
             # when no start is left, keep the last attempt's state (how far it got)
             last = j >= k
@@ -417,11 +419,10 @@ def _iterate(model: _Model, starts, usable, codes, settings: ACSettings, first, 
     state = (x0, aux0, err0, jnp.int32(0), jnp.int32(0), i0)
     x, _, err, _, it, i = jax.lax.while_loop(cond, body, state)
     ok = (err < tol) & (i < k)
-    start = jnp.where(ok, jnp.asarray(codes)[jnp.minimum(i, k - 1)], -1)
-    return x, it, ok, start
+    return x, it, ok, jnp.where(ok, i, k)
 
 
-def _newton(model: _Model, starts, usable, codes, settings: ACSettings):
+def _newton(model: _Model, settings: ACSettings, usable, start_at):
     pattern = model.s.jacobian
 
     def first(x):
@@ -432,10 +433,10 @@ def _newton(model: _Model, starts, usable, codes, settings: ACSettings):
         x = x + dx
         return x, aux, model.error(x)
 
-    return _iterate(model, starts, usable, codes, settings, first, step)
+    return _iterate(model, settings, first, step, usable, start_at)
 
 
-def _fast_decoupled(model: _Model, starts, usable, codes, settings: ACSettings):
+def _fast_decoupled(model: _Model, settings: ACSettings, usable, start_at):
     pattern = model.s.ybus.pattern
     n, r = model.n, model.roles
     bp, bpp = model.fast_decoupled_matrices(settings.algorithm)
@@ -469,82 +470,131 @@ def _fast_decoupled(model: _Model, starts, usable, codes, settings: ACSettings):
         mis = mismatch(x)
         return x, mis, worst(x, mis)
 
-    return _iterate(model, starts, usable, codes, settings, first, step)
+    return _iterate(model, settings, first, step, usable, start_at)
 
 
-def _inner(network: Network, roles: Roles, starts, usable, codes, settings: ACSettings):
-    model = _Model(network, roles)
+def _inner(model: _Model, settings: ACSettings, usable, start_at):
     if settings.algorithm == "nr":
-        return _newton(model, starts, usable, codes, settings)
-    return _fast_decoupled(model, starts, usable, codes, settings)
+        return _newton(model, settings, usable, start_at)
+    return _fast_decoupled(model, settings, usable, start_at)
 
 
-#: Under ``vmap`` every scenario first runs its first start; the ones that fail retry
-#: the other starts gathered into a bucket of 1/RETRY_SHARE of the batch when they fit,
-#: else on the whole batch (the converged ones idle). Either way a converged scenario
-#: is never touched again.
+def _warm(network: Network, roles: Roles, x: jax.Array, settings: ACSettings):
+    """One attempt from ``x``: ``(x, iterations, converged)``."""
+    x, it, ok, _ = _inner(_Model(network, roles), settings, jnp.ones(1, bool), lambda _: x)
+    return x, it, ok
+
+
+#: Under ``vmap`` every scenario first runs its first start alone (the other starts
+#: are not even computed); the ones that fail retry the others gathered into buckets
+#: of 1/RETRY_SHARE of the batch, one bucket after the other. A converged scenario is
+#: never touched again.
 RETRY_SHARE = 8
 
 
-def _attempts(network: Network, roles: Roles, starts, usable, codes, settings: ACSettings):
-    """:func:`_inner` over every start; under ``vmap`` only the scenarios whose first
-    start failed pay for the others (see :data:`RETRY_SHARE`). The results are the
-    same as scenario by scenario."""
-    if starts.shape[0] == 1:
-        return _inner(network, roles, starts, usable, codes, settings)
+def _attempts(network: Network, roles: Roles, settings: ACSettings):
+    """Every start of :func:`attempt_order` in turn until one converges:
+    ``(x, iterations, converged, start)``, start an index into :data:`STARTS` (-1 if
+    none converged). A start is computed only when its attempt begins (a DC power
+    flow is not solved when the case's voltages converge); under ``vmap`` only the
+    scenarios whose first start failed pay for the others (:data:`RETRY_SHARE`).
+    The results are the same as scenario by scenario."""
+    order = attempt_order(settings)
+    codes = np.asarray(order, np.int32)
+    k = len(order)
 
-    def plain(net, rl, st, us):
-        return _inner(net, rl, st, us, codes, settings)
+    def lazy(net, rl):
+        """start_at(j) computing only the start asked for (a real branch outside vmap)."""
+        model = _Model(net, rl)
+        branches = [functools.partial(_initial_state, net, model, c) for c in order]
+        return model, lambda j: jax.lax.switch(j, branches)
+
+    def code_of(attempt, ok):
+        return jnp.where(ok, jnp.asarray(codes)[jnp.minimum(attempt, k - 1)], -1)
+
+    def plain(net, rl):
+        model, start_at = lazy(net, rl)
+        x, it, ok, attempt = _inner(model, settings, _usable(net, rl, settings), start_at)
+        return x, it, ok, code_of(attempt, ok)
+
+    if k == 1:
+        return plain(network, roles)
 
     run = custom_vmap(plain)
 
     @run.def_vmap
-    def _rule(axis_size, in_batched, net, rl, st, us):
-        args = [net, rl, st, us]
+    def _rule(axis_size, in_batched, net, rl):
         axes = jax.tree.map(lambda b: 0 if b else None, list(in_batched))
-        k = codes.shape[0]
-        us = jnp.broadcast_to(us, (axis_size, k))
-        index = jnp.arange(k)
-        first = jnp.argmax(us, axis=1)[:, None]
-        us_first = us & (index == first)
-        us_rest = us & (index > first)
-        axes[3] = 0
-        batched = jax.vmap(plain, in_axes=axes)
-        x, it, ok, start = batched(net, rl, st, us_first)
-        retry = ~ok & jnp.any(us_rest, axis=1)
-        bucket = axis_size // RETRY_SHARE
+        usable = jax.vmap(functools.partial(_usable, settings=settings), in_axes=axes)(net, rl)
+        usable = jnp.broadcast_to(usable, (axis_size, k))
+        first = jnp.argmax(usable, axis=1)
+        has_first = jnp.any(usable, axis=1)
+        rest = usable & (jnp.arange(k) > first[:, None])
 
-        def merge(rows, out):
-            x2, it2, ok2, start2 = out
+        def first_states(which):
+            # the first start of every scenario, computing only the starts in use
+            def one(n, r, j):
+                model = _Model(n, r)
+                if len(which) == 1:
+                    return _initial_state(n, model, order[which[0]])
+                states = jnp.stack([_initial_state(n, model, order[w]) for w in which])
+                return states[jnp.argmax(jnp.asarray(which) == j)]
+
+            return jax.vmap(one, in_axes=(*axes, 0))(net, rl, first)
+
+        if settings.init != "auto":
+            x0 = first_states((0,))  # every scenario starts with attempt 0
+        else:
+            # case where there is a voltage profile, DC elsewhere: usually all the same
+            mixed = jnp.any(first != first[0])
+            x0 = jax.lax.switch(
+                jnp.where(mixed, 2, first[0]),
+                [
+                    functools.partial(first_states, (0,)),
+                    functools.partial(first_states, (1,)),
+                    functools.partial(first_states, (0, 1)),
+                ],
+            )
+
+        def single(n, r, x_start, go):
+            x, it, ok = _warm(n, r, x_start, settings)
+            return x, it, ok & go
+
+        x, it, ok = jax.vmap(single, in_axes=(*axes, 0, 0))(net, rl, x0, has_first)
+        start = jnp.where(ok, jnp.asarray(codes)[first], -1)
+        retry = ~ok & jnp.any(rest, axis=1)
+        bucket = max(axis_size // RETRY_SHARE, 1)
+
+        def others(n, r, us):
+            model = _Model(n, r)
+            states = jnp.stack([_initial_state(n, model, c) for c in order])
+            xr, itr, okr, attempt = _inner(model, settings, us, lambda j: states[j])
+            return xr, itr, okr, code_of(attempt, okr)
+
+        def chunk(carry):
+            # the next bucket of scenarios still to retry, gathered, retried, merged
+            x, it, ok, start, todo = carry
+            rows = jnp.nonzero(todo, size=bucket, fill_value=axis_size)[0]
+            take = jnp.minimum(rows, axis_size - 1)  # padding reruns the last row; dropped
+            sub = [
+                jax.tree.map(lambda a, b: a[take] if b else a, arg, flag)
+                for arg, flag in zip((net, rl), in_batched, strict=True)
+            ]
+            x2, it2, ok2, start2 = jax.vmap(others, in_axes=(*axes, 0))(*sub, rest[take])
             return (
                 x.at[rows].set(x2, mode="drop"),
                 it.at[rows].add(it2, mode="drop"),
                 ok.at[rows].set(ok2, mode="drop"),
                 start.at[rows].set(start2, mode="drop"),
+                todo.at[rows].set(False, mode="drop"),
             )
 
-        def none(_):
-            return x, it, ok, start
+        # one compiled retry, run bucket by bucket while scenarios are left (usually
+        # none, or one bucket)
+        carry = jax.lax.while_loop(lambda c: jnp.any(c[-1]), chunk, (x, it, ok, start, retry))
+        return carry[:4], (True, True, True, True)
 
-        def few(_):
-            rows = jnp.nonzero(retry, size=max(bucket, 1), fill_value=axis_size)[0]
-            take = jnp.minimum(rows, axis_size - 1)  # padding reruns the last row; dropped
-            sub = [
-                jax.tree.map(lambda a, b: a[take] if b else a, arg, flag)
-                for arg, flag in zip(args[:3], list(in_batched)[:3], strict=True)
-            ]
-            return merge(rows, batched(*sub, us_rest[take]))
-
-        def whole(_):
-            out = batched(net, rl, st, us_rest & retry[:, None])
-            rows = jnp.where(retry, jnp.arange(axis_size), axis_size)
-            return merge(rows, out)
-
-        n = jnp.sum(retry)
-        branch = jnp.where(n == 0, 0, jnp.where(n <= bucket, 1, 2))
-        return jax.lax.switch(branch, (none, few, whole), None), (True, True, True, True)
-
-    return run(network, roles, starts, usable)
+    return run(network, roles)
 
 
 def _gen_q(network: Network, s: ACStructure, roles: Roles, q_bus_mvar: jax.Array) -> jax.Array:
@@ -577,8 +627,7 @@ def _solve_state(network: Network, settings: ACSettings):
     """Iterate to the solution (no gradients): returns x, roles, iterations, converged."""
     s = ac_structure(network.topology)
     roles = initial_roles(network, s)
-    starts, usable, codes = _starts(network, _Model(network, roles), settings)
-    x, it, ok, start = _attempts(network, roles, starts, usable, codes, settings)
+    x, it, ok, start = _attempts(network, roles, settings)
     if not settings.enforce_q_lims:
         return x, roles, it, ok, start
 
@@ -610,9 +659,7 @@ def _solve_state(network: Network, settings: ACSettings):
         forced = (held > 0) & ~bus_is_ref
         new_roles = _roles(network, s, roles.live, roles.reach, at_max, at_min, forced)
         # warm from the last solution; the start reported stays the first solve's
-        x_new, it_new, ok_new, _ = _inner(
-            network, new_roles, x[None], jnp.ones(1, bool), np.zeros(1, np.int32), settings
-        )
+        x_new, it_new, ok_new = _warm(network, new_roles, x, settings)
         more = jnp.any(over | under)
         x = jnp.where(more, x_new, x)
         roles = jax.tree.map(lambda a, b: jnp.where(more, a, b), new_roles, roles)
