@@ -73,6 +73,7 @@ def decide(
         injection_bus=physics.injection(env, net, served),
         gen_bus=jnp.asarray(net.topology.gen_bus),
         rate=rate,
+        corrective_rounds=cfg.corrective_rounds,
     )
     offset = gen - planned  # the operators' redispatch around the schedule, filtered
     if return_flow:

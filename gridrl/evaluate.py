@@ -78,10 +78,32 @@ def score_intervals(
     return out
 
 
-def evaluate(policy, *, episodes: int, seed: int, level: int, baselines=REPORT_BASELINES):
+def evaluation_env(policy, corrective_rounds: int = 0):
+    """The environment a policy is evaluated in: its training environment, or with
+    ``corrective_rounds`` > 0 the same grid and days with the safety filter's corrective
+    redispatch (:attr:`gridrl.env.EnvConfig.corrective_rounds`), for the policy and every
+    baseline alike."""
+    if not corrective_rounds:
+        return policy.env
+    from gridrl.env import make
+
+    c = policy.config
+    env, _ = make(c.case, n_areas=c.n_areas, method=c.method, corrective_rounds=corrective_rounds)
+    return env
+
+
+def evaluate(
+    policy,
+    *,
+    episodes: int,
+    seed: int,
+    level: int,
+    baselines=REPORT_BASELINES,
+    corrective_rounds: int = 0,
+):
     """``{name: EpisodeMetrics}`` for the policy (``"policy"``) and the baselines, all on
-    the same seeded days at ``level``."""
-    env = policy.env
+    the same seeded days at ``level`` (in :func:`evaluation_env`)."""
+    env = evaluation_env(policy, corrective_rounds)
     params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
     results = {
         "policy": run_episodes(env, params, policy.as_policy(), episodes=episodes, seed=seed)
@@ -254,6 +276,7 @@ def write_report(
     log_dir=None,
     baselines=REPORT_BASELINES,
     case: str | None = None,
+    corrective_rounds: int = 0,
 ) -> Path:
     """Evaluate the checkpoint's policy and the baselines; write ``report.md`` and the
     plots into ``out_dir`` (default: the run directory). Returns the report's path."""
@@ -271,14 +294,22 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = Path(log_dir) if log_dir else run_dir / "logs"
     baselines = tuple(b for b in baselines if b != "policy")
-    results = evaluate(policy, episodes=episodes, seed=seed, level=level, baselines=baselines)
+    results = evaluate(
+        policy,
+        episodes=episodes,
+        seed=seed,
+        level=level,
+        baselines=baselines,
+        corrective_rounds=corrective_rounds,
+    )
+    env = evaluation_env(policy, corrective_rounds)
     score = scores(results)
     interval = score_intervals(results, seed=seed)
     params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
-    loadings = {"policy": day_loadings(policy.env, params, policy.as_policy(), seed)}
+    loadings = {"policy": day_loadings(env, params, policy.as_policy(), seed)}
     for name in ("do_nothing", "greedy"):
         if name in baselines:
-            loadings[name] = day_loadings(policy.env, params, make_policy(name, policy.env), seed)
+            loadings[name] = day_loadings(env, params, make_policy(name, env), seed)
     log = read_log(log_dir)
     files = _plots(out_dir, log, results, score, loadings)
 
@@ -291,7 +322,13 @@ def write_report(
         f"{episodes} held-out day(s) at curriculum level {level}, seed {seed}; every policy "
         "sees the same days. Costs per day in $. Score: 0 = do-nothing, 100 = the day-ahead "
         "reference, higher is better; in brackets its paired bootstrap 95 % interval over "
-        "the days.",
+        "the days."
+        + (
+            f" Safety filter: {corrective_rounds} round(s) of corrective redispatch before the "
+            "relief steps, for every policy (the trained policy learned without them)."
+            if corrective_rounds
+            else ""
+        ),
         "",
         "References: `day_ahead` knows the whole day before it starts (loads, renewable "
         "output and outages as the environment draws them) and plans it in one multi-period "
@@ -387,8 +424,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_day_flags(parser, episodes=100, seed=1_000_000, baselines=REPORT_BASELINES)
     parser.add_argument("--out", help="output directory (default: the run directory)")
+    parser.add_argument(
+        "--corrective-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="evaluate with N rounds of the safety filter's corrective redispatch (every unit "
+        "moved at once to hold the most loaded lines under their rating), for the policy and "
+        "the baselines alike; 0 (default): the filter the policy trained with. Each round "
+        "costs about as much as the rest of a step",
+    )
     args = parser.parse_args(argv)
     names = check_day_flags(parser, args)
+    if args.corrective_rounds < 0:
+        parser.error(f"--corrective-rounds must be >= 0, got {args.corrective_rounds}")
     from gridrl.checkpoint import CheckpointError
 
     try:
@@ -400,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             level=args.level,
             baselines=names,
             case=args.case,
+            corrective_rounds=args.corrective_rounds,
         )
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -314,6 +314,8 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"instant_trip_percent": 110.0}, "instant_trip_percent"),
         ({"method": "dcx"}, "method"),
         ({"dtype": "int8"}, "dtype"),
+        ({"corrective_rounds": -1}, "corrective_rounds"),
+        ({"corrective_rounds": 1.5}, "corrective_rounds"),
     ],
 )
 def test_bad_make_options_raise_a_typed_error_naming_the_option(options, match):

@@ -329,6 +329,21 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", str(run_dir), "--case", "ieee30", "--out", str(out)])
     assert "trained on 'ieee14'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--checkpoint", str(run_dir), "--corrective-rounds", "-1"])
+
+
+def test_evaluation_env_adds_the_corrective_redispatch_to_the_same_grid(tiny_run):
+    from gridrl.evaluate import evaluation_env
+    from gridrl.policy import load_policy
+
+    policy = load_policy(tiny_run[0])
+    assert evaluation_env(policy) is policy.env
+    env = evaluation_env(policy, 2)
+    assert env.config.corrective_rounds == 2 and policy.env.config.corrective_rounds == 0
+    for agent in env.agents:  # the policy's observations and actions are unchanged
+        assert env.observation_space(agent).shape == policy.env.observation_space(agent).shape
+        assert env.action_space(agent).shape == policy.env.action_space(agent).shape
 
 
 def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
