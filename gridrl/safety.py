@@ -118,6 +118,12 @@ def corrective(p, flow, *, lo, hi, grid, system, injection_bus, gen_bus, limit, 
     return x, new_flow
 
 
+def _no_worse(after, before) -> jax.Array:
+    """Whether a candidate's :func:`overload_measures` ``after`` raise neither the highest
+    loading nor the total overload of ``before`` (the filter's rule for keeping a move)."""
+    return (after[0] <= before[0] * (1 + 1e-6)) & (after[1] <= before[1] * (1 + 1e-6) + 1e-6)
+
+
 def _relieve(carry, *, lo, hi, grid, system, injection_bus, gen_bus, limit, rated, safe_rate):
     """One greedy step on the most overloaded live line, kept only if it helps.
     ``carry``: the dispatch, its flows and their :func:`overload_measures`."""
@@ -143,11 +149,7 @@ def _relieve(carry, *, lo, hi, grid, system, injection_bus, gen_bus, limit, rate
         system, injection_bus + jax.ops.segment_sum(moved, gen_bus, injection_bus.shape[0])
     ).p_from_mw
     worst_after, total_after = _measures(new_flow, rated, safe_rate)
-    keep = (
-        act
-        & (worst_after <= worst_before * (1 + 1e-6))
-        & (total_after <= total_before * (1 + 1e-6) + 1e-6)
-    )
+    keep = act & _no_worse((worst_after, total_after), (worst_before, total_before))
     return (
         jnp.where(keep, moved, p),
         jnp.where(keep, new_flow, flow),
@@ -206,19 +208,18 @@ def filter_dispatch(
     rated = live & jnp.isfinite(rate) & (rate > 0)
     safe_rate = jnp.where(rated, rate, 1.0)
 
+    # what the corrective rounds and the relief steps share
+    shared = dict(
+        grid=grid,
+        system=system,
+        injection_bus=injection_bus,
+        gen_bus=gen_bus,
+        limit=limit,
+        rated=rated,
+    )
+
     def body(_, carry):
-        return _relieve(
-            carry,
-            lo=lo,
-            hi=hi,
-            grid=grid,
-            system=system,
-            injection_bus=injection_bus,
-            gen_bus=gen_bus,
-            limit=limit,
-            rated=rated,
-            safe_rate=safe_rate,
-        )
+        return _relieve(carry, lo=lo, hi=hi, safe_rate=safe_rate, **shared)
 
     measures = _measures(flow, rated, safe_rate)
     if corrective_rounds:
@@ -226,25 +227,9 @@ def filter_dispatch(
         q_lo, q_hi = jnp.where(usable, lo, p), jnp.where(usable, hi, p)
         need = system.exact & jnp.any(live & (jnp.abs(flow) > limit))
         for _ in range(corrective_rounds):
-            cand, cand_flow = corrective(
-                p,
-                flow,
-                lo=q_lo,
-                hi=q_hi,
-                grid=grid,
-                system=system,
-                injection_bus=injection_bus,
-                gen_bus=gen_bus,
-                limit=limit,
-                rated=rated,
-            )
+            cand, cand_flow = corrective(p, flow, lo=q_lo, hi=q_hi, **shared)
             after = _measures(cand_flow, rated, safe_rate)
-            keep = (
-                need
-                & jnp.all(jnp.isfinite(cand))
-                & (after[0] <= measures[0] * (1 + 1e-6))
-                & (after[1] <= measures[1] * (1 + 1e-6) + 1e-6)
-            )
+            keep = need & jnp.all(jnp.isfinite(cand)) & _no_worse(after, measures)
             p = jnp.where(keep, cand, p)
             flow = jnp.where(keep, cand_flow, flow)
             measures = tuple(jnp.where(keep, a, b) for a, b in zip(after, measures, strict=True))
