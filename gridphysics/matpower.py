@@ -60,58 +60,171 @@ _CLOSER = {v: k for k, v in _OPENER.items()}
 
 
 _PLAIN = str.maketrans("dD;,", "ee\n ")
-_WS = np.zeros(256, bool)
-_WS[[ord(c) for c in " \t\n\r\v\f"]] = True
-_WORD = np.zeros(256, bool)  # the letters of Inf and NaN
-_WORD[[ord(c) for c in "IinfaN"]] = True
-_NUMERIC = _WS | _WORD  # what a body of plain numbers may hold
-_NUMERIC[[ord(c) for c in "0123456789.+-eE"]] = True
-_CHUNK_TOKENS = 1 << 15
+# Byte classes of a body of plain numbers (0: anything else); Inf and NaN are the only words.
+_NL, _BLANK, _DIGIT, _DOT, _EXP, _SIGN, _WORD = 1, 2, 3, 4, 5, 6, 7
+_CLASS = np.zeros(256, np.uint8)
+_CLASS[[ord(c) for c in " \t\r\v\f"]] = _BLANK
+_CLASS[ord("\n")] = _NL
+_CLASS[[ord(c) for c in "0123456789"]] = _DIGIT
+_CLASS[ord(".")] = _DOT
+_CLASS[[ord("e"), ord("E")]] = _EXP
+_CLASS[[ord("+"), ord("-")]] = _SIGN
+_CLASS[[ord(c) for c in "IinfaN"]] = _WORD
+_CLASS_TABLE = _CLASS.tobytes()
+_WORDS = frozenset((b"Inf", b"inf", b"NaN", b"nan"))
+_POW10 = 10.0 ** np.arange(23)  # every power of ten that is an exact double
+#: A mantissa of at most 15 digits is below 2**53, so ``m * 10**k`` or ``m / 10**k`` with
+#: |k| <= 22 is one correctly rounded operation on exact doubles: float()'s result.
+_FAST_DIGITS = 15
+_FAST_EXP_DIGITS = 4
+_CHUNK_CHARS = 1 << 17
+_CUT = re.compile(r"[\s;,]")  # where a chunk may end: between two tokens
+
+
+def _chunk_numbers(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """The numbers of ``data`` (whole tokens of a body of plain numbers, translated by
+    ``_PLAIN``) and the count of numbers between consecutive line breaks (one more count
+    than breaks); None when a token is not a number by ``float``'s grammar (or is a word
+    other than Inf/NaN).
+
+    Vectorised: the grammar is checked with byte classes, and a token of at most
+    ``_FAST_DIGITS`` digits and a decimal exponent within +-22 is converted exactly
+    as float() would (Clinger's fast path). Longer tokens and the words go to float()."""
+    arr = np.frombuffer(data, np.uint8)
+    n = arr.size
+    cls = np.frombuffer(data.translate(_CLASS_TABLE), np.uint8)
+    if not cls.all():
+        return None
+    blank = cls <= _BLANK
+    first = ~blank
+    last = first.copy()
+    first[1:] &= blank[:-1]
+    last[:-1] &= blank[1:]
+    starts = np.flatnonzero(first)
+    ends = np.flatnonzero(last) + 1
+    del last
+    t_count = starts.size
+    tid = np.cumsum(first, dtype=np.int32)  # token of each byte (1-based here)
+    del first
+    # numbers on each stretch between line breaks (the first and last may be partial lines)
+    per_line = np.diff(tid[np.flatnonzero(cls == _NL)], prepend=0, append=t_count)
+    if t_count == 0:
+        return np.empty(0), per_line
+    tid -= 1
+    slow = np.zeros(t_count, bool)  # tokens float() converts
+    signs = np.flatnonzero(cls == _SIGN)  # first in the token, or right after its 'e'
+    if signs.size:
+        before = np.maximum(signs - 1, 0)
+        ok = (blank[before] | (cls[before] == _EXP)) & (signs > 0)
+        ok[signs == 0] = True
+        if not ok.all():
+            return None
+    del blank
+    words = np.flatnonzero(cls == _WORD)
+    if words.size:
+        wt = np.unique(tid[words])
+        if any(data[starts[t] : ends[t]].lstrip(b"+-") not in _WORDS for t in wt.tolist()):
+            return None
+        slow[wt] = True
+    dots = np.flatnonzero(cls == _DOT)
+    dot_tok = tid[dots]
+    exps = np.flatnonzero(cls == _EXP)
+    exp_tok = tid[exps]
+    if np.any(dot_tok[1:] == dot_tok[:-1]) or np.any(exp_tok[1:] == exp_tok[:-1]):
+        return None  # two dots or two exponents in one token
+    mant = cls == _DIGIT
+    if exps.size:
+        dot_of = np.full(t_count, -1, np.int64)
+        dot_of[dot_tok] = dots
+        if np.any(dot_of[exp_tok] > exps):
+            return None  # a dot in the exponent
+        signed = cls[np.minimum(exps + 1, n - 1)] == _SIGN
+        digits0 = exps + 1 + signed
+        n_exp = ends[exp_tok] - digits0
+        if np.any(n_exp < 1):
+            return None  # an exponent without digits
+        expo = np.zeros(exps.size, np.int64)
+        for j in range(min(int(n_exp.max()), _FAST_EXP_DIGITS)):
+            at = np.minimum(digits0 + j, n - 1)
+            inside = j < n_exp
+            expo = np.where(inside, expo * 10 + (arr[at] - 48), expo)
+            mant[at[inside]] = False
+        long_exp = n_exp > _FAST_EXP_DIGITS
+        if long_exp.any():  # clear the rest of those exponents' digits
+            slow[exp_tok[long_exp]] = True
+            for a, b in zip(digits0[long_exp], ends[exp_tok[long_exp]], strict=True):
+                mant[a:b] = False
+        expo[signed & (arr[np.minimum(exps + 1, n - 1)] == ord("-"))] *= -1
+    cm = np.cumsum(mant, dtype=np.int32)  # mantissa digits up to each byte
+    cm_end = cm[ends - 1]
+    n_digits = cm_end - (cm[starts] - mant[starts])
+    if np.any((n_digits == 0) & ~slow):
+        return None  # a sign, dot or exponent without mantissa digits
+    slow |= n_digits > _FAST_DIGITS
+    digits = arr[mant]  # every mantissa digit, token after token
+    place = np.repeat(cm_end, n_digits)  # each digit's power of ten: the digits after it
+    place -= np.arange(1, digits.size + 1, dtype=np.int32)
+    np.minimum(place, _POW10.size - 1, out=place)
+    weight = _POW10[place]
+    weight *= digits - 48
+    mantissa = np.zeros(t_count)
+    has = np.flatnonzero(n_digits)
+    if has.size:  # sums of integers below 2**53: exact
+        mantissa[has] = np.add.reduceat(weight, (np.cumsum(n_digits) - n_digits)[has])
+    del digits, place, weight
+    scale = np.zeros(t_count, np.int64)  # the decimal exponent of the mantissa's last digit
+    scale[dot_tok] = cm[dots] - cm_end[dot_tok]  # minus the digits after the dot
+    if exps.size:
+        scale[exp_tok] += expo
+    del cm, mant
+    slow |= np.abs(scale) >= _POW10.size
+    values = mantissa / _POW10[np.minimum(np.maximum(-scale, 0), _POW10.size - 1)]
+    up = np.flatnonzero(scale > 0)
+    values[up] = mantissa[up] * _POW10[np.minimum(scale[up], _POW10.size - 1)]
+    negative = arr[starts] == ord("-")
+    values[negative] *= -1.0
+    for t in np.flatnonzero(slow).tolist():
+        try:
+            values[t] = float(data[starts[t] : ends[t]])
+        except ValueError:
+            return None
+    return values, per_line
 
 
 def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
     """The matrix of ``src[start:end]`` when it is a body of plain numbers (rows split by
-    ``;`` or newlines, items by blanks or commas): the row lengths are counted in
-    vectorised passes over the bytes and the tokens converted by numpy in chunks of
-    ``_CHUNK_TOKENS``, so memory stays a few times the body. None when the body holds
-    anything else, its rows differ in length or a token is not a number by ``float``'s
-    grammar: the token-by-token path then reads it and names the problem."""
-    try:
-        data = src[start:end].translate(_PLAIN).encode("ascii")
-    except UnicodeEncodeError:
-        return None
-    raw = np.frombuffer(data, np.uint8)
-    if not _NUMERIC[raw].all():
-        return None
-    word = _WORD[raw]
-    if word.any():  # Inf and NaN are the only words (float takes "inF" and "infinity" too)
-        edge = np.flatnonzero(np.diff(np.concatenate(([False], word, [False])).view(np.int8)))
-        if not {"Inf", "inf", "NaN", "nan"}.issuperset(
-            data[a:b].decode() for a, b in zip(edge[::2], edge[1::2], strict=True)
-        ):
+    ``;`` or newlines, items by blanks or commas), read in chunks of about
+    ``_CHUNK_CHARS`` cut between tokens (:func:`_chunk_numbers`), so time is linear and
+    memory a few times the body. None when the body holds anything else, its rows differ
+    in length, a token is not a number by ``float``'s grammar or is longer than a chunk:
+    the token-by-token path then reads it and names the problem."""
+    values, counts, carry = [], [], 0  # carry: numbers so far on the line a chunk ended in
+    pos = start
+    while pos < end:
+        stop = end
+        if end - pos > _CHUNK_CHARS:
+            cut = _CUT.search(src, pos + _CHUNK_CHARS, min(pos + 2 * _CHUNK_CHARS, end))
+            if cut is None:
+                return None
+            stop = cut.end()
+        try:
+            data = src[pos:stop].translate(_PLAIN).encode("ascii")
+        except UnicodeEncodeError:
             return None
-    del word
-    space = _WS[raw]
-    first = ~space
-    first[1:] &= space[:-1]
-    del space
-    starts = np.flatnonzero(first)
-    del first
-    if starts.size == 0:
-        return None
-    rows = np.bincount(np.searchsorted(np.flatnonzero(raw == ord("\n")), starts))
-    del raw
+        if (got := _chunk_numbers(data)) is None:
+            return None
+        values.append(got[0])
+        per_line = got[1]
+        per_line[0] += carry
+        counts.append(per_line[:-1])
+        carry = int(per_line[-1])
+        pos = stop
+    counts.append(np.array([carry]))
+    rows = np.concatenate(counts)
     rows = rows[rows > 0]
-    if np.any(rows != rows[0]):
+    if rows.size == 0 or np.any(rows != rows[0]):
         return None
-    values = np.empty(starts.size)
-    for k in range(0, starts.size, _CHUNK_TOKENS):  # a bounded list of strings at a time
-        stop = starts[k + _CHUNK_TOKENS] if k + _CHUNK_TOKENS < starts.size else len(data)
-        try:  # float()'s grammar: "1-2", "1e" and "+-1" are refused
-            values[k : k + _CHUNK_TOKENS] = np.array(data[starts[k] : stop].split(), np.float64)
-        except ValueError:
-            return None
-    return values.reshape(rows.size, int(rows[0]))
+    return np.concatenate(values).reshape(rows.size, int(rows[0]))
 
 
 def _is_transpose(s: str, i: int) -> bool:

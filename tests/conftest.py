@@ -1,15 +1,30 @@
-"""Shared test helpers: pandapower network enumeration and quiet pandapower runs."""
+"""Shared test helpers: pandapower network enumeration, quiet pandapower runs and the
+fuzz budget."""
 
 from __future__ import annotations
 
 import copy
 import inspect
 import logging
+import os
 import warnings
 
 import pytest
 
 import gridphysics
+
+
+def fuzz_examples(ci_budget: int) -> int:
+    """Hypothesis examples for a fuzz test: its CI budget times ``FUZZ_SCALE`` (an
+    environment variable, default 1). ``FUZZ_SCALE=50 pytest -k fuzz`` is the long run."""
+    raw = os.environ.get("FUZZ_SCALE", "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ValueError(f"FUZZ_SCALE must be a number, got {raw!r}") from None
+    if not scale > 0:
+        raise ValueError(f"FUZZ_SCALE must be positive, got {raw!r}")
+    return max(1, round(ci_budget * scale))
 
 
 def pandapower_network_names() -> list[str]:

@@ -21,10 +21,13 @@ from gridphysics.matpower import (
     parse_matpower,
     write_matpower,
 )
+from tests.conftest import fuzz_examples
 
 CASES = Path(__file__).resolve().parents[2] / "cases" / "matpower"
 INF, NAN = np.inf, np.nan
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=fuzz_examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def assert_same(got: np.ndarray, want: np.ndarray) -> None:
@@ -744,3 +747,52 @@ def test_plain_numbers_read_as_float_reads_them_on_both_paths(rows, item_sep, ro
 def test_the_bulk_reader_leaves_every_error_to_the_named_message(body, match):
     with pytest.raises(MatpowerParseError, match=match):
         parse_matpower(f"function mpc = c\nmpc.baseMVA = 100;\nmpc.bus = [{body}];\n")
+
+
+@FUZZ
+@given(st.lists(st.text(alphabet="0123456789.+-eEdD", min_size=1, max_size=24), min_size=1))
+def test_any_token_of_number_characters_is_read_as_float_reads_it_or_refused(tokens):
+    """Random strings of the characters numbers are made of: the bulk reader's byte-class
+    grammar and its exact fast conversion agree with ``float`` bit for bit, and hand
+    every token ``float`` refuses to the token-by-token path (None)."""
+    import gridphysics.matpower as mp
+
+    want = []
+    for t in tokens:
+        try:
+            want.append(float(t.replace("d", "e").replace("D", "e")))
+        except ValueError:
+            want = None
+            break
+    got = mp._matrix_fast(" ".join(tokens), 0, len(" ".join(tokens)))
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert_same(got, np.array([want]))
+
+
+def test_the_bulk_reader_is_exact_across_its_chunks_and_names_a_bad_last_token():
+    """A matrix several times ``_CHUNK_CHARS`` long, of numbers spelled every way (17-digit
+    repr, exponents beyond 1e22, 'D' exponents, Inf, NaN, -0), in many rows or in one:
+    read exactly as ``float`` reads each one; one bad token at the very end is still
+    named."""
+    import gridphysics.matpower as mp
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(180_000) * 10.0 ** rng.integers(-30, 30, 180_000)
+    spellings = [repr, lambda v: f"{v:.6g}", lambda v: f"{v:.4e}".replace("e", "D"), str]
+    tokens = [spellings[k % 4](float(v)) for k, v in enumerate(x)]
+    tokens[7::997] = ["Inf"] * len(tokens[7::997])
+    tokens[11::991] = ["-0"] * len(tokens[11::991])
+    tokens[13::983] = ["NaN"] * len(tokens[13::983])
+    rows = [" ".join(tokens[i : i + 6]) for i in range(0, len(tokens), 6)]
+    body = ";\n".join(rows)
+    assert len(body) > 2 * mp._CHUNK_CHARS
+    want = np.array([float(t.replace("D", "e")) for t in tokens]).reshape(-1, 6)
+    assert_same(mp._matrix_fast(body, 0, len(body)), want)
+    line = " ".join(tokens)  # one row: the chunks are cut inside the line
+    assert_same(mp._matrix_fast(line, 0, len(line)), want.reshape(1, -1))
+    text = f"function mpc = c\nmpc.baseMVA = 100;\nmpc.bus = [{body[:-1]}1x];\n"
+    with pytest.raises(MatpowerParseError, match=r"cannot read '[^']*1x'"):
+        parse_matpower(text)

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 import gridphysics as gp
 from gridphysics.cases import cases_dir, catalogue
 from gridphysics.matpower import load_matpower_dict
+from tests.conftest import fuzz_examples
 
 
 def _case14() -> dict:
@@ -207,7 +208,9 @@ def random_cases(draw):
     return {"baseMVA": base, "bus": bus, "branch": branch, "gen": gen}
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(random_cases())
 def test_constructor_fuzz_builds_or_raises_gridphysics_error(case):
     try:

@@ -1,11 +1,10 @@
 """Property-based hostile actions for env.step (issue 14): whatever the agents send, the
 step returns, nothing non-finite enters the state, and every non-finite action is
-flagged. Budget: GRIDRL_FUZZ_EXAMPLES examples (default 25; raise it for a long run)."""
+flagged. Budget: 25 examples, times FUZZ_SCALE (tests/conftest.py) for a long run."""
 
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from gridrl.env import make
+from tests.conftest import fuzz_examples
 
-EXAMPLES = int(os.environ.get("GRIDRL_FUZZ_EXAMPLES", "25"))
+EXAMPLES = fuzz_examples(25)
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=32),
     st.sampled_from([0.0, 1.0, -1.0, 1e30, -1e30, np.nan, np.inf]),
