@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_batching import custom_vmap
 
-from gridphysics import admittance, dc, islands, linalg
+from gridphysics import admittance, batching, dc, islands, linalg
 from gridphysics.network import PV, REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
@@ -489,7 +489,7 @@ def _warm(network: Network, roles: Roles, x: jax.Array, settings: ACSettings):
 #: are not even computed); the ones that fail retry the others gathered into buckets
 #: of 1/RETRY_SHARE of the batch, one bucket after the other. A converged scenario is
 #: never touched again.
-RETRY_SHARE = 8
+RETRY_SHARE = batching.BUCKET_SHARE
 
 
 def _attempts(network: Network, roles: Roles, settings: ACSettings):
@@ -563,7 +563,6 @@ def _attempts(network: Network, roles: Roles, settings: ACSettings):
         x, it, ok = jax.vmap(single, in_axes=(*axes, 0, 0))(net, rl, x0, has_first)
         start = jnp.where(ok, jnp.asarray(codes)[first], -1)
         retry = ~ok & jnp.any(rest, axis=1)
-        bucket = max(axis_size // RETRY_SHARE, 1)
 
         def others(n, r, us):
             model = _Model(n, r)
@@ -571,28 +570,18 @@ def _attempts(network: Network, roles: Roles, settings: ACSettings):
             xr, itr, okr, attempt = _inner(model, settings, us, lambda j: states[j])
             return xr, itr, okr, code_of(attempt, okr)
 
-        def chunk(carry):
-            # the next bucket of scenarios still to retry, gathered, retried, merged
-            x, it, ok, start, todo = carry
-            rows = jnp.nonzero(todo, size=bucket, fill_value=axis_size)[0]
-            take = jnp.minimum(rows, axis_size - 1)  # padding reruns the last row; dropped
+        def retried(take):
+            # a bucket of the scenarios still to retry, gathered and retried; the
+            # iterations of the first attempt are added to the retries'
             sub = [
                 jax.tree.map(lambda a, b: a[take] if b else a, arg, flag)
                 for arg, flag in zip((net, rl), in_batched, strict=True)
             ]
             x2, it2, ok2, start2 = jax.vmap(others, in_axes=(*axes, 0))(*sub, rest[take])
-            return (
-                x.at[rows].set(x2, mode="drop"),
-                it.at[rows].add(it2, mode="drop"),
-                ok.at[rows].set(ok2, mode="drop"),
-                start.at[rows].set(start2, mode="drop"),
-                todo.at[rows].set(False, mode="drop"),
-            )
+            return x2, it[take] + it2, ok2, start2
 
-        # one compiled retry, run bucket by bucket while scenarios are left (usually
-        # none, or one bucket)
-        carry = jax.lax.while_loop(lambda c: jnp.any(c[-1]), chunk, (x, it, ok, start, retry))
-        return carry[:4], (True, True, True, True)
+        out = batching.over_flagged_rows(retried, retry, (x, it, ok, start), RETRY_SHARE)
+        return out, (True, True, True, True)
 
     return run(network, roles)
 

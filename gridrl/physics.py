@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 
 import gridphysics as gp
+from gridphysics import batching
 
 if TYPE_CHECKING:
     from gridrl.env import EnvParams
@@ -83,10 +84,10 @@ def protect(env, params, gen, served, branch_on, heat, repair, rate, system=None
     return loading, isolated, trips, branch_on, heat, repair
 
 
-#: Under ``vmap`` the cascade runs on the environments with a trip, gathered into a
-#: bucket of 1/CASCADE_SHARE of the batch, whenever they fit (a few percent of the
-#: steps trip a line); otherwise on the whole batch, as an unbatched call always does.
-CASCADE_SHARE = 8
+#: Under ``vmap`` the cascade runs on the environments with a trip, gathered into
+#: buckets of 1/CASCADE_SHARE of the batch, one after the other (usually one: a few
+#: percent of the steps trip a line).
+CASCADE_SHARE = batching.BUCKET_SHARE
 
 
 def _cascade(env, params, gen, served, branch_on, rate, trip, loading, isolated):
@@ -113,10 +114,9 @@ def _cascade(env, params, gen, served, branch_on, rate, trip, loading, isolated)
 def cascade(env, params, gen, served, branch_on, rate, trip, loading, isolated):
     """:func:`_cascade`; under ``vmap`` a batched ``while_loop`` runs until its slowest
     environment is done, so every environment would pay for the few that cascade. The
-    batching rule gathers those (the ones with a ``trip``) into a bucket of
-    ``1/CASCADE_SHARE`` of the batch and runs the loop there, or on the whole batch
-    when they do not fit. The results are the same either way; the cost is the
-    bucket's or, at worst, the whole batch's."""
+    batching rule runs the loop on the environments with a ``trip`` only, gathered into
+    buckets of ``1/CASCADE_SHARE`` of the batch
+    (:func:`gridphysics.batching.over_flagged_rows`). The results are the same."""
     run = custom_vmap(functools.partial(_cascade, env))
 
     @run.def_vmap
@@ -128,23 +128,16 @@ def cascade(env, params, gen, served, branch_on, rate, trip, loading, isolated):
 
         axes = jax.tree.map(lambda b: 0 if b else None, list(in_batched))
         whole = jax.vmap(functools.partial(_cascade, env), in_axes=axes)
-        bucket = axis_size // CASCADE_SHARE
-        done = (True, True, True, True)
-        if bucket == 0:
-            return whole(*args), done
         _, _, _, branch_on, _, trip, loading, isolated = full(list(args))
-        need = jnp.any(trip, axis=-1)
 
-        def few(_):
-            idx = jnp.nonzero(need, size=bucket, fill_value=axis_size)[0]
-            take = jnp.minimum(idx, axis_size - 1)  # padding reruns the last env; dropped
-            sub = jax.tree.map(lambda x, b: x[take] if b else x, list(args), list(in_batched))
-            out = whole(*sub)
-            idle = (branch_on, jnp.zeros_like(trip), loading, isolated)
-            return tuple(
-                base.at[idx].set(o, mode="drop") for base, o in zip(idle, out, strict=True)
+        def cascaded(take):
+            return whole(
+                *jax.tree.map(lambda x, b: x[take] if b else x, list(args), list(in_batched))
             )
 
-        return jax.lax.cond(jnp.sum(need) <= bucket, few, lambda _: whole(*args), None), done
+        idle = (branch_on, jnp.zeros_like(trip), loading, isolated)
+        need = jnp.any(trip, axis=-1)
+        out = batching.over_flagged_rows(cascaded, need, idle, CASCADE_SHARE)
+        return out, (True, True, True, True)
 
     return run(params, gen, served, branch_on, rate, trip, loading, isolated)

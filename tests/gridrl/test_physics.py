@@ -66,9 +66,9 @@ def test_more_outages_than_the_engine_holds_is_a_collapse():
 
 
 def test_cascade_under_vmap_equals_one_environment_at_a_time():
-    """The batched cascade runs on the environments that trip, gathered into a bucket
-    of 1/CASCADE_SHARE of the batch (or on the whole batch when they do not fit): each
-    environment's result equals its own unbatched cascade, in both cases."""
+    """The batched cascade runs on the environments that trip, gathered into buckets
+    of 1/CASCADE_SHARE of the batch (one bucket, or several one after the other when
+    they do not fit): each environment's result equals its own unbatched cascade."""
     from gridrl import physics
 
     env, params = make("ieee118", dtype="float64")
