@@ -72,8 +72,9 @@ def unphysical_branches(network: Network) -> jax.Array:
     """(n_branch,) bool: in-service branches whose values no AC model accepts: a
     non-finite r, x, g, b, tap or shift, a tap of 0, or a series impedance ``|r + jx|``
     outside the physical range ``[Z_MIN_PU, Z_MAX_PU]`` (1e-300 would act as a short
-    that swamps the Jacobian, 1e300 as an open branch that is still counted in service).
-    A solve with any such branch reports ``converged=False``."""
+    that swamps the Jacobian, 1e300 as an open branch that is still counted in service);
+    also any branch whose status is outside [0, 1]. A solve with any such branch reports
+    ``converged=False``."""
     br = network.branch
     finite = (
         jnp.isfinite(br.r_pu)
@@ -85,7 +86,7 @@ def unphysical_branches(network: Network) -> jax.Array:
     )
     z = jnp.hypot(jnp.where(finite, br.r_pu, 1.0), jnp.where(finite, br.x_pu, 1.0))
     ok = finite & (br.tap != 0) & (z >= Z_MIN_PU) & (z <= Z_MAX_PU)
-    return (br.status > 0) & ~ok
+    return ((br.status > 0) & ~ok) | (br.status < 0) | (br.status > 1)
 
 
 def branch_admittance(network: Network, live: jax.Array | None = None) -> BranchAdmittance:

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gridphysics.errors import UnknownCaseError
+from gridphysics.errors import InputTypeError, UnknownCaseError
 from gridphysics.matpower import load_matpower_dict, write_matpower
 from gridphysics.network import Network
 from gridphysics.ppc import from_ppc, to_ppc
@@ -51,7 +51,11 @@ def load_matpower(path: str | os.PathLike, *, name: str | None = None) -> Networ
     Raises:
         MatpowerParseError: the file is malformed (the message names the line).
         NetworkError: the data is inconsistent (duplicate bus ids, unknown buses, no slack).
+        CaseFileError: the file does not exist or cannot be read.
+        InputTypeError: ``path`` is not a path.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise InputTypeError(f"a case file path must be a str or a path, got {path!r}")
     path = Path(path)
     case = load_matpower_dict(path)
     return from_ppc(case, name=name or path.stem)
@@ -77,6 +81,10 @@ def load_case(name_or_path: str | os.PathLike) -> Network:
         UnknownCaseError: neither a catalogued name nor an existing file; the message
             lists the names.
     """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise InputTypeError(
+            f"load_case expects a case name or a path, got {type(name_or_path).__name__}"
+        )
     text = os.fspath(name_or_path)
     case = _resolve_name(text)
     if case is not None:

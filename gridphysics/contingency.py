@@ -12,7 +12,7 @@ contingency is a batched Newton-Raphson solve warm-started from the base case.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from gridphysics import dc, islands, outage, sensitivity
 from gridphysics.errors import NetworkError
-from gridphysics.network import Network
+from gridphysics.network import Network, as_indices, require_network
 from gridphysics.ratings import Ratings, fill_missing_ratings
 from gridphysics.results import PowerFlowResult, loading_percent, lost_load_mw
 from gridphysics.solve import SolveOptions, solve
@@ -155,13 +155,17 @@ def _outage_sets(network: Network, outages: Outages) -> list[tuple[int, ...]]:
     if outages is None:
         return [(int(k),) for k in np.flatnonzero(np.asarray(network.branch.status) > 0)]
     sets = []
+    if isinstance(outages, str | bytes) or not isinstance(outages, Iterable):
+        raise NetworkError(
+            f"outages must be None, a list of branch indices or a list of index tuples, "
+            f"got {outages!r:.80}"
+        )
     for item in outages:
-        members = (int(item),) if np.ndim(item) == 0 else tuple(sorted({int(k) for k in item}))
+        if isinstance(item, str | bytes) or item is None:
+            raise NetworkError(f"outage branch indices must be integers, got {item!r:.80}")
+        members = tuple(sorted(set(as_indices(item, n, "outage branch").tolist())))
         if not members:
             raise NetworkError("an outage set is empty")
-        bad = [k for k in members if not 0 <= k < n]
-        if bad:
-            raise NetworkError(f"outage branch {bad[0]} is out of range 0..{n - 1}")
         sets.append(members)
     return sets
 
@@ -247,7 +251,7 @@ def n1_plan(network: Network, outages: Sequence[int] | np.ndarray | None = None)
     topo = network.topology
     on = np.asarray(network.branch.status) > 0
     cand = islands.candidate_branches(topo)
-    out = np.flatnonzero(on) if outages is None else np.asarray(outages, np.int64)
+    out = np.flatnonzero(on) if outages is None else as_indices(outages, topo.n_branch, "outage")
     bridge_set = set(sensitivity.bridges(network).tolist())
     base = islands.reachable_numpy(topo, on & cand)
     bridge = np.zeros(len(out), bool)
@@ -361,8 +365,15 @@ def contingencies(
     Returns:
         A :class:`ContingencyReport`.
     """
+    require_network(network, "contingencies()")
     if method not in ("dc", "ac"):
         raise NetworkError(f"method must be 'dc' or 'ac', got {method!r}")
+    if (
+        isinstance(limit_percent, bool)
+        or not isinstance(limit_percent, int | float | np.number)
+        or not (np.isfinite(limit_percent) and limit_percent > 0)
+    ):
+        raise NetworkError(f"limit_percent must be a positive number, got {limit_percent!r}")
     network, ratings = fill_missing_ratings(network, rating_rule)
     sets = _outage_sets(network, outages)
     islanding = _islanding(network, sets)

@@ -97,9 +97,9 @@ def dc_structure(topology: Topology) -> DCStructure:
     at_ref = np.isin(ends, refs)
     ref_pos = np.searchsorted(refs, ends[at_ref])
     groups = _padded_groups(ref_pos, len(refs), pad=-1)
-    end_index = np.flatnonzero(at_ref)
+    end_index = np.append(np.flatnonzero(at_ref), 0)  # the pad (-1) reads the last: unused
     ref_branch = np.where(groups >= 0, end_index[groups] % max(n_branch, 1), n_branch)
-    ref_sign = np.where(groups >= 0, sign[end_index[groups]], 0.0)
+    ref_sign = np.where(groups >= 0, np.append(sign, 0.0)[end_index[groups]], 0.0)
     theta_map = np.where(is_ref, len(free), red).astype(np.int32)
     ref_index = np.full(n_bus, len(refs), dtype=np.int32)
     ref_index[refs] = np.arange(len(refs))
@@ -214,6 +214,9 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     tol = 1e-9 * (1.0 + jnp.sum(jnp.abs(p_spec_mw)))
     unbalanced = is_ref & reach & (absorbed < 0.5) & (jnp.abs(mismatch) > tol)
     converged = converged & ~jnp.any(unbalanced)
+    # A branch status is a 0..1 multiplier: anything else is no grid (checked, with the
+    # element named, outside jit by Network.with_branches).
+    converged = converged & jnp.all((br.status >= 0) & (br.status <= 1))
     nan = jnp.asarray(jnp.nan, dtype)
 
     def ok(x: jax.Array, valid: jax.Array | bool = True) -> jax.Array:

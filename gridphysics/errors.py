@@ -63,6 +63,16 @@ class InvalidValueError(NetworkError):
     """A NaN or infinite value where a finite number is required (injections, impedances)."""
 
 
+class InputTypeError(GridPhysicsError, TypeError):
+    """An argument of the wrong kind: not a network, not a case dict, not a path, not
+    numbers, not an options object."""
+
+
+class CaseFileError(GridPhysicsError, OSError):
+    """A case file cannot be read: it does not exist, is a directory or is not
+    readable. The message names the path."""
+
+
 class PrecisionError(GridPhysicsError, RuntimeError):
     """float64 was asked for but JAX's float64 mode is off."""
 

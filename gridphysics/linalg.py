@@ -130,6 +130,8 @@ def solve(
     Works under ``jit``, ``vmap`` (over values, rhs or both) and ``grad`` (one
     adjoint solve with the transposed matrix).
     """
+    if pattern.n == 0:  # nothing to solve for (a grid of reference buses only)
+        return jnp.zeros_like(rhs)
     return _solver(pattern, backend)(values, rhs)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gridphysics.errors import CaseFormatError, MatpowerParseError
+from gridphysics.errors import CaseFileError, CaseFormatError, InputTypeError, MatpowerParseError
 
 __all__ = ["format_matpower", "load_matpower_dict", "parse_matpower", "write_matpower"]
 
@@ -273,11 +273,15 @@ def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
     return line, False
 
 
-_LINE_MARKS = ("%", "'", '"', "...")  # what makes a line need more than a copy
+# What makes a line need more than a copy with its line comment cut (a regex over
+# stretches of whole lines): a quote (a '%' in a string is no comment), a "..."
+# continuation, or "%{" (block comment markers stand alone on their line).
+_LINE_MARKS = ("'", '"', "...", "%{")
+_LINE_COMMENT = re.compile(r"%[^\n]*")
 
 
 def _next_line_special(text: str, pos: int, ahead: dict[str, int]) -> int:
-    """Offset of the first comment, quote or "..." at or after ``pos`` (-1 if none).
+    """Offset of the first quote, "..." or "%{" at or after ``pos`` (-1 if none).
     Each mark's next offset is kept in ``ahead`` and searched again (a C scan) only once
     ``pos`` passes it, so the scans over a whole file stay linear in its size."""
     found = -1
@@ -297,10 +301,11 @@ class _Parser:
         text = text.removeprefix("\ufeff")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        # Only lines with a comment, a quote or "..." change; the rest is copied as one
-        # slice. Work and memory are linear in the text, with no per-line structures (so
-        # a file of newlines costs what its text costs). ``self.joins``: the offsets in
-        # ``src`` of the line breaks that "..." turned into spaces (for line numbers).
+        # Only lines with a quote, "..." or "%{" are read one by one; the lines between
+        # them are copied as one slice with their line comments cut by one regex. Work
+        # and memory are linear in the text, with no per-line structures (so a file of
+        # newlines costs what its text costs). ``self.joins``: the offsets in ``src`` of
+        # the line breaks that "..." turned into spaces (for line numbers).
         parts: list[str] = []
         self.joins: list[int] = []
         ahead = dict.fromkeys(_LINE_MARKS, -2)  # next offset of each mark (-2: not yet looked)
@@ -312,8 +317,8 @@ class _Parser:
             start = text.rfind("\n", 0, at) + 1
             end = text.find("\n", at)
             end = n if end < 0 else end
-            parts.append(text[copied:start])
-            size += start - copied
+            parts.append(_LINE_COMMENT.sub("", text[copied:start]))
+            size += len(parts[-1])
             line = text[start:end]
             if line.strip() == "%{":  # block comments nest; the markers must stand alone
                 end = self._block_end(text, end)
@@ -332,7 +337,7 @@ class _Parser:
                 size += 1
                 end += 1
             copied = pos = end
-        parts.append(text[copied:])
+        parts.append(_LINE_COMMENT.sub("", text[copied:]))
         self.src = "".join(parts)
 
     @staticmethod
@@ -631,7 +636,7 @@ def parse_matpower(text: str, *, path: str | None = None) -> dict[str, Any]:
         MatpowerParseError: on any malformed input, with the line number where known.
     """
     if not isinstance(text, str):
-        raise TypeError(f"parse_matpower expects str, got {type(text).__name__}")
+        raise InputTypeError(f"parse_matpower expects str, got {type(text).__name__}")
     if len(text) > MAX_CASE_CHARS:
         raise MatpowerParseError(
             f"the case text has {len(text):,} characters, above the limit of "
@@ -643,16 +648,32 @@ def parse_matpower(text: str, *, path: str | None = None) -> dict[str, Any]:
 
 
 def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a MATPOWER ``.m`` file (UTF-8, bad bytes replaced) and parse it."""
-    size = os.path.getsize(path)
+    """Read a MATPOWER ``.m`` file (UTF-8, bad bytes replaced) and parse it.
+
+    Raises:
+        InputTypeError: ``path`` is not a path.
+        CaseFileError: the file does not exist, is a directory or cannot be read.
+        MatpowerParseError: the file is malformed, or larger than MAX_CASE_CHARS.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise InputTypeError(f"a case file path must be a str or a path, got {path!r}")
+    try:
+        size = os.path.getsize(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{os.fspath(path)!r} is a directory")
+    except OSError as exc:
+        raise CaseFileError(f"cannot read the case file {os.fspath(path)!r}: {exc}") from None
     if size > MAX_CASE_CHARS:
         raise MatpowerParseError(
             f"the file has {size:,} bytes, above the limit of {MAX_CASE_CHARS:,} "
             "(gridphysics.matpower.MAX_CASE_CHARS)",
             path=os.fspath(path),
         )
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CaseFileError(f"cannot read the case file {os.fspath(path)!r}: {exc}") from None
     return parse_matpower(text, path=os.fspath(path))
 
 

@@ -25,7 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from gridphysics.errors import InvalidValueError, NetworkError, ZeroImpedanceError
+from gridphysics.errors import (
+    InputTypeError,
+    InvalidValueError,
+    NetworkError,
+    ZeroImpedanceError,
+)
 
 Array = jax.Array
 
@@ -357,6 +362,15 @@ class Network:
             if not hasattr(data, key):
                 raise NetworkError(f"{group} has no field {key!r}")
             old = getattr(data, key)
+            if not isinstance(value, jax.core.Tracer):
+                try:
+                    probe = np.asarray(value)
+                    if probe.dtype.kind not in "biuf":
+                        raise TypeError(f"values of type {probe.dtype}")
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise InvalidValueError(
+                        f"{group}.{key} must be real numbers, got {value!r:.80} ({exc})"
+                    ) from None
             new = jnp.asarray(value, dtype=old.dtype)
             if new.shape != old.shape:
                 try:
@@ -382,6 +396,9 @@ class Network:
         if key == "status" and not len(bad):
             bad = np.flatnonzero((arr < 0) | (arr > 1))
             rule = "a status is 0 (out), 1 (in service) or a fraction in between"
+        if key.startswith("rate_") and not len(bad):
+            bad = np.flatnonzero(arr < 0)
+            rule = "a rating is a number >= 0, or NaN for none"
         if len(bad):
             i = int(bad[0])
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -448,9 +465,15 @@ class Network:
 
     def astype(self, dtype: Any) -> Network:
         """A copy with every floating-point array cast to ``dtype`` (e.g. ``jnp.float32``)."""
-        dtype = jnp.dtype(dtype)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise NetworkError(f"astype needs a floating dtype, got {dtype}")
+        try:
+            dtype = jnp.dtype(dtype)
+        except TypeError:
+            raise InvalidValueError(f"astype needs a floating dtype, got {dtype!r}") from None
+        if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
+            raise InvalidValueError(
+                f"astype needs a floating dtype of 32 or 64 bits, got {dtype} (half precision "
+                "cannot resolve power flows)"
+            )
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             from gridphysics.precision import require_x64
 
@@ -521,6 +544,40 @@ class Network:
                 f"{id_of['branch'](int(bad[0]))} has tap ratio 0; use 1.0 for a nominal ratio"
             )
         return self
+
+
+def require_network(network: Any, where: str) -> None:
+    """An :class:`~gridphysics.errors.InputTypeError` unless ``network`` is a Network."""
+    if not isinstance(network, Network):
+        raise InputTypeError(
+            f"{where} needs a gridphysics.Network, got {type(network).__name__}; build one "
+            "with gridphysics.load_case(), from_ppc() or from_pandapower()"
+        )
+
+
+def as_indices(values: Any, size: int, what: str) -> np.ndarray:
+    """``values`` as a 1-D int64 array of indices into ``size`` elements, or a
+    :class:`~gridphysics.errors.NetworkError` naming the first bad one: not a number,
+    a boolean, a fraction (2.5 is not read as 2), or outside ``0..size - 1`` (-1 does
+    not wrap to the last)."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise NetworkError(f"{what} indices must be integers, got {values!r:.80} ({exc})") from None
+    arr = arr.reshape(-1)
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        raise NetworkError(f"{what} indices must be integers, got {values!r:.80}")
+    if arr.dtype.kind == "f":
+        odd = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if odd.size:
+            raise NetworkError(f"{what} index {arr[odd[0]]!r} is not an integer")
+    if arr.dtype.kind == "u" and arr.size and arr.max() >= 2**63:
+        raise NetworkError(f"{what} index {arr.max()} is out of range 0..{size - 1}")
+    idx = arr.astype(np.int64)
+    bad = np.flatnonzero((idx < 0) | (idx >= size))
+    if bad.size:
+        raise NetworkError(f"{what} index {idx[bad[0]]} is out of range 0..{size - 1}")
+    return idx
 
 
 _FINITE_FIELDS = {

@@ -42,7 +42,7 @@ import numpy as np
 from jax.custom_batching import custom_vmap
 
 from gridphysics.errors import NetworkError
-from gridphysics.network import Network
+from gridphysics.network import Network, require_network
 from gridphysics.sensitivity import ptdf as _ptdf
 
 # Pivots of M lie in [0, 1]; below this (relative to the dtype's rounding) an outage set
@@ -109,10 +109,15 @@ class OutageFlows:
         ``max_outages`` (capped at the number of branches) sizes the outage slots; 0
         stores no transfer matrix (``n_branch^2`` numbers) and handles the intact grid
         only."""
+        require_network(network, "OutageFlows.build()")
         from gridphysics.islands import reachable_numpy
 
-        if max_outages < 0:
-            raise NetworkError(f"max_outages must be >= 0, got {max_outages}")
+        if (
+            isinstance(max_outages, bool)
+            or not isinstance(max_outages, int | np.integer)
+            or max_outages < 0
+        ):
+            raise NetworkError(f"max_outages must be an integer >= 0, got {max_outages!r}")
         topo = network.topology
         dtype = jnp.dtype(dtype or network.dtype)
         h = np.asarray(_ptdf(network))
@@ -145,7 +150,8 @@ class OutageFlows:
 
     def system(self, status: jax.Array) -> OutageSystem:
         """The factored Woodbury system of the grid with the branches whose ``status``
-        (n_branch,) is <= 0 switched out (a branch in service in the intact grid only):
+        (n_branch,) is <= 0 switched out (a branch in service in the intact grid only;
+        a non-finite status makes the system, and every flow of it, not ``exact``):
         what :meth:`apply` and :meth:`sensitivity` reuse for any injections. Traceable,
         vmappable, fixed cost."""
         dtype = self.transfer.dtype
@@ -163,7 +169,7 @@ class OutageFlows:
                 dead=dead_status
                 | self.unreached[self.branch_from]
                 | self.unreached[self.branch_to],
-                exact=n_out == 0,
+                exact=(n_out == 0) & jnp.isfinite(jnp.sum(status)),
             )
         weight, slots = jax.lax.top_k(out.astype(dtype), self.max_outages)
         used = weight > 0
@@ -185,7 +191,9 @@ class OutageFlows:
             null=null,
             isolated=isolated,
             dead=dead,
-            exact=(n_out <= self.max_outages) & jnp.isfinite(jnp.sum(lu)),
+            exact=(n_out <= self.max_outages)
+            & jnp.isfinite(jnp.sum(lu))
+            & jnp.isfinite(jnp.sum(status)),
         )
 
     def apply(self, system: OutageSystem, injection_mw: jax.Array) -> OutageFlowResult:

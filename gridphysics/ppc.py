@@ -8,6 +8,7 @@ Conventions, as in MATPOWER / PYPOWER (and pandapower's ``from_ppc``):
 
 * a zero tap ratio means 1.0 (a line); the shift is in degrees in the file;
 * ``RATE_A == 0`` means "no rating" and becomes NaN;
+* ``BR_STATUS`` is 1 (in service) or 0 (out); anything else is refused;
 * one load per bus with non-zero ``PD``/``QD``, one shunt per bus with non-zero
   ``GS``/``BS``;
 * the slack generator of each reference bus is its first in-service generator
@@ -81,7 +82,11 @@ def _table(case: Mapping[str, Any], key: str) -> np.ndarray:
     try:
         arr = np.asarray(case[key])
         if np.iscomplexobj(arr):
+            if np.any(arr.imag != 0):
+                raise CaseFormatError(f"case[{key!r}] has complex values; tables are real")
             arr = arr.real
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"its values are of type {arr.dtype}")
         arr = np.array(arr, dtype=np.float64, ndmin=2)
     except (TypeError, ValueError) as exc:
         raise CaseFormatError(f"case[{key!r}] is not a numeric table: {exc}") from None
@@ -102,6 +107,29 @@ def _check_finite(arr: np.ndarray, table: str, cols: dict[str, int]) -> None:
         if bad.size:
             raise CaseFormatError(
                 f"{table} row {bad[0] + 1} has a non-finite {name} ({arr[bad[0], col]})"
+            )
+
+
+def _check_range(arr: np.ndarray, table: str, cols: dict[str, tuple[int, str]]) -> None:
+    """Each named column (index, rule): "finite", "upper" (not NaN, not -inf: a maximum),
+    "lower" (not NaN, not +inf: a minimum) or "rating" (not NaN, >= 0; 0 or inf means
+    unlimited). Columns the table does not have are skipped."""
+    for name, (col, rule) in cols.items():
+        if col >= arr.shape[1]:
+            continue
+        x = arr[:, col]
+        if rule == "finite":
+            ok, want = np.isfinite(x), "a finite number"
+        elif rule == "upper":
+            ok, want = ~np.isnan(x) & (x > -np.inf), "a number or Inf (an upper limit)"
+        elif rule == "lower":
+            ok, want = ~np.isnan(x) & (x < np.inf), "a number or -Inf (a lower limit)"
+        else:
+            ok, want = ~np.isnan(x) & (x >= 0), "a number >= 0 (0 or Inf: unlimited)"
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            raise CaseFormatError(
+                f"{table} row {bad[0] + 1} has {name} = {x[bad[0]]}; it must be {want}"
             )
 
 
@@ -128,8 +156,13 @@ def _costs(gencost: np.ndarray | None, n_gen: int) -> tuple[np.ndarray, np.ndarr
     by least squares with a quadratic through their breakpoints.
     """
     c = np.zeros((n_gen, 3))
-    if gencost is None or gencost.shape[0] < n_gen:
+    if gencost is None:
         return c[:, 0], c[:, 1], c[:, 2]
+    if gencost.shape[0] < n_gen:
+        raise CaseFormatError(
+            f"gencost has {gencost.shape[0]} rows for {n_gen} generators; it needs one row "
+            "per generator (or two: active, then reactive costs)"
+        )
     for g in range(n_gen):
         row = gencost[g]
         if not np.isfinite(row[[0, 3]]).all() or row[0] not in (1, 2) or row[3] != int(row[3]):
@@ -182,6 +215,8 @@ def from_ppc(
             f"from_ppc expects a case dict (baseMVA, bus, gen, branch), got {type(case).__name__}"
         )
     try:
+        if np.iscomplexobj(case["baseMVA"]) and np.imag(case["baseMVA"]) != 0:
+            raise ValueError("complex")
         base_mva = float(np.real(case["baseMVA"]))
     except KeyError:
         raise CaseFormatError("case has no 'baseMVA'") from None
@@ -257,6 +292,42 @@ def from_ppc(
         },
     )
     _check_finite(gen, "gen", {"GEN_BUS": GEN_BUS, "PG": PG, "GEN_STATUS": GEN_STATUS})
+    _check_range(
+        bus,
+        "bus",
+        {
+            "VM": (VM, "finite"),
+            "VA": (VA, "finite"),
+            "BASE_KV": (BASE_KV, "finite"),
+            "VMAX": (VMAX, "upper"),
+            "VMIN": (VMIN, "lower"),
+        },
+    )
+    _check_range(
+        gen,
+        "gen",
+        {
+            "QG": (QG, "finite"),
+            "VG": (VG, "finite"),
+            "QMAX": (QMAX, "upper"),
+            "QMIN": (QMIN, "lower"),
+            "PMAX": (PMAX, "upper"),
+            "PMIN": (PMIN, "lower"),
+            "RAMP_AGC": (RAMP_AGC, "rating"),
+        },
+    )
+    _check_range(
+        branch,
+        "branch",
+        {"RATE_A": (RATE_A, "rating"), "RATE_B": (RATE_B, "rating"), "RATE_C": (RATE_C, "rating")},
+    )
+    odd = np.flatnonzero((branch[:, BR_STATUS] != 0) & (branch[:, BR_STATUS] != 1))
+    if odd.size:
+        raise CaseFormatError(
+            f"branch row {odd[0] + 1} has BR_STATUS = {branch[odd[0], BR_STATUS]:g}; MATPOWER's "
+            "status is 1 (in service) or 0 (out) (a fractional multiplier can be set with "
+            "Network.with_branches(status=...))"
+        )
     f = _bus_index(bus_ids, branch[:, F_BUS], "branch", "from bus")
     t = _bus_index(bus_ids, branch[:, T_BUS], "branch", "to bus")
     gbus = _bus_index(bus_ids, gen[:, GEN_BUS], "gen", "bus")
@@ -329,7 +400,7 @@ def from_ppc(
             g_pu=g_pu,
             tap=tap,
             shift_rad=np.deg2rad(branch[:, SHIFT]),
-            status=(branch[:, BR_STATUS] > 0).astype(float),
+            status=branch[:, BR_STATUS],
             rate_a_mva=rates[:, 0],
             rate_b_mva=rates[:, 1],
             rate_c_mva=rates[:, 2],

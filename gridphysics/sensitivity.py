@@ -25,17 +25,13 @@ import numpy as np
 
 from gridphysics import dc, linalg
 from gridphysics.errors import NetworkError
-from gridphysics.network import Network
+from gridphysics.network import Network, as_indices, require_network
 
 
 def _indices(values: Sequence[int] | np.ndarray | None, size: int, what: str) -> np.ndarray:
     if values is None:
         return np.arange(size)
-    idx = np.asarray(values, dtype=np.int64).reshape(-1)
-    bad = idx[(idx < 0) | (idx >= size)]
-    if bad.size:
-        raise NetworkError(f"{what} index {bad[0]} is out of range 0..{size - 1}")
-    return idx
+    return as_indices(values, size, what)
 
 
 def _solve_many(network: Network, rhs_free: jax.Array) -> jax.Array:
@@ -116,6 +112,7 @@ def ptdf(
     Returns:
         ``(len(branches), len(buses))`` array.
     """
+    require_network(network, "ptdf()")
     topo = network.topology
     rows = _indices(branches, topo.n_branch, "branch")
     cols = _indices(buses, topo.n_bus, "bus")
@@ -124,7 +121,7 @@ def ptdf(
     if slack is not None:
         arr = np.asarray(slack)
         if arr.ndim == 0:
-            slack_bus = int(_indices([int(arr)], topo.n_bus, "slack bus")[0])
+            slack_bus = int(_indices(arr, topo.n_bus, "slack bus")[0])
         else:
             if arr.shape != (topo.n_bus,) or not np.isfinite(arr).all() or arr.sum() == 0:
                 raise NetworkError(
@@ -177,6 +174,7 @@ def lodf(
     Columns of outages that split the grid are NaN; branches already out of service
     have zero columns (switching them out changes nothing).
     """
+    require_network(network, "lodf()")
     topo = network.topology
     out = _indices(outages, topo.n_branch, "outage branch")
     mon = _indices(monitored, topo.n_branch, "monitored branch")
@@ -224,6 +222,7 @@ def bridges(network: Network) -> np.ndarray:
     Tarjan's bridge search on the multigraph of in-service branches: a branch with
     a parallel twin is never a bridge.
     """
+    require_network(network, "bridges()")
     topo = network.topology
     status = np.asarray(network.branch.status)
     on = np.flatnonzero(status > 0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -10,8 +12,8 @@ from typing import Literal
 import jax
 
 from gridphysics import ac, dc, linalg
-from gridphysics.errors import ConvergenceWarning, UnsupportedError
-from gridphysics.network import Network
+from gridphysics.errors import ConvergenceWarning, InputTypeError, UnsupportedError
+from gridphysics.network import Network, require_network
 from gridphysics.results import PowerFlowResult
 
 Method = Literal["dc", "ac"]
@@ -33,10 +35,10 @@ class SolveOptions:
         algorithm: AC only. ``"nr"`` Newton-Raphson, ``"fdxb"`` / ``"fdbx"``
             fast-decoupled (MATPOWER's XB and BX variants).
         tolerance: AC only. Largest active/reactive power mismatch accepted, p.u.
-            ``None``: 1e-8 in float64 (MATPOWER's ``pf.tol``, pandapower's
+            (finite, in (0, MAX_TOLERANCE_PU]). ``None``: 1e-8 in float64 (MATPOWER's ``pf.tol``, pandapower's
             ``tolerance_mva``) and 1e-4 in float32, which cannot resolve less.
         max_iterations: AC only. ``None``: 10 for Newton-Raphson, 30 for fast-decoupled
-            (MATPOWER's defaults).
+            (MATPOWER's defaults); at most MAX_ITERATIONS.
         init: AC only. The first start: ``"auto"`` (default) the network's own
             ``bus.vm_pu`` / ``bus.va_rad`` when it carries a voltage profile (a solved
             MATPOWER case does; MATPOWER's ``runpf`` starts there), else a DC power
@@ -84,7 +86,37 @@ def _compiled(method: Method, options: SolveOptions):
     return jax.jit(functools.partial(ac.solve_ac, settings=options.ac_settings()))
 
 
+#: The loosest AC mismatch tolerance accepted (p.u.): beyond it a start would be reported
+#: as converged without being solved (tolerance=inf "converged" at the flat start).
+MAX_TOLERANCE_PU = 1e-2
+#: The most AC iterations one solve may be asked for (a bound on a solve's time).
+MAX_ITERATIONS = 10_000
+
+
 def _check_options(options: SolveOptions) -> None:
+    if not isinstance(options, SolveOptions):
+        raise InputTypeError(
+            f"options must be a gridphysics.SolveOptions, got {type(options).__name__}"
+        )
+    for name in ("fallback", "enforce_q_lims", "validate"):
+        if not isinstance(getattr(options, name), bool):
+            raise UnsupportedError(f"{name} must be True or False, got {getattr(options, name)!r}")
+    tol = options.tolerance
+    if tol is not None and (
+        isinstance(tol, bool)
+        or not isinstance(tol, numbers.Real)
+        or not (math.isfinite(tol) and 0 < tol <= MAX_TOLERANCE_PU)
+    ):
+        raise UnsupportedError(
+            f"tolerance must be a number in (0, {MAX_TOLERANCE_PU:g}] p.u., got {tol!r}"
+        )
+    it = options.max_iterations
+    if it is not None and (
+        isinstance(it, bool)
+        or not isinstance(it, numbers.Integral)
+        or not 1 <= it <= MAX_ITERATIONS
+    ):
+        raise UnsupportedError(f"max_iterations must be an integer 1..{MAX_ITERATIONS}, got {it!r}")
     if options.algorithm not in ("nr", "fdxb", "fdbx"):
         raise UnsupportedError(
             f"algorithm must be 'nr', 'fdxb' or 'fdbx', got {options.algorithm!r}"
@@ -93,10 +125,6 @@ def _check_options(options: SolveOptions) -> None:
         raise UnsupportedError(f"init must be 'auto', 'case', 'dc' or 'flat', got {options.init!r}")
     if not isinstance(options.fallback, bool):
         raise UnsupportedError(f"fallback must be True or False, got {options.fallback!r}")
-    if options.tolerance is not None and not options.tolerance > 0:
-        raise UnsupportedError(f"tolerance must be positive, got {options.tolerance!r}")
-    if options.max_iterations is not None and options.max_iterations < 1:
-        raise UnsupportedError(f"max_iterations must be >= 1, got {options.max_iterations!r}")
     if options.linear_solver not in (None, "dense", "klu"):
         raise UnsupportedError(
             f"linear_solver must be 'dense', 'klu' or None, got {options.linear_solver!r}"
@@ -126,15 +154,11 @@ def solve(
         >>> bool(result.converged)
         True
     """
-    options = options or SolveOptions()
+    options = SolveOptions() if options is None else options
     if method not in ("dc", "ac"):
         raise UnsupportedError(f"method must be 'dc' or 'ac', got {method!r}")
     _check_options(options)
-    if not isinstance(network, Network):
-        raise TypeError(
-            f"solve() needs a gridphysics.Network, got {type(network).__name__}; build one with "
-            "gridphysics.load_case(), from_ppc() or from_pandapower()"
-        )
+    require_network(network, "solve()")
     result = _compiled(method, options)(network)
     if isinstance(result.converged, jax.core.Tracer) or bool(result.converged):
         return result

@@ -1,0 +1,179 @@
+"""Hostile input to gridphysics (issue 14, second round): each class of input that an
+independent hostile test found crashing, hanging or silently accepted gets a typed error,
+an explicit ``converged=False`` / ``exact=False``, or, for valid but odd input, the
+answer PYPOWER gives."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gridphysics as gp
+from gridphysics.cases import cases_dir
+from gridphysics.matpower import load_matpower_dict
+
+BUS_VM, BUS_VMAX, BUS_VMIN = 7, 11, 12
+GEN_QMAX, GEN_PMAX, GEN_PMIN, GEN_RAMP = 3, 8, 9, 16
+BR_RATE_A, BR_STATUS = 5, 10
+
+
+@pytest.fixture(scope="module")
+def case14():
+    return load_matpower_dict(cases_dir() / "matpower/case14.m")
+
+
+def test_a_one_bus_case_solves_as_pypower_does(case14):
+    """A single bus with its unit and a load, no branches: was an IndexError (DC) and a
+    zero-size reduction (the empty reduced system)."""
+    from pypower.api import ppoption, rundcpf, runpf
+
+    bus = case14["bus"][:1].copy()
+    bus[0, 2], bus[0, 3] = 50.0, 12.0
+    case = {"baseMVA": 100.0, "bus": bus, "gen": case14["gen"][:1], "branch": np.zeros((0, 13))}
+    net = gp.from_ppc(case)
+    opt = ppoption(VERBOSE=0, OUT_ALL=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_dc, ok_dc = rundcpf(copy.deepcopy(case), opt)
+        ref_ac, ok_ac = runpf(copy.deepcopy(case), opt)
+    assert ok_dc and ok_ac
+    dc, ac = gp.solve(net), gp.solve(net, "ac")
+    assert bool(dc.converged) and bool(ac.converged)
+    np.testing.assert_allclose(dc.gen_p_mw, ref_dc["gen"][:, 1], atol=1e-9)
+    np.testing.assert_allclose(ac.gen_p_mw, ref_ac["gen"][:, 1], atol=1e-8)
+    np.testing.assert_allclose(ac.gen_q_mvar, ref_ac["gen"][:, 2], atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("table", "col", "value", "match"),
+    [
+        ("bus", BUS_VM, np.nan, "VM = nan"),
+        ("bus", BUS_VMAX, -np.inf, "VMAX = -inf"),
+        ("bus", BUS_VMIN, np.nan, "VMIN = nan"),
+        ("gen", GEN_QMAX, np.nan, "QMAX = nan"),
+        ("gen", GEN_PMAX, np.nan, "PMAX = nan"),  # crashed gridrl.make
+        ("gen", GEN_PMIN, np.inf, "PMIN = inf"),
+        ("gen", GEN_RAMP, np.nan, "RAMP_AGC = nan"),
+        ("branch", BR_RATE_A, -np.inf, "RATE_A = -inf"),
+        ("branch", BR_RATE_A, -5.0, "RATE_A = -5"),
+        ("branch", BR_STATUS, 0.5, "BR_STATUS = 0.5"),  # was read as in service
+        ("branch", BR_STATUS, -1.0, "BR_STATUS = -1"),
+    ],
+)
+def test_from_ppc_refuses_limits_ratings_and_statuses_no_solve_can_use(
+    case14, table, col, value, match
+):
+    case = copy.deepcopy(case14)
+    if case[table].shape[1] <= col:
+        pad = np.zeros((case[table].shape[0], col + 1 - case[table].shape[1]))
+        case[table] = np.hstack([case[table], pad])
+    case[table][1, col] = value
+    with pytest.raises(gp.CaseFormatError, match=rf"{table} row 2 has {match}"):
+        gp.from_ppc(case)
+
+
+def test_from_ppc_keeps_an_unlimited_pmax_and_refuses_short_gencost_and_complex_values(case14):
+    case = copy.deepcopy(case14)
+    case["gen"][1, GEN_PMAX] = np.inf  # an upper limit may be unlimited
+    assert float(gp.from_ppc(case).gen.p_max_mw[1]) == np.inf
+    short = copy.deepcopy(case14)
+    short["gencost"] = short["gencost"][0]  # one row for five units: costs were all 0
+    with pytest.raises(gp.CaseFormatError, match="gencost has 1 rows for 5 generators"):
+        gp.from_ppc(short)
+    cplx = copy.deepcopy(case14)
+    cplx["bus"] = cplx["bus"] + 1j  # the imaginary part was dropped
+    with pytest.raises(gp.CaseFormatError, match="complex"):
+        gp.from_ppc(cplx)
+    cplx = dict(case14, baseMVA=100 + 5j)
+    with pytest.raises(gp.CaseFormatError, match="baseMVA"):
+        gp.from_ppc(cplx)
+
+
+def test_statuses_outside_0_1_are_not_converged_under_vmap(ieee14):
+    """Traced statuses reach no concrete check: 2 and -1 converged before (DC and AC)."""
+    statuses = jnp.stack([2 * jnp.ones(20), -jnp.ones(20), jnp.ones(20)])
+    for method in ("dc", "ac"):
+        ok = jax.vmap(lambda s, m=method: gp.solve(ieee14.with_branches(status=s), m).converged)(
+            statuses
+        )
+        assert np.asarray(ok).tolist() == [False, False, True], method
+    engine = gp.OutageFlows.build(ieee14, max_outages=4)
+    injection = jnp.zeros(ieee14.n_bus)
+    assert not bool(engine.flows(injection, jnp.full(ieee14.n_branch, jnp.nan)).exact)
+    assert bool(engine.flows(injection, jnp.ones(ieee14.n_branch)).exact)
+
+
+def test_a_negative_rating_is_refused_and_never_a_negative_loading(ieee14):
+    with pytest.raises(gp.InvalidValueError, match="rate_a_mva = -5"):
+        ieee14.with_branches(rate_a_mva=-5.0)
+    loading = jax.jit(lambda r: gp.solve(ieee14.with_branches(rate_a_mva=r)).loading_percent)(
+        jnp.full(ieee14.n_branch, -5.0)
+    )
+    assert np.isnan(np.asarray(loading)).all()  # was -2957 %
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda n: gp.ptdf(n, branches=[1.5]),  # was row 1
+        lambda n: gp.ptdf(n, branches=[True]),  # was row 1
+        lambda n: gp.ptdf(n, slack=2.7),  # was bus 2
+        lambda n: gp.ptdf(n, branches=["a"]),
+        lambda n: gp.lodf(n, outages=[2.5]),
+        lambda n: gp.contingencies(n, [1.5]),
+        lambda n: gp.contingencies(n, "abc"),
+        lambda n: gp.contingencies(n, [None]),
+        lambda n: gp.contingencies(n, [0], limit_percent=float("nan")),
+        lambda n: gp.contingencies(n, [0], limit_percent=-5),
+        lambda n: gp.OutageFlows.build(n, max_outages=2.5),
+        lambda n: gp.OutageFlows.build(n, max_outages=True),
+    ],
+)
+def test_fractional_boolean_and_non_numeric_indices_are_refused(ieee14, call):
+    with pytest.raises(gp.NetworkError):
+        call(ieee14)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (gp.SolveOptions(tolerance=float("inf")), "tolerance"),  # "converged" at the start
+        (gp.SolveOptions(tolerance=1e300), "tolerance"),
+        (gp.SolveOptions(tolerance="1e-8"), "tolerance"),
+        (gp.SolveOptions(max_iterations="5"), "max_iterations"),
+        (gp.SolveOptions(max_iterations=2.5), "max_iterations"),
+        (gp.SolveOptions(max_iterations=10**7), "max_iterations"),
+        (gp.SolveOptions(enforce_q_lims="yes"), "enforce_q_lims"),
+    ],
+)
+def test_solve_options_out_of_range_are_refused(ieee14, options, match):
+    with pytest.raises(gp.UnsupportedError, match=match):
+        gp.solve(ieee14, "ac", options=options)
+
+
+def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
+    cases = [
+        (lambda: gp.load_matpower(tmp_path), gp.CaseFileError),  # a directory
+        (lambda: gp.load_matpower(tmp_path / "missing.m"), gp.CaseFileError),
+        (lambda: gp.load_matpower(None), gp.InputTypeError),
+        (lambda: gp.load_case(None), gp.InputTypeError),
+        (lambda: gp.matpower.parse_matpower(b"function mpc = c"), gp.InputTypeError),
+        (lambda: gp.solve(None), gp.InputTypeError),
+        (lambda: gp.solve(ieee14, options={"tolerance": 1}), gp.InputTypeError),
+        (lambda: gp.bridges(None), gp.InputTypeError),
+        (lambda: ieee14.with_loads(p_mw="abc"), gp.InvalidValueError),
+        (lambda: ieee14.with_loads(p_mw={}), gp.InvalidValueError),
+        (lambda: ieee14.with_loads(p_mw=10**400), gp.InvalidValueError),
+        (lambda: ieee14.with_loads(p_mw=ieee14.load.p_mw + 1j), gp.InvalidValueError),
+        (lambda: ieee14.astype("float16"), gp.InvalidValueError),
+        (lambda: ieee14.astype("nonsense"), gp.InvalidValueError),
+    ]
+    for call, error in cases:
+        with pytest.raises(error) as info:
+            call()
+        assert isinstance(info.value, gp.GridPhysicsError)
