@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, shortest_path
 
 import gridphysics
+from gridrl.errors import EnvOptionError
 
 __all__ = ["area_source", "describe_areas", "partition", "tie_lines"]
 
@@ -63,16 +64,16 @@ def _adjacency(network: gridphysics.Network, in_service_only: bool = True) -> sp
 
 def _check_n_areas(network: gridphysics.Network, n_areas: int) -> None:
     if isinstance(n_areas, bool) or not isinstance(n_areas, int | np.integer):
-        raise ValueError(f"n_areas must be an int, got {n_areas!r}")
+        raise EnvOptionError(f"n_areas must be an int, got {n_areas!r}")
     if n_areas < 1:
-        raise ValueError(f"n_areas must be at least 1, got n_areas={n_areas}")
+        raise EnvOptionError(f"n_areas must be at least 1, got n_areas={n_areas}")
     if n_areas > network.n_bus:
-        raise ValueError(
+        raise EnvOptionError(
             f"n_areas={n_areas} is more than the {network.n_bus} buses of {network.name!r}"
         )
     n_gen_bus = int(np.count_nonzero(_bus_capacity(network) > 0))
     if n_areas > n_gen_bus:
-        raise ValueError(
+        raise EnvOptionError(
             f"n_areas={n_areas} is more than the {n_gen_bus} buses with in-service generation "
             f"in {network.name!r}: every area needs a generator bus"
         )
@@ -81,18 +82,18 @@ def _check_n_areas(network: gridphysics.Network, n_areas: int) -> None:
 def _check_areas(network: gridphysics.Network, areas: np.ndarray) -> np.ndarray:
     areas = np.asarray(areas)
     if areas.shape != (network.n_bus,) or not np.issubdtype(areas.dtype, np.integer):
-        raise ValueError(
+        raise EnvOptionError(
             f"areas must be an integer array of shape ({network.n_bus},), "
             f"got {areas.dtype} {areas.shape}"
         )
     if areas.size and areas.min() < 0:
-        raise ValueError("areas must be non-negative area indices")
+        raise EnvOptionError("areas must be non-negative area indices")
     return areas.astype(np.int64)
 
 
 def area_source(network: gridphysics.Network, n_areas: int = 4) -> str:
     """``"case areas"`` if the case's area data has at least ``n_areas`` distinct values,
-    else ``"graph partition v1"``. Raises ValueError for an invalid ``n_areas``."""
+    else ``"graph partition v1"``. Raises EnvOptionError (a ValueError) for an invalid ``n_areas``."""
     _check_n_areas(network, n_areas)
     if np.unique(network.topology.bus_area).size >= n_areas:
         return CASE_AREAS
@@ -103,7 +104,7 @@ def partition(network: gridphysics.Network, n_areas: int = 4) -> np.ndarray:
     """(n_bus,) int area index ``0..n_areas-1`` for every bus (see the module docstring).
 
     Raises:
-        ValueError: ``n_areas`` is not an int, is below 1, exceeds the number of buses or
+        EnvOptionError: ``n_areas`` is not an int, is below 1, exceeds the number of buses or
             of generator buses, or the grid cannot be split into ``n_areas`` contiguous
             non-empty areas.
     """
@@ -157,7 +158,7 @@ def _graph_partition(network: gridphysics.Network, n_areas: int) -> np.ndarray:
     main = min(range(n_comp), key=lambda c: (-comp_cap[c], -comp_size[c], c))
     candidates = np.flatnonzero((comp == main) & (cap > 0))
     if candidates.size < n_areas:
-        raise ValueError(
+        raise EnvOptionError(
             f"cannot split {network.name!r} into n_areas={n_areas} contiguous areas with "
             f"generation: its main connected part has {candidates.size} generator buses"
         )
@@ -183,7 +184,7 @@ def _graph_partition(network: gridphysics.Network, n_areas: int) -> np.ndarray:
     for a in range(n_areas):
         members = np.flatnonzero((area == a) & (comp == main))
         if members.size == 0 or connected_components(adj[members][:, members])[0] != 1:
-            raise ValueError(
+            raise EnvOptionError(
                 f"cannot split {network.name!r} into n_areas={n_areas} contiguous areas"
             )
     return area

@@ -463,6 +463,8 @@ def check_day_flags(parser, args) -> tuple[str, ...]:
     unknown ones)."""
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
+    if not 0 <= args.seed < 2**32:  # a JAX key takes an unsigned 32-bit seed
+        parser.error(f"--seed must be an integer in 0..{2**32 - 1}, got {args.seed}")
     names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
     bad = [n for n in names if n not in BASELINES]
     if bad:

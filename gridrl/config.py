@@ -209,6 +209,9 @@ class TrainConfig:
             v = getattr(self, name)
             need(v is None or v >= 1, name, f"must be >= 1, got {v}")
         need(self.devices >= 0, "devices", f"must be >= 0 (0 = all), got {self.devices}")
+        for name in ("seed", "eval_seed"):  # a JAX key takes an unsigned 32-bit seed
+            v = getattr(self, name)
+            need(0 <= v < 2**32, name, f"must be an integer in 0..{2**32 - 1}, got {v}")
         need(self.method in ("dc", "ac"), "method", f"must be 'dc' or 'ac', got {self.method!r}")
         need(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         for name in ("gamma", "gae_lambda", "value_norm_beta"):

@@ -28,6 +28,7 @@ One step (15 minutes):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,7 +40,7 @@ import gridphysics as gp
 from gridrl import decisions, observation, physics, safety, scenarios
 from gridrl import reward as rewards
 from gridrl.areas import partition, tie_lines
-from gridrl.errors import ActionError, EnvOptionError
+from gridrl.errors import ActionError, EnvInputError, EnvOptionError, UnknownAgentError
 from gridrl.metrics import ENV_INFO
 from gridrl.protection import ThermalRelay, overloaded
 from gridrl.spaces import Box
@@ -47,6 +48,9 @@ from gridrl.spaces import Box
 DT_HOURS = scenarios.STEP_MINUTES / 60
 FAST_DC_MAX_BRANCHES = 3000  # above this, no dense outage engine: gridphysics.solve every step
 RATING_RULE = "operation-v1"  # cases/ratings.toml: ratings of branches the case leaves unrated
+#: The most corrective-redispatch rounds the safety filter may run per step (each round
+#: is unrolled in the compiled step, so the bound keeps compilation finite).
+MAX_CORRECTIVE_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class EnvConfig:
         corrective_rounds: rounds of the safety filter's corrective redispatch
             (:func:`gridrl.safety.corrective`: every unit moved at once, the most loaded
             lines held at 98 % of their rating) before its greedy relief steps. 0
-            (default) runs the relief steps only. Each round costs about as much as
+            (default) runs the relief steps only; at most MAX_CORRECTIVE_ROUNDS. Each round costs about as much as
             the rest of a step; evaluate a trained policy with 2 to see its dispatch
             made secure where redispatch within the ramps can do it.
         method: physics: "dc" (default) or "ac".
@@ -119,6 +123,8 @@ class EnvConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 bad(name, f"must be an integer >= {low}")
+        if self.corrective_rounds > MAX_CORRECTIVE_ROUNDS:  # each round is traced anew
+            bad("corrective_rounds", f"must be at most {MAX_CORRECTIVE_ROUNDS}")
         for name, low, high in (
             ("emergency_percent", 100.0, np.inf),
             ("emergency_minutes", 0.0, np.inf),
@@ -264,12 +270,18 @@ class GridEnv:
         obs, _ = jax.eval_shape(self.reset, jax.random.key(0), params)
         self._obs_sizes = {agent: int(o.shape[0]) for agent, o in obs.items()}
 
+    def _check_agent(self, agent: str) -> None:
+        if agent not in self.agents:
+            raise UnknownAgentError(f"unknown agent {agent!r}; agents are {self.agents}")
+
     def observation_space(self, agent: str) -> Box:
+        self._check_agent(agent)
         if self._obs_sizes is None:
             raise RuntimeError("observation sizes are unknown: build the env with gridrl.make")
         return Box(-jnp.inf, jnp.inf, (self._obs_sizes[agent],), self.dtype)
 
     def action_space(self, agent: str) -> Box:
+        self._check_agent(agent)
         if agent == "strategic":
             return Box(-1.0, 1.0, (self.n_areas,), self.dtype)
         if agent == "safety":
@@ -279,6 +291,7 @@ class GridEnv:
     def action_mask(self, agent: str) -> np.ndarray:
         """Which action entries act (operational agents: their area's units, then the
         shedding of each of their area's loads)."""
+        self._check_agent(agent)
         if agent.startswith("operational_"):
             a = int(agent.split("_")[1])
             return np.concatenate(
@@ -287,11 +300,31 @@ class GridEnv:
         return np.ones(self.action_space(agent).shape, bool)
 
     # -- API ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_key(key) -> None:
+        """Keys are JAX PRNG keys (``jax.random.key``) or legacy uint32 key pairs."""
+        ok = isinstance(key, jax.Array) and (
+            jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+            or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))
+        )
+        if not ok:
+            raise EnvInputError(
+                f"key must be a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__}"
+                + (f" of dtype {key.dtype}" if hasattr(key, "dtype") else "")
+            )
+
     def reset(self, key: jax.Array, params: EnvParams):
+        self._check_key(key)
         state = self._initial_state(key, params)
         return self._observe(state, params), state
 
     def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
+        self._check_key(key)
+        if not isinstance(actions, Mapping):
+            raise EnvInputError(
+                f"actions must be a dict of arrays, one per agent {self.agents}, got "
+                f"{type(actions).__name__}"
+            )
         missing = set(self.agents) - set(actions)
         if missing:
             raise ActionError(
@@ -553,6 +586,22 @@ def _padded(groups: list[np.ndarray], pad: int) -> np.ndarray:
     return out
 
 
+def _check_units(network: gp.Network) -> None:
+    """The environment dispatches every in-service unit between its limits: they must
+    be finite, with p_min <= p_max (a case may say Pmax = Inf; the env cannot)."""
+    gen = network.gen
+    p_min, p_max = np.asarray(gen.p_min_mw), np.asarray(gen.p_max_mw)
+    on = np.asarray(gen.status) > 0
+    bad = np.flatnonzero(on & ~(np.isfinite(p_min) & np.isfinite(p_max) & (p_min <= p_max)))
+    if bad.size:
+        i = int(bad[0])
+        raise EnvOptionError(
+            f"case {network.name!r}: {network.element_name('gen', i)} has p_min_mw = {p_min[i]} "
+            f"and p_max_mw = {p_max[i]}; the environment needs finite limits with "
+            "p_min <= p_max for every in-service unit"
+        )
+
+
 def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     """An environment and its default parameters for ``case``.
 
@@ -572,9 +621,13 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     if not 0 <= level <= scenarios.TOP_LEVEL:
         raise EnvOptionError(f"level must be 0..{scenarios.TOP_LEVEL}, got {level}")
     network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
+    _check_units(network)
     dtype = jnp.dtype(config.dtype)
     env = GridEnv(config, network)
-    base = np.asarray(gp.solve(network).gen_p_mw)
+    solved = gp.solve(network)
+    if not bool(solved.converged):
+        raise EnvOptionError(f"case {case!r}: its DC power flow does not converge")
+    base = np.asarray(solved.gen_p_mw)
     gen = network.gen
     ramp = np.asarray(gen.ramp_mw_per_min) * scenarios.STEP_MINUTES
     ramp = np.where(ramp > 0, ramp, 0.1 * np.asarray(gen.p_max_mw))

@@ -13,5 +13,17 @@ class ActionError(GridRLError, ValueError):
     """Actions that do not fit the action spaces (a missing agent, a wrong shape)."""
 
 
+class UnknownAgentError(GridRLError, KeyError):
+    """An agent name the environment does not have; the message lists its agents."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EnvInputError(GridRLError, TypeError):
+    """A reset or step argument of the wrong kind: a key that is not a JAX PRNG key,
+    actions that are not a dict of arrays."""
+
+
 class EnvOptionError(GridRLError, ValueError):
     """An invalid option of :func:`gridrl.make` (unknown name, wrong type or range)."""

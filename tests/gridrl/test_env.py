@@ -13,7 +13,7 @@ import pytest
 import gridphysics as gp
 from gridrl.areas import partition
 from gridrl.env import make
-from gridrl.errors import ActionError, EnvOptionError
+from gridrl.errors import ActionError, EnvInputError, EnvOptionError, UnknownAgentError
 
 
 @functools.lru_cache(maxsize=8)
@@ -316,11 +316,42 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"dtype": "int8"}, "dtype"),
         ({"corrective_rounds": -1}, "corrective_rounds"),
         ({"corrective_rounds": 1.5}, "corrective_rounds"),
+        ({"corrective_rounds": 10**6}, "corrective_rounds"),  # was a hang (unrolled rounds)
+        ({"n_areas": 15}, "n_areas"),  # was a raw ValueError
     ],
 )
 def test_bad_make_options_raise_a_typed_error_naming_the_option(options, match):
     with pytest.raises(EnvOptionError, match=match):
         make("ieee14", **options)
+
+
+def test_a_case_with_an_unlimited_unit_is_refused_by_make(tmp_path):
+    """Pmax = Inf is a valid case (gridphysics keeps it) but no dispatch range: the state
+    and reward became NaN without a flag; make names the unit instead."""
+    text = (gp.cases.cases_dir() / "matpower/case14.m").read_text()
+    head = text.index("mpc.gen = [")
+    row = text.index("\n", text.index("\n", head) + 1) + 1  # the second unit
+    cells = text[row : text.index("\n", row)].split("\t")
+    cells[9] = "Inf"  # PMAX (after the leading tab)
+    path = tmp_path / "unlimited.m"
+    path.write_text(text[:row] + "\t".join(cells) + text[text.index("\n", row) :])
+    with pytest.raises(EnvOptionError, match=r"generator 1 at bus 2 has .*p_max_mw = inf"):
+        make(str(path), n_areas=2)
+
+
+def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
+    env, params = make("ieee14", n_areas=2)
+    for query in (env.action_space, env.observation_space, env.action_mask):
+        with pytest.raises(UnknownAgentError, match="nobody"):
+            query("nobody")  # action_space returned an operational Box
+    with pytest.raises(EnvInputError, match="PRNG key"):
+        env.reset(0, params)
+    _, state = env.reset(jax.random.key(0), params)
+    with pytest.raises(EnvInputError, match="PRNG key"):
+        env.step(None, state, _zero_actions(env), params)
+    for actions in ([1, 2], None):
+        with pytest.raises(EnvInputError, match="dict"):
+            env.step(jax.random.key(1), state, actions, params)
 
 
 def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():

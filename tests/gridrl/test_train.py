@@ -419,6 +419,8 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
         (["--devices", "64"], "--devices"),
         (["--total-steps", "10"], "--total-steps"),
         (["--coordinator-address", "localhost:1"], "--coordinator-address"),
+        (["--seed", str(2**70)], "--seed"),  # was an OverflowError traceback after 14 s
+        (["--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_flags_fail_before_compiling_and_name_the_flag(argv, flag, capsys, tmp_path):
