@@ -7,8 +7,6 @@ import copy
 import inspect
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 
 import pytest
@@ -90,30 +88,6 @@ def ieee14():
 @pytest.fixture(scope="session")
 def ieee118():
     return gridphysics.load_case("ieee118")
-
-
-_OWN_CACHE = pytest.StashKey[str]()  # the cache directory this session made
-
-
-def pytest_configure(config):
-    """One JAX compilation cache for the whole test session: the xdist workers and the
-    training CLIs the tests start (they inherit the environment) compile many identical
-    programs, and each is compiled once. A fresh directory per session, removed at the
-    end, unless ``JAX_COMPILATION_CACHE_DIR`` is already set (then that one is used)."""
-    path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    if path is None and not hasattr(config, "workerinput"):  # the controller, or no xdist
-        path = tempfile.mkdtemp(prefix="gridphysics-tests-jax-cache-")
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
-        config.stash[_OWN_CACHE] = path
-    if path:
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", path)
-
-
-def pytest_unconfigure(config):
-    if (path := config.stash.get(_OWN_CACHE, None)) is not None:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
