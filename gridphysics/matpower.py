@@ -273,24 +273,13 @@ def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
     return line, False
 
 
-# What makes a line need more than a copy with its line comment cut (a regex over
-# stretches of whole lines): a quote (a '%' in a string is no comment), a "..."
-# continuation, or "%{" (block comment markers stand alone on their line).
-_LINE_MARKS = ("'", '"', "...", "%{")
+# What makes a line need more than a copy with its line comment cut (one regex over
+# stretches of whole lines): a "..." continuation, "%{" (block comment markers stand
+# alone on their line), or a quote before a '%' on the same line (the '%' may sit in a
+# string). Each try of the last branch stops at the next quote, '%' or line break, so a
+# search over the whole text stays linear.
+_LINE_SPECIAL_MARK = re.compile(r"\.\.\.|%\{|['\"][^\n%'\"]*%")
 _LINE_COMMENT = re.compile(r"%[^\n]*")
-
-
-def _next_line_special(text: str, pos: int, ahead: dict[str, int]) -> int:
-    """Offset of the first quote, "..." or "%{" at or after ``pos`` (-1 if none).
-    Each mark's next offset is kept in ``ahead`` and searched again (a C scan) only once
-    ``pos`` passes it, so the scans over a whole file stay linear in its size."""
-    found = -1
-    for mark, at in ahead.items():
-        if at != -1 and at < pos:
-            ahead[mark] = at = text.find(mark, pos)
-        if at >= 0 and (found < 0 or at < found):
-            found = at
-    return found
 
 
 class _Parser:
@@ -301,19 +290,19 @@ class _Parser:
         text = text.removeprefix("\ufeff")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        # Only lines with a quote, "..." or "%{" are read one by one; the lines between
+        # Only lines with "...", "%{" or a quote before a '%' are read one by one; the lines between
         # them are copied as one slice with their line comments cut by one regex. Work
         # and memory are linear in the text, with no per-line structures (so a file of
         # newlines costs what its text costs). ``self.joins``: the offsets in ``src`` of
         # the line breaks that "..." turned into spaces (for line numbers).
         parts: list[str] = []
         self.joins: list[int] = []
-        ahead = dict.fromkeys(_LINE_MARKS, -2)  # next offset of each mark (-2: not yet looked)
         copied = 0  # text[:copied] is in parts
         counted, counted_at = 0, 0  # newlines in text[:counted_at]
         size = 0  # characters in parts
         pos, n = 0, len(text)
-        while (at := _next_line_special(text, pos, ahead)) >= 0:
+        while (mark := _LINE_SPECIAL_MARK.search(text, pos)) is not None:
+            at = mark.start()
             start = text.rfind("\n", 0, at) + 1
             end = text.find("\n", at)
             end = n if end < 0 else end

@@ -796,3 +796,17 @@ def test_the_bulk_reader_is_exact_across_its_chunks_and_names_a_bad_last_token()
     text = f"function mpc = c\nmpc.baseMVA = 100;\nmpc.bus = [{body[:-1]}1x];\n"
     with pytest.raises(MatpowerParseError, match=r"cannot read '[^']*1x'"):
         parse_matpower(text)
+
+
+def test_percent_signs_in_strings_and_quotes_in_comments_keep_their_meaning():
+    """Lines copied in bulk have their comments cut by a regex; a line with a quote
+    before a '%' is read character by character. Both kinds, mixed on purpose."""
+    names = (
+        "% it's a comment with a quote and a % sign\n"
+        "mpc.bus_name = {'50% load'; ... a continuation, then a comment 'x'\n"
+        "  'it''s % not a comment';  % but this is: 'y'\n"
+        '  "two % signs %"};  % closing\n'
+    )
+    case = parse_matpower(SMALL.replace("mpc.gencost = [", names + "mpc.gencost = [", 1))
+    assert case["bus_name"] == ["50% load", "it's % not a comment", "two % signs %"]
+    assert_same(case["gencost"][:, 4], [0.11, 0.085])
