@@ -80,8 +80,8 @@ class EnvConfig:
         corrective_rounds: rounds of the safety filter's corrective redispatch
             (:func:`gridrl.safety.corrective`: every unit moved at once, the most loaded
             lines held at 98 % of their rating) before its greedy relief steps. 0
-            (default) runs the relief steps only; at most MAX_CORRECTIVE_ROUNDS. Each round costs about as much as
-            the rest of a step; evaluate a trained policy with 2 to see its dispatch
+            (default) runs the relief steps only; at most MAX_CORRECTIVE_ROUNDS. Each
+            round costs about as much as the rest of a step; evaluate a trained policy with 2 to see its dispatch
             made secure where redispatch within the ramps can do it.
         method: physics: "dc" (default) or "ac".
         dtype: "float32" (default, fast) or "float64".
