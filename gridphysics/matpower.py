@@ -276,10 +276,42 @@ def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
 # What makes a line need more than a copy with its line comment cut (one regex over
 # stretches of whole lines): a "..." continuation, "%{" (block comment markers stand
 # alone on their line), or a quote before a '%' on the same line (the '%' may sit in a
-# string). Each try of the last branch stops at the next quote, '%' or line break, so a
-# search over the whole text stays linear.
-_LINE_SPECIAL_MARK = re.compile(r"\.\.\.|%\{|['\"][^\n%'\"]*%")
+# string).
+_LINE_MARKS = ("'", '"', "...", "%{")
 _LINE_COMMENT = re.compile(r"%[^\n]*")
+
+
+def _next_line_special(text: str, pos: int, ahead: dict[str, int]) -> int:
+    """Offset of the first quote, "..." or "%{" at or after ``pos`` (-1 if none).
+    Each mark's next offset is kept in ``ahead`` and searched again (a C scan) only once
+    ``pos`` passes it, so the scans over a whole file stay linear in its size."""
+    found = -1
+    for mark, at in ahead.items():
+        if at != -1 and at < pos:
+            ahead[mark] = at = text.find(mark, pos)
+        if at >= 0 and (found < 0 or at < found):
+            found = at
+    return found
+
+
+def _next_line_to_read(text: str, pos: int, ahead: dict[str, int]) -> int:
+    """An offset in the first line at or after ``pos`` that must be read character by
+    character (-1 if none): one with "...", "%{", or a quote followed by a '%'. A line
+    whose quotes all come after its first '%' (a comment), or that has no '%' at all
+    (names in a cell array), is skipped with a few C scans."""
+    n = len(text)
+    while (at := _next_line_special(text, pos, ahead)) >= 0:
+        if text[at] not in "'\"":
+            return at
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at)
+        end = n if end < 0 else end
+        if text.find("%", start, end) > at or text.find("...", at, end) >= 0:
+            return at
+        if end >= n:
+            return -1
+        pos = end + 1
+    return -1
 
 
 class _Parser:
@@ -301,8 +333,8 @@ class _Parser:
         counted, counted_at = 0, 0  # newlines in text[:counted_at]
         size = 0  # characters in parts
         pos, n = 0, len(text)
-        while (mark := _LINE_SPECIAL_MARK.search(text, pos)) is not None:
-            at = mark.start()
+        ahead = dict.fromkeys(_LINE_MARKS, -2)  # next offset of each mark (-2: not yet looked)
+        while (at := _next_line_to_read(text, pos, ahead)) >= 0:
             start = text.rfind("\n", 0, at) + 1
             end = text.find("\n", at)
             end = n if end < 0 else end
