@@ -150,11 +150,18 @@ class OutageFlows:
 
     def system(self, status: jax.Array) -> OutageSystem:
         """The factored Woodbury system of the grid with the branches whose ``status``
-        (n_branch,) is <= 0 switched out (a branch in service in the intact grid only;
-        a non-finite status makes the system, and every flow of it, not ``exact``):
+        (n_branch,) is 0 switched out (a branch in service in the intact grid only; a
+        status other than 0 or 1 makes the system, and every flow of it, not ``exact``):
         what :meth:`apply` and :meth:`sensitivity` reuse for any injections. Traceable,
         vmappable, fixed cost."""
+        if jnp.shape(status) != (self.n_branch,):
+            raise NetworkError(
+                f"status must have shape ({self.n_branch},), got {jnp.shape(status)}"
+            )
         dtype = self.transfer.dtype
+        # the engine switches branches in or out: a status other than 0 or 1 (a derating,
+        # NaN) is no state it represents, so its flows are not exact
+        switched = jnp.all((status == 0) | (status == 1))
         out = self.in_service & (status <= 0)
         n_out = jnp.sum(out)
         dead_status = status <= 0
@@ -169,7 +176,7 @@ class OutageFlows:
                 dead=dead_status
                 | self.unreached[self.branch_from]
                 | self.unreached[self.branch_to],
-                exact=(n_out == 0) & jnp.isfinite(jnp.sum(status)),
+                exact=(n_out == 0) & switched,
             )
         weight, slots = jax.lax.top_k(out.astype(dtype), self.max_outages)
         used = weight > 0
@@ -191,15 +198,17 @@ class OutageFlows:
             null=null,
             isolated=isolated,
             dead=dead,
-            exact=(n_out <= self.max_outages)
-            & jnp.isfinite(jnp.sum(lu))
-            & jnp.isfinite(jnp.sum(status)),
+            exact=(n_out <= self.max_outages) & jnp.isfinite(jnp.sum(lu)) & switched,
         )
 
     def apply(self, system: OutageSystem, injection_mw: jax.Array) -> OutageFlowResult:
         """The flows of ``system``'s grid with bus injections ``injection_mw`` (n_bus,)
         (generation minus load and shunt consumption, MW; the reference bus balances;
         the injections of cut-off buses are dropped)."""
+        if jnp.shape(injection_mw) != (self.n_bus,):
+            raise NetworkError(
+                f"injection_mw must have shape ({self.n_bus},), got {jnp.shape(injection_mw)}"
+            )
         post = self._post(system, injection_mw)
         exact = system.exact & jnp.isfinite(jnp.sum(post))
         post = jnp.where(system.dead, 0.0, post)
@@ -211,7 +220,7 @@ class OutageFlows:
         """DC flows with bus injections ``injection_mw`` (n_bus,) (generation minus load
         and shunt consumption, MW; the reference bus balances) and branch statuses
         ``status`` (n_branch,) (a branch in service in the intact grid is out where its
-        status is <= 0): ``apply(system(status), injection_mw)``. Traceable,
+        status is 0; statuses are 0 or 1): ``apply(system(status), injection_mw)``. Traceable,
         vmappable, fixed cost."""
         return self.apply(self.system(status), injection_mw)
 

@@ -112,8 +112,8 @@ def _check_finite(arr: np.ndarray, table: str, cols: dict[str, int]) -> None:
 
 def _check_range(arr: np.ndarray, table: str, cols: dict[str, tuple[int, str]]) -> None:
     """Each named column (index, rule): "finite", "upper" (not NaN, not -inf: a maximum),
-    "lower" (not NaN, not +inf: a minimum) or "rating" (not NaN, >= 0; 0 or inf means
-    unlimited). Columns the table does not have are skipped."""
+    "lower" (not NaN, not +inf: a minimum), "ramp" (finite, >= 0) or "rating" (not NaN,
+    >= 0; 0 or inf means unlimited). Columns the table does not have are skipped."""
     for name, (col, rule) in cols.items():
         if col >= arr.shape[1]:
             continue
@@ -124,6 +124,8 @@ def _check_range(arr: np.ndarray, table: str, cols: dict[str, tuple[int, str]]) 
             ok, want = ~np.isnan(x) & (x > -np.inf), "a number or Inf (an upper limit)"
         elif rule == "lower":
             ok, want = ~np.isnan(x) & (x < np.inf), "a number or -Inf (a lower limit)"
+        elif rule == "ramp":
+            ok, want = np.isfinite(x) & (x >= 0), "a finite number >= 0 (0: not given)"
         else:
             ok, want = ~np.isnan(x) & (x >= 0), "a number >= 0 (0 or Inf: unlimited)"
         bad = np.flatnonzero(~ok)
@@ -313,7 +315,7 @@ def from_ppc(
             "QMIN": (QMIN, "lower"),
             "PMAX": (PMAX, "upper"),
             "PMIN": (PMIN, "lower"),
-            "RAMP_AGC": (RAMP_AGC, "rating"),
+            "RAMP_AGC": (RAMP_AGC, "ramp"),
         },
     )
     _check_range(

@@ -59,6 +59,7 @@ def test_a_one_bus_case_solves_as_pypower_does(case14):
         ("gen", GEN_PMAX, np.nan, "PMAX = nan"),  # crashed gridrl.make
         ("gen", GEN_PMIN, np.inf, "PMIN = inf"),
         ("gen", GEN_RAMP, np.nan, "RAMP_AGC = nan"),
+        ("gen", GEN_RAMP, np.inf, "RAMP_AGC = inf"),
         ("branch", BR_RATE_A, -np.inf, "RATE_A = -inf"),
         ("branch", BR_RATE_A, -5.0, "RATE_A = -5"),
         ("branch", BR_STATUS, 0.5, "BR_STATUS = 0.5"),  # was read as in service
@@ -104,8 +105,14 @@ def test_statuses_outside_0_1_are_not_converged_under_vmap(ieee14):
         assert np.asarray(ok).tolist() == [False, False, True], method
     engine = gp.OutageFlows.build(ieee14, max_outages=4)
     injection = jnp.zeros(ieee14.n_bus)
-    assert not bool(engine.flows(injection, jnp.full(ieee14.n_branch, jnp.nan)).exact)
-    assert bool(engine.flows(injection, jnp.ones(ieee14.n_branch)).exact)
+    for value in (jnp.nan, 0.5, 2.0):  # the engine switches; a derating is no state of it
+        status = jnp.ones(ieee14.n_branch).at[3].set(value)
+        assert not bool(engine.flows(injection, status).exact), value
+    assert bool(engine.flows(injection, jnp.ones(ieee14.n_branch).at[3].set(0.0)).exact)
+    with pytest.raises(gp.NetworkError, match="status must have shape"):
+        engine.flows(injection, jnp.ones(ieee14.n_branch + 3))
+    with pytest.raises(gp.NetworkError, match="injection_mw must have shape"):
+        engine.flows(jnp.zeros(ieee14.n_bus + 1), jnp.ones(ieee14.n_branch))
 
 
 def test_a_negative_rating_is_refused_and_never_a_negative_loading(ieee14):
