@@ -67,7 +67,8 @@ class EnvConfig:
         thermal_time_constant_minutes: the lines' thermal time constant.
         instant_trip_percent: loading that trips a line at once.
             (The four are :class:`gridrl.protection.ThermalRelay`'s settings.)
-        episode_steps: steps per episode (96 = one day).
+        episode_steps: steps per episode (96 = one day, the most; fewer compress the
+            day's load and solar profiles into fewer steps).
         renewable_share: share of generators turned into wind/solar units.
         repair_steps: steps until a tripped or failed branch is back (default: 4 hours).
         max_cascade: re-solves per step while trips cascade.
@@ -125,6 +126,8 @@ class EnvConfig:
                 bad(name, f"must be an integer >= {low}")
         if self.corrective_rounds > MAX_CORRECTIVE_ROUNDS:  # each round is traced anew
             bad("corrective_rounds", f"must be at most {MAX_CORRECTIVE_ROUNDS}")
+        if self.episode_steps > scenarios.STEPS_PER_DAY:  # one day's profiles, 15-min steps
+            bad("episode_steps", f"must be at most {scenarios.STEPS_PER_DAY} (one day)")
         for name, low, high in (
             ("emergency_percent", 100.0, np.inf),
             ("emergency_minutes", 0.0, np.inf),

@@ -318,6 +318,7 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"corrective_rounds": 1.5}, "corrective_rounds"),
         ({"corrective_rounds": 10**6}, "corrective_rounds"),  # was a hang (unrolled rounds)
         ({"n_areas": 15}, "n_areas"),  # was a raw ValueError
+        ({"episode_steps": 10**6}, "episode_steps"),  # a million-step constant to compile
     ],
 )
 def test_bad_make_options_raise_a_typed_error_naming_the_option(options, match):
