@@ -55,6 +55,10 @@ _ASSIGN = re.compile(r"([A-Za-z]\w*(?:\.[A-Za-z]\w*)*)[^\S\n]*(=(?!=)|\()[^\S\n]
 _TRAILER = re.compile(r"[^\S\n]*(?:[;,]|\n|\Z)")
 _BARE_NUMBER = re.compile(r"[+-]?\.?[0-9]")
 _IDENT = re.compile(r"[A-Za-z]\w*", re.ASCII)
+# A cell array body of plain strings (no doubled quotes, comments or nesting) between
+# separators: read with one regex (a cell of 13,659 bus names is common).
+_SIMPLE_CELL = re.compile(r"""[\s;,]*(?:(?:'[^'\n]*'|"[^"\n]*")(?!['"])[\s;,]*)*""")
+_CELL_ITEM = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 _OPENER = {")": "(", "]": "[", "}": "{"}
 _CLOSER = {v: k for k, v in _OPENER.items()}
 
@@ -76,6 +80,27 @@ _POW10 = 10.0 ** np.arange(23)  # every power of ten that is an exact double
 #: A mantissa of at most 15 digits is below 2**53, so ``m * 10**k`` or ``m / 10**k`` with
 #: |k| <= 22 is one correctly rounded operation on exact doubles: float()'s result.
 _FAST_DIGITS = 15
+
+
+def _extended_powers() -> np.ndarray | None:
+    """The powers of ten that are exact in ``np.longdouble`` when it has a 64-bit (or
+    longer) mantissa (x87 extended, IEEE quad), else None (where it is a double)."""
+    if np.finfo(np.longdouble).nmant < 63:
+        return None
+    powers = [np.longdouble(1)]
+    while len(powers) < 28:  # 10**27 = 2**27 * 5**27 and 5**27 < 2**64: exact
+        powers.append(powers[-1] * np.longdouble(10))
+    return np.array(powers, np.longdouble)
+
+
+#: Tokens of 16 to 19 significant digits (``repr`` output: 17) with a decimal exponent
+#: within +-27: the mantissa (below 10**19 < 2**64) and 10**k are exact in a 64-bit-
+#: mantissa ``longdouble``, so ``m * 10**k`` is one rounding to 64 bits, then one to
+#: 53. That double rounding gives float()'s result unless the first lands exactly
+#: halfway between two doubles; those tokens go to float(). None: no such type here.
+_POW10_EXT = _extended_powers()
+_EXT_DIGITS = 19
+_UINT_POW10 = 10 ** np.arange(_EXT_DIGITS + 1, dtype=np.uint64)
 _FAST_EXP_DIGITS = 4
 _CHUNK_CHARS = 1 << 17
 _CUT = re.compile(r"[\s;,]")  # where a chunk may end: between two tokens
@@ -160,35 +185,68 @@ def _chunk_numbers(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     n_digits = cm_end - (cm[starts] - mant[starts])
     if np.any((n_digits == 0) & ~slow):
         return None  # a sign, dot or exponent without mantissa digits
-    slow |= n_digits > _FAST_DIGITS
+    long = n_digits > _FAST_DIGITS
     digits = arr[mant]  # every mantissa digit, token after token
     place = np.repeat(cm_end, n_digits)  # each digit's power of ten: the digits after it
     place -= np.arange(1, digits.size + 1, dtype=np.int32)
     np.minimum(place, _POW10.size - 1, out=place)
+    digits -= 48
     weight = _POW10[place]
-    weight *= digits - 48
+    weight *= digits
     mantissa = np.zeros(t_count)
     has = np.flatnonzero(n_digits)
-    if has.size:  # sums of integers below 2**53: exact
-        mantissa[has] = np.add.reduceat(weight, (np.cumsum(n_digits) - n_digits)[has])
-    del digits, place, weight
+    first = (np.cumsum(n_digits) - n_digits)[has]
+    if has.size:  # sums of integers below 2**53: exact (approximate for longer tokens)
+        mantissa[has] = np.add.reduceat(weight, first)
+    del weight
     scale = np.zeros(t_count, np.int64)  # the decimal exponent of the mantissa's last digit
     scale[dot_tok] = cm[dots] - cm_end[dot_tok]  # minus the digits after the dot
     if exps.size:
         scale[exp_tok] += expo
     del cm, mant
-    slow |= np.abs(scale) >= _POW10.size
     values = mantissa / _POW10[np.minimum(np.maximum(-scale, 0), _POW10.size - 1)]
     up = np.flatnonzero(scale > 0)
     values[up] = mantissa[up] * _POW10[np.minimum(scale[up], _POW10.size - 1)]
+    slow |= np.abs(scale) >= _POW10.size
+    if _POW10_EXT is not None and long.any():
+        ext = long & ~slow & (mantissa < 9e18) & (np.abs(scale) < _POW10_EXT.size)
+        _extended(values, ext, digits, place, n_digits, first, has, scale, slow)
+        long &= ~ext
+    slow |= long
+    del digits, place
     negative = arr[starts] == ord("-")
     values[negative] *= -1.0
-    for t in np.flatnonzero(slow).tolist():
+    slow_at = np.flatnonzero(slow)
+    if slow_at.size:  # float() in one C-level pass over the split tokens
+        tokens = data.split()
         try:
-            values[t] = float(data[starts[t] : ends[t]])
+            values[slow_at] = np.fromiter(
+                map(float, map(tokens.__getitem__, slow_at.tolist())), float, slow_at.size
+            )
         except ValueError:
             return None
     return values, per_line
+
+
+def _extended(values, ext, digits, place, n_digits, first, has, scale, slow) -> None:
+    """Set ``values`` of the tokens ``ext`` (16 to 19 significant digits, |scale| within
+    the exact powers of ``_POW10_EXT``) in extended precision, and mark ``slow`` those
+    whose double rounding could differ from float() (see ``_POW10_EXT``)."""
+    weight = _UINT_POW10[np.minimum(place, _EXT_DIGITS)]  # exact below 10**19
+    weight *= digits
+    whole = np.zeros(values.size, np.uint64)
+    whole[has] = np.add.reduceat(weight, first)
+    at = np.flatnonzero(ext)
+    m = whole[at].astype(np.longdouble)  # exact: below 2**64
+    k = scale[at]
+    r = np.where(k >= 0, m * _POW10_EXT[np.maximum(k, 0)], m / _POW10_EXT[np.maximum(-k, 0)])
+    d = r.astype(np.float64)
+    # r exactly halfway between d and its neighbour on r's side: ambiguous
+    toward = np.nextafter(d, np.where(r > d, np.inf, -np.inf))
+    half = (toward.astype(np.longdouble) - d) / 2
+    tie = (r != d) & (r - d == half)
+    values[at] = d
+    slow[at[tie]] = True
 
 
 def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
@@ -277,16 +335,17 @@ def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
 # stretches of whole lines): a "..." continuation, "%{" (block comment markers stand
 # alone on their line), or a quote before a '%' on the same line (the '%' may sit in a
 # string).
-_LINE_MARKS = ("'", '"', "...", "%{")
+_LINE_MARKS = ("'", '"', "...", "%{", "%")
 _LINE_COMMENT = re.compile(r"%[^\n]*")
 
 
-def _next_line_special(text: str, pos: int, ahead: dict[str, int]) -> int:
-    """Offset of the first quote, "..." or "%{" at or after ``pos`` (-1 if none).
-    Each mark's next offset is kept in ``ahead`` and searched again (a C scan) only once
-    ``pos`` passes it, so the scans over a whole file stay linear in its size."""
+def _next_mark(text: str, pos: int, ahead: dict[str, int], marks) -> int:
+    """Offset of the first of ``marks`` at or after ``pos`` (-1 if none). Each mark's
+    next offset is kept in ``ahead`` and searched again (a C scan) only once ``pos``
+    passes it, so the scans over a whole file stay linear in its size."""
     found = -1
-    for mark, at in ahead.items():
+    for mark in marks:
+        at = ahead[mark]
         if at != -1 and at < pos:
             ahead[mark] = at = text.find(mark, pos)
         if at >= 0 and (found < 0 or at < found):
@@ -295,23 +354,30 @@ def _next_line_special(text: str, pos: int, ahead: dict[str, int]) -> int:
 
 
 def _next_line_to_read(text: str, pos: int, ahead: dict[str, int]) -> int:
-    """An offset in the first line at or after ``pos`` that must be read character by
-    character (-1 if none): one with "...", "%{", or a quote followed by a '%'. A line
-    whose quotes all come after its first '%' (a comment), or that has no '%' at all
-    (names in a cell array), is skipped with a few C scans."""
-    n = len(text)
-    while (at := _next_line_special(text, pos, ahead)) >= 0:
-        if text[at] not in "'\"":
-            return at
-        start = text.rfind("\n", 0, at) + 1
-        end = text.find("\n", at)
-        end = n if end < 0 else end
-        if text.find("%", start, end) > at or text.find("...", at, end) >= 0:
-            return at
-        if end >= n:
+    """An offset in the first line at or after ``pos`` (a line start) that must be read
+    character by character (-1 if none): one with "...", "%{", or a quote followed by
+    a '%'. Only the lines holding a '%' after some quote are looked at, a few C scans
+    each: lines of names without comments, and comments without quotes, are skipped
+    in bulk."""
+    while True:
+        must = _next_mark(text, pos, ahead, ("...", "%{"))
+        quote = _next_mark(text, pos, ahead, ("'", '"'))
+        if quote < 0 or (must >= 0 and must < quote):
+            return must
+        percent = _next_mark(text, quote, ahead, ("%",))
+        if percent < 0:
+            return must
+        start = max(text.rfind("\n", 0, percent) + 1, pos)
+        end = text.find("\n", percent)
+        end = len(text) if end < 0 else end
+        first = _next_mark(text, start, ahead, ("'", '"'))
+        if 0 <= first < percent:  # a quote before the '%' on its line
+            return first if must < 0 else min(first, must)
+        if must >= 0 and must <= end:
+            return must
+        if end >= len(text):
             return -1
         pos = end + 1
-    return -1
 
 
 class _Parser:
@@ -395,6 +461,9 @@ class _Parser:
         close = src.find(_CLOSER[src[start]], pos)
         if close >= 0 and all(src.find(c, pos, close) < 0 for c in "[](){}'\""):
             return close, None
+        if close >= 0 and src[start] == "{" and _SIMPLE_CELL.fullmatch(src, pos, close):
+            quote = _CELL_ITEM.search(src, pos, close)  # a '}' in a string fails the match
+            return close, None if quote is None else quote.start()
         while (m := _SPECIAL.search(src, pos)) is not None:
             i, ch = m.start(), m.group()
             pos = i + 1
@@ -476,6 +545,8 @@ class _Parser:
 
     def cell_strings(self, start: int, close: int, label: str) -> list[str]:
         """The quoted strings of the cell array ``src[start:close+1]``."""
+        if _SIMPLE_CELL.fullmatch(self.src, start + 1, close):
+            return [a or b for a, b in _CELL_ITEM.findall(self.src, start + 1, close)]
         body, pos, names = self.src[start + 1 : close], 0, []
         while (pos := _SEP.match(body, pos).end()) < len(body):
             end = _string_end(body, pos) if body[pos] in "'\"" else -1

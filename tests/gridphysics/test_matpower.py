@@ -810,3 +810,66 @@ def test_percent_signs_in_strings_and_quotes_in_comments_keep_their_meaning():
     case = parse_matpower(SMALL.replace("mpc.gencost = [", names + "mpc.gencost = [", 1))
     assert case["bus_name"] == ["50% load", "it's % not a comment", "two % signs %"]
     assert_same(case["gencost"][:, 4], [0.11, 0.085])
+
+
+def test_long_mantissas_near_halfway_points_read_as_float_reads_them():
+    """Tokens of 16 to 19 significant digits (``repr`` writes 17) are read in extended
+    precision with one check for the double rounding's single ambiguous case. The
+    reference is ``float``: random tokens, decimal roundings of the exact midpoints
+    between adjacent doubles (the hardest inputs), and integers just past 2**53 that
+    are exact midpoints."""
+    from decimal import Decimal
+
+    import gridphysics.matpower as mp
+
+    rng = np.random.default_rng(11)
+    tokens = []
+    for m, e in zip(
+        rng.integers(10**15, 10**18, 4000) * rng.integers(1, 9, 4000),
+        rng.integers(-30, 31, 4000),
+        strict=True,
+    ):
+        tokens.append(f"{m}e{e}")
+    for v in rng.uniform(1e-3, 1e3, 3000) * 10.0 ** rng.integers(-8, 9, 3000):
+        mid = (Decimal(float(v)) + Decimal(float(np.nextafter(v, np.inf)))) / 2
+        tokens += [format(mid, f".{d - 1}e") for d in (16, 17, 18, 19)]
+    tokens += [str(2**53 + 2 * k + 1) for k in range(200)]  # exact ties: to even
+    tokens += [f"-{2**60 + 256 * k + 128}" for k in range(200)]
+    body = " ".join(tokens)
+    want = np.array([[float(t) for t in tokens]])
+    got = mp._matrix_fast(body, 0, len(body))
+    assert got is not None
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize(
+    ("cell", "want"),
+    [
+        ("{'a'; 'b c'; 'd%e'}", ["a", "b c", "d%e"]),
+        ("{ 'a', \"b\" ;\n 'x}y' }", ["a", "b", "x}y"]),
+        ("{'it''s'; 'ok'; 'z'}", ["it's", "ok", "z"]),  # a doubled quote: the general reader
+        ("{''; 'a'; 'b'}", ["", "a", "b"]),
+        ("{'a' 'b' 'c'}", ["a", "b", "c"]),
+    ],
+)
+def test_cell_arrays_of_names_on_the_fast_and_the_general_path(cell, want):
+    """A body of plain quoted strings is read by one regex; anything else (doubled
+    quotes) by the general reader. Both give MATLAB's strings."""
+    text = SMALL.replace("mpc.gencost = [", f"mpc.bus_name = {cell};\nmpc.gencost = [", 1)
+    assert parse_matpower(text)["bus_name"] == want
+
+
+def test_lines_with_names_then_a_continuation_or_a_block_comment_are_still_read():
+    """Lines of names without a '%' are skipped in bulk when looking for lines to read
+    one by one; a '...' or a '%{' on the line of a later '%' is still found."""
+    extra = (
+        "mpc.bus_name = {'a';\n 'b'; 'c'};\n"
+        "x = 1 ... % a continuation with a comment\n"
+        "  + 2;\n"
+        "%{\n mpc.gencost = [1 2 3];\n%}\n"
+        "y = 'q'; % 'z'\n"
+    )
+    text = SMALL.replace("mpc.gencost = [", extra + "mpc.gencost = [", 1)
+    case = parse_matpower(text)
+    assert case["bus_name"] == ["a", "b", "c"]
+    assert_same(case["gencost"][:, 4], [0.11, 0.085])
