@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, SnapshotError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (gp.GridPhysicsError, GridRLError) as exc:  # a snapshot gridphysics refuses
+        print(f"error: --net {args.net}: {exc}", file=sys.stderr)
+        return 1
     print(format_recommendation(result))
     if args.json_out:
         with open(args.json_out, "w") as fh:

@@ -456,6 +456,29 @@ def _no_checkpoint_yet(checkpoint_dir, run_dir: Path) -> TrainConfig | None:
         raise ConfigError(f"{saved}: not readable JSON ({exc})") from None
 
 
+def _warn_if_config_file_differs(saved: Path, config: TrainConfig) -> None:
+    """On resume the checkpoint's options rule; a ``config.json`` that is unreadable or
+    says otherwise (edited by hand, damaged) is named, then rewritten from them."""
+    if not saved.exists():
+        return
+    try:
+        on_disk = json.loads(saved.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = f"is not readable JSON ({exc})"
+    else:
+        want = config.to_dict()
+        if on_disk == want:
+            return
+        keys = sorted(set(want) | set(on_disk if isinstance(on_disk, dict) else {}))
+        differ = [k for k in keys if not isinstance(on_disk, dict) or on_disk.get(k) != want.get(k)]
+        why = f"differs from the checkpoint's options ({', '.join(differ[:8]) or 'its form'})"
+    print(
+        f"warning: {saved} {why}; resuming with the options saved in the checkpoint and "
+        "rewriting it from them",
+        file=sys.stderr,
+    )
+
+
 def _set_aside_stale_logs(log_dir: Path, cdir: Path) -> None:
     """A fresh start in a directory where a run died before its first checkpoint: its
     metrics log is kept under another name (nothing is deleted)."""
@@ -484,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             if restart is None:
                 _, meta = ckpt.read_meta(checkpoint_dir)
                 config = TrainConfig.from_dict(meta["config"])
+                _warn_if_config_file_differs(run_dir / "config.json", config)
             else:  # it died before its first checkpoint: start it again, same options
                 config = restart
                 print(

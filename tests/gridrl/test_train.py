@@ -193,6 +193,25 @@ def test_missing_and_corrupt_checkpoints_give_clear_errors(tiny_run, tmp_path):
     assert main(["--resume", str(tmp_path / "empty")]) == 1  # clean message, no traceback
 
 
+def test_resume_names_a_config_file_that_disagrees_with_the_checkpoint(tmp_path, capsys):
+    """On resume the checkpoint's options rule; an edited or damaged config.json is named
+    (which options differ), never silently taken or silently ignored."""
+    from gridrl.train import _warn_if_config_file_differs
+
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(TINY.to_dict()))
+    _warn_if_config_file_differs(saved, TINY)
+    assert capsys.readouterr().err == ""
+    edited = {**TINY.to_dict(), "num_envs": -4, "hidden": "big"}
+    saved.write_text(json.dumps(edited))
+    _warn_if_config_file_differs(saved, TINY)
+    err = capsys.readouterr().err
+    assert "differs from the checkpoint's options (hidden, num_envs)" in err
+    saved.write_text("{truncated")
+    _warn_if_config_file_differs(saved, TINY)
+    assert "is not readable JSON" in capsys.readouterr().err
+
+
 def test_a_new_run_never_overwrites_an_old_one(tiny_run, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--case", "ieee14", "--run-dir", str(tiny_run[0])])
@@ -404,6 +423,14 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
         == 0
     )
     assert "above its Pmax" in capsys.readouterr().out
+    # a pandapower JSON whose tables are junk: a clean message, no traceback
+    junk = {"_module": "pandapower.auxiliary", "_class": "pandapowerNet", "_object": {"bus": 1}}
+    (tmp_path / "junk.json").write_text(json.dumps(junk))
+    assert (
+        recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "junk.json")])
+        == 1
+    )
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 # -- configuration and flags -----------------------------------------------------------------
