@@ -48,8 +48,8 @@ def flows(env, params: EnvParams, gen, served, branch_on, rate, system=None, p_f
         inj = injection(env, net, served) + jax.ops.segment_sum(
             gen, jnp.asarray(net.topology.gen_bus), env.n_bus
         )
-        if system is None:
-            system = params.grid.system(branch_on)
+        if system is None:  # used once: a cascade round
+            system = params.grid.system(branch_on, reuse=False)
         res = params.grid.apply(system, inj)
         loading, ok, isolated = (
             gp.loading_percent(res.p_from_mw, rate),

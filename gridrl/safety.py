@@ -145,9 +145,11 @@ def _relieve(carry, *, lo, hi, grid, system, injection_bus, gen_bus, limit, rate
     act = system.exact & up_ok[inc] & down_ok[dec] & (need > 0) & jnp.isfinite(amount)
     amount = jnp.where(act, jnp.maximum(amount, 0.0), 0.0)
     moved = p.at[inc].add(amount).at[dec].add(-amount)  # the total is unchanged
-    new_flow = grid.apply(
-        system, injection_bus + jax.ops.segment_sum(moved, gen_bus, injection_bus.shape[0])
-    ).p_from_mw
+    # the flows move along the post-outage PTDF columns of the two units' buses
+    # (NaN where the engine cannot represent the grid; no move is made there)
+    new_flow = flow + amount * jnp.nan_to_num(
+        grid.transfer_flows(system, gen_bus[inc], gen_bus[dec])
+    )
     worst_after, total_after = _measures(new_flow, rated, safe_rate)
     keep = act & _no_worse((worst_after, total_after), (worst_before, total_before))
     return (

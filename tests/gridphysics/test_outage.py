@@ -53,12 +53,16 @@ def _engine(case: str, max_outages: int, dtype: str = "float64"):
 
 
 @functools.lru_cache(maxsize=8)
-def _batched(engine_key):
+def _batched(engine_key, reuse=False):
+    """``flows`` (reuse=False: one use of the system, triangular sweeps) or ``apply`` of
+    a system built for reuse (its solve stored as a matrix)."""
+    if reuse:
+        return jax.jit(jax.vmap(lambda e, p, s: e.apply(e.system(s), p), in_axes=(None, 0, 0)))
     return jax.jit(jax.vmap(lambda e, p, s: e.flows(p, s), in_axes=(None, 0, 0)))
 
 
-def _check_against_solve(net, engine, status, gen, load, atol):
-    res = _batched(engine.max_outages)(
+def _check_against_solve(net, engine, status, gen, load, atol, reuse=False):
+    res = _batched(engine.max_outages, reuse)(
         engine, jnp.asarray(_injections(net, gen, load)), jnp.asarray(status)
     )
     islands = 0
@@ -75,11 +79,14 @@ def _check_against_solve(net, engine, status, gen, load, atol):
     return islands
 
 
-@pytest.mark.parametrize(("case", "max_out"), [("ieee14", 14), ("ieee30", 16), ("ieee118", 16)])
-def test_flows_equal_resolves_for_random_outages_with_islands(case, max_out):
+@pytest.mark.parametrize(
+    ("case", "max_out", "reuse"),
+    [("ieee14", 14, False), ("ieee30", 16, False), ("ieee118", 16, False), ("ieee30", 16, True)],
+)
+def test_flows_equal_resolves_for_random_outages_with_islands(case, max_out, reuse):
     net, engine = _engine(case, max_out)
     status, gen, load = _random_states(net, 60, max_out, seed=1)
-    islands = _check_against_solve(net, engine, status, gen, load, atol=1e-8)
+    islands = _check_against_solve(net, engine, status, gen, load, atol=1e-8, reuse=reuse)
     assert islands >= 10  # the island path really ran
 
 
@@ -234,3 +241,30 @@ def test_sensitivity_rows_equal_brute_force_resolves_after_outages_and_splits():
     # a branch that is out has no sensitivity at all
     out = int(np.flatnonzero(status[0] == 0)[0])
     assert not np.any(np.asarray(rows(jnp.asarray(status[0]), jnp.asarray([out]))))
+
+
+def test_transfer_flows_equal_the_difference_of_two_resolves():
+    """``transfer_flows(system, a, b)``: the flow change per MW moved from bus b to bus a
+    after outages (islands included) equals the difference of two re-solves with one
+    unit 1 MW up and another 1 MW down; 0 where either bus is cut off."""
+    net, engine = _engine("ieee30", 16)
+    status, gen, load = _random_states(net, 24, 16, seed=7)
+    gen_bus = np.asarray(net.topology.gen_bus)
+    rng = np.random.default_rng(8)
+    pairs = np.array([rng.choice(net.n_gen, 2, replace=False) for _ in range(len(status))])
+    moved = jax.jit(
+        jax.vmap(lambda s, a, b: engine.transfer_flows(engine.system(s), a, b), in_axes=(0, 0, 0))
+    )(jnp.asarray(status), jnp.asarray(gen_bus[pairs[:, 0]]), jnp.asarray(gen_bus[pairs[:, 1]]))
+    cut = 0
+    for i, (up, down) in enumerate(pairs):
+        base = net.with_loads(p_mw=load[i]).with_branches(status=status[i])
+        shifted = gen[i].copy()
+        shifted[up] += 1.0
+        shifted[down] -= 1.0
+        ref = np.asarray(gp.solve(base.with_gens(p_mw=shifted)).p_from_mw) - np.asarray(
+            gp.solve(base.with_gens(p_mw=gen[i])).p_from_mw
+        )
+        np.testing.assert_allclose(moved[i], np.nan_to_num(ref), atol=1e-9, err_msg=str(i))
+        isolated = np.asarray(gp.solve(base).bus_isolated)
+        cut += bool(isolated[gen_bus[up]] or isolated[gen_bus[down]])
+    assert cut >= 1  # a unit on a cut-off bus was among them
