@@ -537,18 +537,20 @@ def update_epochs(
 
     def epoch(carry, key):
         params, opt_state = carry
-        perm = jax.random.permutation(key, T)
-        shuffled = jax.tree.map(lambda x: x[perm].reshape(M, T // M, *x.shape[1:]), batch)
+        # each minibatch gathers its own T / M time steps of the rollout (gathering the
+        # whole shuffled rollout first, then slicing it, moved every byte twice)
+        order = jax.random.permutation(key, T).reshape(M, T // M)
 
-        def minibatch(carry, mb):
+        def minibatch(carry, rows):
             params, opt_state = carry
+            mb = jax.tree.map(lambda x: x[rows], batch)
             (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
             grads = _pmean(grads, axis_name)
             aux = _pmean(aux, axis_name)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), aux
 
-        return jax.lax.scan(minibatch, (params, opt_state), shuffled)
+        return jax.lax.scan(minibatch, (params, opt_state), order)
 
     (params, opt_state), aux = jax.lax.scan(
         epoch, (params, opt_state), jax.random.split(key, num_epochs)
