@@ -406,9 +406,12 @@ class Network:
                 f"{self.element_name(group, i)}: {group}.{key} = {arr[i]}{more}; {rule}"
             )
 
-    def with_loads(self, *, p_mw: Any = None, q_mvar: Any = None, status: Any = None) -> Network:
+    def with_loads(
+        self, *, p_mw: Any = None, q_mvar: Any = None, status: Any = None, **unknown: Any
+    ) -> Network:
         """A copy with load values replaced (arrays of shape ``(n_load,)`` or scalars)."""
-        return self._with("load", {"p_mw": p_mw, "q_mvar": q_mvar, "status": status})
+        changes = {"p_mw": p_mw, "q_mvar": q_mvar, "status": status}
+        return self._with("load", _known("with_loads", changes, unknown))
 
     def with_gens(
         self,
@@ -418,18 +421,17 @@ class Network:
         vm_pu: Any = None,
         status: Any = None,
         slack_weight: Any = None,
+        **unknown: Any,
     ) -> Network:
         """A copy with generator values replaced (shape ``(n_gen,)`` or scalars)."""
-        return self._with(
-            "gen",
-            {
-                "p_mw": p_mw,
-                "q_mvar": q_mvar,
-                "vm_pu": vm_pu,
-                "status": status,
-                "slack_weight": slack_weight,
-            },
-        )
+        changes = {
+            "p_mw": p_mw,
+            "q_mvar": q_mvar,
+            "vm_pu": vm_pu,
+            "status": status,
+            "slack_weight": slack_weight,
+        }
+        return self._with("gen", _known("with_gens", changes, unknown))
 
     def with_branches(
         self,
@@ -441,27 +443,28 @@ class Network:
         tap: Any = None,
         shift_rad: Any = None,
         rate_a_mva: Any = None,
+        **unknown: Any,
     ) -> Network:
         """A copy with branch values replaced (shape ``(n_branch,)`` or scalars)."""
-        return self._with(
-            "branch",
-            {
-                "status": status,
-                "x_pu": x_pu,
-                "r_pu": r_pu,
-                "b_pu": b_pu,
-                "tap": tap,
-                "shift_rad": shift_rad,
-                "rate_a_mva": rate_a_mva,
-            },
-        )
+        changes = {
+            "status": status,
+            "x_pu": x_pu,
+            "r_pu": r_pu,
+            "b_pu": b_pu,
+            "tap": tap,
+            "shift_rad": shift_rad,
+            "rate_a_mva": rate_a_mva,
+        }
+        return self._with("branch", _known("with_branches", changes, unknown))
 
-    def with_voltages(self, *, vm_pu: Any = None, va_rad: Any = None) -> Network:
+    def with_voltages(self, *, vm_pu: Any = None, va_rad: Any = None, **unknown: Any) -> Network:
         """A copy with bus voltages replaced (shape ``(n_bus,)``): the starting point
         of an AC solve with ``SolveOptions(init="case")`` (a warm start), e.g. from a
         previous result's ``vm_pu`` / ``va_rad``. Reference-bus angles are also the
         angles the solvers hold fixed."""
-        return self._with("bus", {"vm_pu": vm_pu, "va_rad": va_rad})
+        return self._with(
+            "bus", _known("with_voltages", {"vm_pu": vm_pu, "va_rad": va_rad}, unknown)
+        )
 
     def astype(self, dtype: Any) -> Network:
         """A copy with every floating-point array cast to ``dtype`` (e.g. ``jnp.float32``)."""
@@ -544,6 +547,16 @@ class Network:
                 f"{id_of['branch'](int(bad[0]))} has tap ratio 0; use 1.0 for a nominal ratio"
             )
         return self
+
+
+def _known(method: str, changes: dict[str, Any], unknown: dict[str, Any]) -> dict[str, Any]:
+    """``changes``, after refusing keywords that name no field of ``method``."""
+    if unknown:
+        raise InputTypeError(
+            f"{method}() has no field {', '.join(map(repr, sorted(unknown)))}; its fields are "
+            f"{', '.join(changes)}"
+        )
+    return changes
 
 
 def require_network(network: Any, where: str) -> None:

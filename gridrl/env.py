@@ -316,6 +316,29 @@ class GridEnv:
                 + (f" of dtype {key.dtype}" if hasattr(key, "dtype") else "")
             )
 
+    @staticmethod
+    def _check_state(state) -> None:
+        """A state passed in by hand (outside ``jit``): of the right kind and without
+        NaN (every state ``reset`` and ``step`` make has none). Under ``jit`` its
+        values are not known here and the check is skipped."""
+        if not isinstance(state, EnvState):
+            raise EnvInputError(
+                f"state must be an EnvState from reset() or step(), got {type(state).__name__}"
+            )
+        bad = []
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+            if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(
+                jnp.result_type(leaf), jnp.floating
+            ):
+                continue
+            if bool(jnp.any(jnp.isnan(leaf))):
+                bad.append(jax.tree_util.keystr(path).lstrip("."))
+        if bad:
+            raise EnvInputError(
+                f"state has NaN in {', '.join(bad)}; states come from reset() or step() "
+                "(a state changed by hand, or loaded damaged?)"
+            )
+
     def reset(self, key: jax.Array, params: EnvParams):
         self._check_key(key)
         state = self._initial_state(key, params)
@@ -323,6 +346,7 @@ class GridEnv:
 
     def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
         self._check_key(key)
+        self._check_state(state)
         if not isinstance(actions, Mapping):
             raise EnvInputError(
                 f"actions must be a dict of arrays, one per agent {self.agents}, got "

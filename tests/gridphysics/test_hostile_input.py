@@ -179,6 +179,10 @@ def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
         (lambda: ieee14.with_loads(p_mw=ieee14.load.p_mw + 1j), gp.InvalidValueError),
         (lambda: ieee14.astype("float16"), gp.InvalidValueError),
         (lambda: ieee14.astype("nonsense"), gp.InvalidValueError),
+        (lambda: ieee14.with_branches(foo=1), gp.InputTypeError),  # names no field
+        (lambda: ieee14.with_loads(pmw=1), gp.InputTypeError),
+        (lambda: ieee14.with_gens(p=1), gp.InputTypeError),
+        (lambda: ieee14.with_voltages(vm=1), gp.InputTypeError),
     ]
     for call, error in cases:
         with pytest.raises(error) as info:

@@ -353,6 +353,12 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
     for actions in ([1, 2], None):
         with pytest.raises(EnvInputError, match="dict"):
             env.step(jax.random.key(1), state, actions, params)
+    # a state changed by hand: NaN never enters the step (outside jit it is named)
+    damaged = replace(state, heat=state.heat.at[0].set(jnp.nan))
+    with pytest.raises(EnvInputError, match="NaN in heat"):
+        env.step(jax.random.key(1), damaged, _zero_actions(env), params)
+    with pytest.raises(EnvInputError, match="EnvState"):
+        env.step(jax.random.key(1), {"t": 0}, _zero_actions(env), params)
 
 
 def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():
