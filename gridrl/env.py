@@ -371,9 +371,13 @@ class GridEnv:
         actions = {a: jnp.where(finite[a], v, 0.0) for a, v in actions.items()}
         invalid = sum(jnp.int32(1) - f.astype(jnp.int32) for f in finite.values())
         k_step, k_reset = jax.random.split(key)
-        next_state, reward, done, info = self._step(k_step, state, actions, params)
-        info = dict(info, invalid_actions=invalid)
         reset_state = self._initial_state(k_reset, params)
+        # A state with NaN (edited or damaged; under jit it cannot be refused) is replaced
+        # by a fresh day, and flagged in info["invalid_state"]: NaN never enters a step.
+        sound = _without_nan(state)
+        state = jax.tree.map(lambda a, b: jnp.where(sound, a, b), state, reset_state)
+        next_state, reward, done, info = self._step(k_step, state, actions, params)
+        info = dict(info, invalid_actions=invalid, invalid_state=(~sound).astype(jnp.int32))
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, next_state)
         obs = self._observe(state, params)
         rewards = {agent: reward for agent in self.agents}
@@ -572,6 +576,7 @@ class GridEnv:
             "max_loading_percent": jnp.max(jnp.where(defined, loading, 0.0), initial=0.0),
             "interventions": interventions,
             "invalid_actions": jnp.int32(0),  # set by step(), which checks the actions
+            "invalid_state": jnp.int32(0),  # set by step(), which checks the state
             "lost_share": lost_share,
             "blackout": blackout,
             "level": params.level,
@@ -603,6 +608,16 @@ class GridEnv:
 
     def _observe(self, state: EnvState, params: EnvParams) -> dict:
         return observation.observe(self, state, params)
+
+
+def _without_nan(state: EnvState) -> jax.Array:
+    """() bool: no floating field of ``state`` holds NaN."""
+    leaves = [
+        ~jnp.any(jnp.isnan(leaf))
+        for leaf in jax.tree.leaves(state)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _padded(groups: list[np.ndarray], pad: int) -> np.ndarray:

@@ -126,6 +126,12 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
         "agents whose action had a non-finite entry (replaced by no change)",
         "count per step",
     ),
+    InfoField(
+        "invalid_state",
+        "1 when the state passed to step held NaN (edited or damaged): the step started "
+        "from a fresh day instead",
+        "0/1",
+    ),
     InfoField("lost_share", "share of the load not served in the step (shed or cut off)", "0..1"),
     InfoField("blackout", "more than half of the load lost: the episode ends", "bool"),
     InfoField("level", "curriculum level of the scenario", f"0..{TOP_LEVEL}"),

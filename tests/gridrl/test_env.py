@@ -359,6 +359,16 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
         env.step(jax.random.key(1), damaged, _zero_actions(env), params)
     with pytest.raises(EnvInputError, match="EnvState"):
         env.step(jax.random.key(1), {"t": 0}, _zero_actions(env), params)
+    # under jit it cannot be refused: the step starts from a fresh day, flagged
+    step = jax.jit(env.step)
+    obs, after, reward, _, info = step(jax.random.key(1), damaged, _zero_actions(env), params)
+    assert int(info["invalid_state"]) == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves((obs, after, reward)))
+    fresh = env.reset(jax.random.split(jax.random.key(1))[1], params)[1]
+    _, ref, ref_reward, _, ref_info = step(jax.random.key(1), fresh, _zero_actions(env), params)
+    assert int(ref_info["invalid_state"]) == 0
+    np.testing.assert_array_equal(np.asarray(after.gen_mw), np.asarray(ref.gen_mw))
+    assert float(reward["strategic"]) == float(ref_reward["strategic"])
 
 
 def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():
