@@ -79,11 +79,15 @@ def corrective(p, flow, *, lo, hi, grid, system, injection_bus, gen_bus, limit, 
     _, lines = jax.lax.top_k(jnp.nan_to_num(ratio, nan=-1.0), k)
     s = jnp.nan_to_num(jax.vmap(lambda b: grid.sensitivity(system, b, gen_bus))(lines))
     lim = jnp.where(rated[lines], limit[lines], jnp.inf)
-    shift = flow[lines] - s @ p  # the constrained flows are shift + s x
-    row_lo, row_hi = -lim - shift, lim - shift
     total = jnp.sum(p)
+    # The QP in the move d = x - p from the proposal: min |d|^2 / 2 with the constrained
+    # flows flow + s d within +-lim, lo - p <= d <= hi - p and sum(d) = 0. (In x itself
+    # the balance row's penalty times the total, ~1e3 x 4,000 MW, swamped float32: the
+    # moves it returned were off by tens of MW against float64.)
+    row_lo, row_hi = -lim - flow[lines], lim - flow[lines]
+    d_lo, d_hi = lo - p, hi - p
     rho = jnp.where(jnp.isfinite(lim), _RHO, 1e-6).astype(dtype)
-    # The x-update solves (c I + U^T R U) x = rhs, U: the k line rows and the balance row,
+    # The d-update solves (c I + U^T R U) d = rhs, U: the k line rows and the balance row,
     # R: their rhos; by Woodbury through the (k+1) x (k+1) core (c R^-1 + U U^T)^-1.
     c = 1 + _SIGMA + _RHO
     u = jnp.concatenate([s, jnp.ones((1, n), dtype)])
@@ -91,26 +95,27 @@ def corrective(p, flow, *, lo, hi, grid, system, injection_bus, gen_bus, limit, 
     core = jnp.linalg.inv(c * jnp.diag(r_inv) + u @ u.T)
 
     def iterate(_, carry):
-        x, z_l, z_b, y_l, y_e, y_b = carry
-        rhs = _SIGMA * x + p + s.T @ (rho * z_l - y_l) + (_RHO_EQ * total - y_e)
-        rhs = rhs + _RHO * z_b - y_b
-        xt = (rhs - u.T @ (core @ (u @ rhs))) / c
-        r_l = _ALPHA * (s @ xt) + (1 - _ALPHA) * z_l
-        r_e = _ALPHA * jnp.sum(xt) + (1 - _ALPHA) * total
-        r_b = _ALPHA * xt + (1 - _ALPHA) * z_b
+        d, z_l, z_b, y_l, y_e, y_b = carry
+        rhs = _SIGMA * d + s.T @ (rho * z_l - y_l) - y_e + _RHO * z_b - y_b
+        dt = (rhs - u.T @ (core @ (u @ rhs))) / c
+        r_l = _ALPHA * (s @ dt) + (1 - _ALPHA) * z_l
+        r_e = _ALPHA * jnp.sum(dt)
+        r_b = _ALPHA * dt + (1 - _ALPHA) * z_b
         z_l = jnp.clip(r_l + y_l / rho, row_lo, row_hi)
-        z_b = jnp.clip(r_b + y_b / _RHO, lo, hi)
+        z_b = jnp.clip(r_b + y_b / _RHO, d_lo, d_hi)
         return (
-            _ALPHA * xt + (1 - _ALPHA) * x,
+            _ALPHA * dt + (1 - _ALPHA) * d,
             z_l,
             z_b,
             y_l + rho * (r_l - z_l),
-            y_e + _RHO_EQ * (r_e - total),
+            y_e + _RHO_EQ * r_e,
             y_b + _RHO * (r_b - z_b),
         )
 
-    init = (p, jnp.clip(s @ p, row_lo, row_hi), p, jnp.zeros(k, dtype), jnp.zeros((), dtype), p * 0)
-    x = jax.lax.fori_loop(0, QP_ITERATIONS, iterate, init)[0]
+    zero = jnp.zeros_like(p)
+    init = (zero, jnp.clip(jnp.zeros(k, dtype), row_lo, row_hi), zero, jnp.zeros(k, dtype))
+    init = (*init, jnp.zeros((), dtype), zero)
+    x = p + jax.lax.fori_loop(0, QP_ITERATIONS, iterate, init)[0]
     x = balance(jnp.clip(x, lo, hi), lo, hi, total)
     new_flow = grid.apply(
         system, injection_bus + jax.ops.segment_sum(x, gen_bus, injection_bus.shape[0])
