@@ -61,7 +61,7 @@ def decide(
     served = load * (1 - shed[:-1])
     proposal = planned + offset
     residual = jnp.clip(actions["safety"], -1, 1) * params.ramp_mw * params.learned_safety
-    gen, flow, interventions = safety.filter_dispatch(
+    filtered = safety.filter_dispatch(
         proposal + residual,
         previous=state.gen_mw,
         p_min=jnp.minimum(net.gen.p_min_mw * net.gen.status, avail),
@@ -74,7 +74,14 @@ def decide(
         gen_bus=jnp.asarray(net.topology.gen_bus),
         rate=rate,
         corrective_rounds=cfg.corrective_rounds,
+        load_bus=jnp.asarray(net.topology.load_bus),
+        # the filter's last-resort shedding and the agents' together stay within
+        # max_shed_share of each load
+        shed_room=jnp.maximum(load * cfg.max_shed_share - (load - served), 0.0),
+        shed_steps=cfg.shed_steps,
     )
+    gen, flow, interventions = filtered.p, filtered.p_from_mw, filtered.interventions
+    served = served - filtered.shed_mw
     offset = gen - planned  # the operators' redispatch around the schedule, filtered
     if return_flow:
         return factor, offset, served, gen, interventions, flow

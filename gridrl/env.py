@@ -51,6 +51,9 @@ RATING_RULE = "operation-v1"  # cases/ratings.toml: ratings of branches the case
 #: The most corrective-redispatch rounds the safety filter may run per step (each round
 #: is unrolled in the compiled step, so the bound keeps compilation finite).
 MAX_CORRECTIVE_ROUNDS = 8
+#: The most last-resort shedding steps the safety filter may take per step (each one
+#: is a sensitivity row and a flow update in every environment step).
+MAX_SHED_STEPS = 64
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,12 @@ class EnvConfig:
             (default) runs the relief steps only; at most MAX_CORRECTIVE_ROUNDS. Each
             round costs about as much as the rest of a step; evaluate a trained policy with 2 to see its dispatch
             made secure where redispatch within the ramps can do it.
+        shed_steps: last-resort load-shedding steps of the safety filter, after its
+            redispatch (:mod:`gridrl.safety`, step 5): each sheds the load that relieves
+            the most overloaded line most per MW (and takes the same power off the unit
+            that relieves it most), keeping every load's shedding, the agents' included,
+            within ``max_shed_share``; counted as deliberate shedding. 0 (default): none;
+            at most MAX_SHED_STEPS.
         method: physics: "dc" (default) or "ac".
         dtype: "float32" (default, fast) or "float64".
     """
@@ -103,6 +112,7 @@ class EnvConfig:
     max_shed_share: float = 0.2
     schedule_range: float = 0.1
     corrective_rounds: int = 0
+    shed_steps: int = 0
     method: Literal["dc", "ac"] = "dc"
     dtype: Literal["float32", "float64"] = "float32"
 
@@ -120,12 +130,15 @@ class EnvConfig:
             ("max_cascade", 0),
             ("max_outages", 0),
             ("corrective_rounds", 0),
+            ("shed_steps", 0),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 bad(name, f"must be an integer >= {low}")
         if self.corrective_rounds > MAX_CORRECTIVE_ROUNDS:  # each round is traced anew
             bad("corrective_rounds", f"must be at most {MAX_CORRECTIVE_ROUNDS}")
+        if self.shed_steps > MAX_SHED_STEPS:  # each step runs in every env step
+            bad("shed_steps", f"must be at most {MAX_SHED_STEPS}")
         if self.episode_steps > scenarios.STEPS_PER_DAY:  # one day's profiles, 15-min steps
             bad("episode_steps", f"must be at most {scenarios.STEPS_PER_DAY} (one day)")
         for name, low, high in (

@@ -30,6 +30,7 @@ from gridrl.baselines import (
     run_baseline,
     run_episodes,
 )
+from gridrl.env import MAX_SHED_STEPS
 from gridrl.metrics import metric
 
 #: The baselines of the report by default (``mpc`` and ``dc_opf`` plan every step outside
@@ -78,17 +79,24 @@ def score_intervals(
     return out
 
 
-def evaluation_env(policy, corrective_rounds: int = 0):
+def evaluation_env(policy, corrective_rounds: int = 0, shed_steps: int = 0):
     """The environment a policy is evaluated in: its training environment, or with
-    ``corrective_rounds`` > 0 the same grid and days with the safety filter's corrective
-    redispatch (:attr:`gridrl.env.EnvConfig.corrective_rounds`), for the policy and every
-    baseline alike."""
-    if not corrective_rounds:
+    ``corrective_rounds`` or ``shed_steps`` > 0 the same grid and days with the safety
+    filter's corrective redispatch and last-resort shedding
+    (:attr:`gridrl.env.EnvConfig.corrective_rounds`, :attr:`~gridrl.env.EnvConfig.shed_steps`),
+    for the policy and every baseline alike."""
+    if not corrective_rounds and not shed_steps:
         return policy.env
     from gridrl.env import make
 
     c = policy.config
-    env, _ = make(c.case, n_areas=c.n_areas, method=c.method, corrective_rounds=corrective_rounds)
+    env, _ = make(
+        c.case,
+        n_areas=c.n_areas,
+        method=c.method,
+        corrective_rounds=corrective_rounds,
+        shed_steps=shed_steps,
+    )
     return env
 
 
@@ -100,10 +108,11 @@ def evaluate(
     level: int,
     baselines=REPORT_BASELINES,
     corrective_rounds: int = 0,
+    shed_steps: int = 0,
 ):
     """``{name: EpisodeMetrics}`` for the policy (``"policy"``) and the baselines, all on
     the same seeded days at ``level`` (in :func:`evaluation_env`)."""
-    env = evaluation_env(policy, corrective_rounds)
+    env = evaluation_env(policy, corrective_rounds, shed_steps)
     params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
     results = {
         "policy": run_episodes(env, params, policy.as_policy(), episodes=episodes, seed=seed)
@@ -277,6 +286,7 @@ def write_report(
     baselines=REPORT_BASELINES,
     case: str | None = None,
     corrective_rounds: int = 0,
+    shed_steps: int = 0,
 ) -> Path:
     """Evaluate the checkpoint's policy and the baselines; write ``report.md`` and the
     plots into ``out_dir`` (default: the run directory). Returns the report's path."""
@@ -301,8 +311,9 @@ def write_report(
         level=level,
         baselines=baselines,
         corrective_rounds=corrective_rounds,
+        shed_steps=shed_steps,
     )
-    env = evaluation_env(policy, corrective_rounds)
+    env = evaluation_env(policy, corrective_rounds, shed_steps)
     score = scores(results)
     interval = score_intervals(results, seed=seed)
     params = replace(policy.env_params, level=jnp.asarray(level, jnp.int32))
@@ -327,6 +338,13 @@ def write_report(
             f" Safety filter: {corrective_rounds} round(s) of corrective redispatch before the "
             "relief steps, for every policy (the trained policy learned without them)."
             if corrective_rounds
+            else ""
+        )
+        + (
+            f" Safety filter: up to {shed_steps} step(s) of last-resort load shedding after "
+            "its redispatch (deliberate shedding), for every policy (the trained policy "
+            "learned without it)."
+            if shed_steps
             else ""
         ),
         "",
@@ -395,6 +413,7 @@ def write_report(
                 "episodes": episodes,
                 "seed": seed,
                 "level": level,
+                "safety_filter": {"corrective_rounds": corrective_rounds, "shed_steps": shed_steps},
                 "training": None
                 if training is None
                 else {k: v for k, v in training.items() if k != "text"},
@@ -434,10 +453,22 @@ def main(argv: list[str] | None = None) -> int:
         "the baselines alike; 0 (default): the filter the policy trained with. Each round "
         "costs about as much as the rest of a step",
     )
+    parser.add_argument(
+        "--shed-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="evaluate with up to N steps of the safety filter's last-resort load shedding "
+        "after its redispatch (the load that relieves the most overloaded line most, within "
+        "each load's shedding limit; counted as deliberate shedding), for the policy and the "
+        f"baselines alike; 0 (default): none; at most {MAX_SHED_STEPS}",
+    )
     args = parser.parse_args(argv)
     names = check_day_flags(parser, args)
     if args.corrective_rounds < 0:
         parser.error(f"--corrective-rounds must be >= 0, got {args.corrective_rounds}")
+    if not 0 <= args.shed_steps <= MAX_SHED_STEPS:
+        parser.error(f"--shed-steps must be 0..{MAX_SHED_STEPS}, got {args.shed_steps}")
     from gridrl.checkpoint import CheckpointError
 
     try:
@@ -450,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             baselines=names,
             case=args.case,
             corrective_rounds=args.corrective_rounds,
+            shed_steps=args.shed_steps,
         )
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -317,6 +317,9 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"corrective_rounds": -1}, "corrective_rounds"),
         ({"corrective_rounds": 1.5}, "corrective_rounds"),
         ({"corrective_rounds": 10**6}, "corrective_rounds"),  # was a hang (unrolled rounds)
+        ({"shed_steps": -1}, "shed_steps"),
+        ({"shed_steps": True}, "shed_steps"),
+        ({"shed_steps": 10**9}, "shed_steps"),
         ({"n_areas": 15}, "n_areas"),  # was a raw ValueError
         ({"episode_steps": 10**6}, "episode_steps"),  # a million-step constant to compile
     ],

@@ -43,7 +43,7 @@ def _filter(steps: int, corrective_rounds: int = 0):
             rate=rate,
             steps=steps,
             corrective_rounds=corrective_rounds,
-        )
+        )[:3]
 
     return jax.jit(run)
 
@@ -250,3 +250,130 @@ def test_never_leaves_flows_worse_than_it_found_them(corrective_rounds):
         assert float(left[1]) <= float(found[1]) * (1 + 1e-6) + 1e-6, i
         checked += float(found[1]) > 0
     assert checked >= 6  # most states start overloaded
+
+
+@functools.lru_cache(maxsize=1)
+def _shed_filter():
+    def run(
+        grid, status, proposal, rate, p_min, p_max, injection_bus, gen_bus, demand, load_bus, room
+    ):
+        return safety.filter_dispatch(
+            proposal,
+            previous=proposal,
+            p_min=p_min,
+            p_max=p_max,
+            ramp=p_max,
+            demand=demand,
+            grid=grid,
+            system=grid.system(status),
+            injection_bus=injection_bus,
+            gen_bus=gen_bus,
+            rate=rate,
+            load_bus=load_bus,
+            shed_room=room,
+            shed_steps=8,
+        )
+
+    return jax.jit(run)
+
+
+def _run_shedding(name, status, proposal, rate, share=0.2):
+    """The filter with last-resort shedding (each load by up to ``share``): the
+    :class:`~gridrl.safety.Filtered` result and the loads (MW, one per load)."""
+    net, grid, _ = _case(name)
+    t = net.topology
+    load = np.asarray(net.load.p_mw * net.load.status)
+    shunt = np.bincount(t.shunt_bus, np.asarray(net.shunt.g_mw * net.shunt.status), t.n_bus)
+    at_bus = np.bincount(t.load_bus, load, t.n_bus)
+    p_max = np.asarray(net.gen.p_max_mw * net.gen.status)
+    out = _shed_filter()(
+        grid,
+        jnp.asarray(status, float),
+        jnp.asarray(proposal, float),
+        jnp.asarray(rate, float),
+        jnp.asarray(np.minimum(net.gen.p_min_mw * net.gen.status, p_max)),
+        jnp.asarray(p_max),
+        jnp.asarray(-(at_bus + shunt)),
+        jnp.asarray(t.gen_bus),
+        jnp.asarray(at_bus.sum() + shunt.sum()),
+        jnp.asarray(t.load_bus),
+        jnp.asarray(np.maximum(share * load, 0.0)),
+    )
+    return jax.tree.map(np.asarray, out), load
+
+
+def _solve_shed(name, status, gen, load):
+    net = _case(name)[0]
+    res = gp.solve(net.with_gens(p_mw=gen).with_loads(p_mw=load).with_branches(status=status))
+    return np.nan_to_num(np.asarray(res.p_from_mw))
+
+
+def test_last_resort_shedding_relieves_a_line_that_redispatch_cannot():
+    """ieee30's bridge to a load bus (its flow is the load's, whatever the dispatch)
+    rated at 90 % of its flow: the relief steps leave it at 111 %; with shedding the
+    filter sheds load behind it, within 20 % of each load, until gp.solve (on the
+    dispatch and the loads less what was shed) finds it at the 98 % margin, balanced
+    (generation down by what was shed) and with every other line no worse."""
+    name = "ieee30"
+    net, _, base = _case(name)
+    status = np.ones(net.n_branch)
+    flows = _solve(name, status, base)[0]
+    t = net.topology
+    load = np.asarray(net.load.p_mw * net.load.status)
+    at_bus = np.bincount(t.load_bus, load, t.n_bus)
+    # a bridge whose flow is set by loads: one end is a leaf bus with load, no unit
+    leaf = [
+        b
+        for b in gp.bridges(net).tolist()
+        for end in (t.branch_from[b], t.branch_to[b])
+        if at_bus[end] > 1
+        and end not in set(t.gen_bus.tolist())
+        and np.sum((t.branch_from == end) | (t.branch_to == end)) == 1
+    ]
+    assert leaf, "ieee30 has a radial load bus"
+    line = leaf[0]
+    rate = np.full(net.n_branch, 1e4)
+    rate[line] = abs(flows[line]) / 1.11
+    p_relief, _, _ = _run(name, status, base, rate)
+    assert abs(_solve(name, status, p_relief)[0][line]) / rate[line] > 1.1  # redispatch cannot
+    out, load = _run_shedding(name, status, base, rate)
+    served = load - out.shed_mw
+    ref = _solve_shed(name, status, out.p, served)
+    np.testing.assert_allclose(out.p_from_mw, ref, atol=1e-6)  # the filter's flows are the grid's
+    assert abs(ref[line]) / rate[line] <= safety.MARGIN + 1e-6
+    assert np.all(out.shed_mw >= -1e-9) and np.all(out.shed_mw <= 0.2 * load + 1e-9)
+    np.testing.assert_allclose(out.p.sum(), base.sum() - out.shed_mw.sum(), atol=1e-6)
+    assert out.shed_mw.sum() > 0 and out.interventions >= 2
+    others = np.arange(net.n_branch) != line
+    assert np.all(np.abs(ref[others]) <= np.maximum(np.abs(flows[others]), rate[others]) + 1e-6)
+
+
+def test_last_resort_shedding_never_leaves_flows_worse():
+    """Random outage states (bridges included) and tight ratings on ieee30: with
+    shedding the highest loading and the total overload (gp.solve on the dispatch and
+    the loads less what was shed) never exceed those of the balanced proposal, and no
+    load sheds more than its room."""
+    name = "ieee30"
+    net, _, base = _case(name)
+    rng = np.random.default_rng(5)
+    bridges = gp.bridges(net)
+    shed_any = 0
+    for i in range(8):
+        status = np.ones(net.n_branch)
+        status[rng.choice(net.n_branch, rng.integers(0, 3), replace=False)] = 0
+        if i % 3 == 0:
+            status[rng.choice(bridges)] = 0
+        proposal = base * rng.uniform(0.6, 1.4, net.n_gen)
+        flows0, _ = _solve(name, status, base)
+        rate = np.maximum(np.abs(flows0) * rng.uniform(0.6, 1.2, net.n_branch), 1.0)
+        start, _, _ = _run(name, status, proposal, rate, steps=0)
+        out, load = _run_shedding(name, status, proposal, rate)
+        live = status > 0
+        found = safety.overload_measures(jnp.asarray(_solve(name, status, start)[0]), rate, live)
+        ref = _solve_shed(name, status, out.p, load - out.shed_mw)
+        left = safety.overload_measures(jnp.asarray(ref), rate, live)
+        assert float(left[0]) <= float(found[0]) * (1 + 1e-6) + 1e-9, i
+        assert float(left[1]) <= float(found[1]) * (1 + 1e-6) + 1e-6, i
+        assert np.all(out.shed_mw <= 0.2 * np.maximum(load, 0) + 1e-9), i
+        shed_any += out.shed_mw.sum() > 0
+    assert shed_any >= 2  # some states need it

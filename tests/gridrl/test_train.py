@@ -315,6 +315,7 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "evaluation.json").read_text())
     assert set(data["results"]) == {"policy", "do_nothing", "greedy", "day_ahead"}
+    assert data["safety_filter"] == {"corrective_rounds": 0, "shed_steps": 0}
     logged = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").open()]
     assert data["training"]["final_level"] == int(logged[-1]["level"])
     assert data["training"]["env_steps"] == logged[-1]["env_steps"]
@@ -350,6 +351,10 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
     assert "trained on 'ieee14'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", str(run_dir), "--corrective-rounds", "-1"])
+    for bad in ("-1", "65"):
+        with pytest.raises(SystemExit):
+            evaluate_main(["--checkpoint", str(run_dir), "--shed-steps", bad])
+        assert "--shed-steps must be 0..64" in capsys.readouterr().err
 
 
 def test_evaluation_env_adds_the_corrective_redispatch_to_the_same_grid(tiny_run):
@@ -360,6 +365,8 @@ def test_evaluation_env_adds_the_corrective_redispatch_to_the_same_grid(tiny_run
     assert evaluation_env(policy) is policy.env
     env = evaluation_env(policy, 2)
     assert env.config.corrective_rounds == 2 and policy.env.config.corrective_rounds == 0
+    shedding = evaluation_env(policy, 0, 8)
+    assert shedding.config.shed_steps == 8 and policy.env.config.shed_steps == 0
     for agent in env.agents:  # the policy's observations and actions are unchanged
         assert env.observation_space(agent).shape == policy.env.observation_space(agent).shape
         assert env.action_space(agent).shape == policy.env.action_space(agent).shape
