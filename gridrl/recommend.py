@@ -68,9 +68,57 @@ def check_snapshot_modules(path) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, str) and item[:1] in "{[":
+        elif isinstance(item, str) and item.lstrip(" \t\r\n\ufeff")[:1] in ("{", "["):
+            # JSON in a string, blanks or a byte-order mark before it included (pandas
+            # reads those too)
             with contextlib.suppress(json.JSONDecodeError):  # a plain string
-                stack.append(json.loads(item))
+                stack.append(json.loads(item.lstrip(" \t\r\n\ufeff")))
+
+
+class _ImportGuard:
+    """``importlib`` as pandapower's JSON reader sees it while :func:`read_snapshot`
+    runs: ``import_module`` refuses every module outside :data:`SNAPSHOT_MODULES`."""
+
+    def __getattr__(self, name):
+        import importlib
+
+        return getattr(importlib, name)
+
+    @staticmethod
+    def import_module(name, package=None):
+        import importlib
+
+        if str(name).split(".")[0] not in SNAPSHOT_MODULES:
+            raise SnapshotError(
+                f"the snapshot names module {name!r}; a snapshot may only use "
+                f"{', '.join(SNAPSHOT_MODULES)} types"
+            )
+        return importlib.import_module(name, package)
+
+
+def read_snapshot(path):
+    """The pandapower network in the snapshot ``path`` (``pandapower.from_json``), read
+    as data: :func:`check_snapshot_modules` first, and while pandapower reads it, any
+    module it would import (named anywhere, also in a table it loads from another file)
+    must be in :data:`SNAPSHOT_MODULES`, or the read stops with a :class:`SnapshotError`
+    before the import."""
+    from unittest import mock
+
+    import pandapower as pp
+    from pandapower import io_utils
+
+    check_snapshot_modules(path)
+    try:
+        with mock.patch.object(io_utils, "importlib", _ImportGuard()):
+            return pp.from_json(str(path))
+    except SnapshotError as exc:
+        raise SnapshotError(f"--net: {path}: {exc}") from None
+    except FileNotFoundError:
+        raise SnapshotError(f"--net: no such file {path}") from None
+    except Exception as exc:  # pandapower raises many types for a malformed network
+        raise SnapshotError(
+            f"--net: {path} is not a pandapower JSON network ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _keys(pairs):
@@ -305,20 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     from gridrl.policy import load_policy
 
     try:
-        import pandapower as pp
-
-        try:
-            check_snapshot_modules(args.net)  # before pandapower imports anything it names
-            pp_net = pp.from_json(args.net)
-        except SnapshotError:
-            raise
-        except FileNotFoundError:
-            raise SnapshotError(f"--net: no such file {args.net}") from None
-        except Exception as exc:
-            raise SnapshotError(
-                f"--net: {args.net} is not a pandapower JSON network ({type(exc).__name__}: {exc})"
-            ) from None
-        snapshot = gp.from_pandapower(pp_net)
+        snapshot = gp.from_pandapower(read_snapshot(args.net))
         policy = load_policy(args.checkpoint)
         result = recommend(policy, snapshot, hour=args.hour, ac=args.ac)
     except (CheckpointError, SnapshotError) as exc:

@@ -49,3 +49,75 @@ def test_a_snapshot_that_is_not_json_is_a_snapshot_error(tmp_path, content):
     path.write_text(content)
     with pytest.raises(SnapshotError, match="not JSON"):
         check_snapshot_modules(path)
+
+
+def _evil_module(tmp_path, monkeypatch, name):
+    """A module ``name`` on sys.path that leaves a marker file when imported."""
+    marker = tmp_path / f"{name}.ran"
+    (tmp_path / f"{name}.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nclass X: pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return marker
+
+
+def _snapshot_with_table(tmp_path, table_object: str):
+    """pandapower's case14 snapshot with one more DataFrame whose ``_object`` (the JSON
+    pandas reads) is ``table_object``."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    snap = json.loads(pp.to_json(pn.case14()))
+    snap["_object"]["extra"] = {
+        "_module": "pandas.core.frame",
+        "_class": "DataFrame",
+        "_object": table_object,
+        "orient": "split",
+        "dtype": {"a": "object"},
+        "is_multiindex": False,
+        "is_multicolumn": False,
+    }
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(snap))
+    return path
+
+
+def _cell(module: str) -> dict:
+    return {
+        "columns": ["a"],
+        "index": [0],
+        "data": [[{"_module": module, "_class": "X", "_object": "{}"}]],
+    }
+
+
+def test_json_in_a_string_after_blanks_is_checked_too(tmp_path, monkeypatch):
+    """A table whose JSON string starts with a blank (pandas reads it; the check used
+    to look only at strings starting with '{' or '[') naming another module is refused
+    before pandapower imports it (hostile rerun: the module ran)."""
+    from gridrl.recommend import main
+
+    marker = _evil_module(tmp_path, monkeypatch, "evil_blank_module")
+    path = _snapshot_with_table(tmp_path, " \n" + json.dumps(_cell("evil_blank_module")))
+    with pytest.raises(SnapshotError, match="evil_blank_module"):
+        check_snapshot_modules(path)
+    assert main(["--checkpoint", str(tmp_path), "--net", str(path)]) == 1
+    assert not marker.exists() and "evil_blank_module" not in sys.modules
+
+
+def test_a_table_read_from_another_file_cannot_import_a_module(tmp_path, monkeypatch, capsys):
+    """pandapower reads a table's ``_object`` that is an absolute path ending in .json
+    from that file, which no check of the snapshot's own text sees: while recommend reads
+    the snapshot, every import pandapower attempts must be of an allowed module, so the
+    module named in the other file is refused and never runs."""
+    from gridrl.recommend import main, read_snapshot
+
+    marker = _evil_module(tmp_path, monkeypatch, "evil_file_module")
+    other = tmp_path / "table.json"
+    other.write_text(json.dumps(_cell("evil_file_module")))
+    path = _snapshot_with_table(tmp_path, str(other))
+    check_snapshot_modules(path)  # the snapshot's own text names no other module
+    with pytest.raises(SnapshotError, match="evil_file_module"):
+        read_snapshot(path)
+    assert main(["--checkpoint", str(tmp_path), "--net", str(path)]) == 1
+    assert "evil_file_module" in capsys.readouterr().err
+    assert not marker.exists() and "evil_file_module" not in sys.modules
