@@ -89,9 +89,13 @@ def load_case(name_or_path: str | os.PathLike) -> Network:
     case = _resolve_name(text)
     if case is not None:
         return _load_named(case)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return load_matpower(path)
+    try:
+        path = Path(text).expanduser()
+        exists = path.exists()
+    except (OSError, ValueError):  # a name too long for a path, a NUL in it
+        exists = False
+    if exists:
+        return load_matpower(path)  # a directory or a device is a CaseFileError there
     raise UnknownCaseError(
         f"unknown case {text!r}: not a catalogued name and no such file. Named cases: "
         + ", ".join(case_names())

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridphysics import islands, linalg
-from gridphysics.admittance import Z_MAX_PU, Z_MIN_PU
+from gridphysics.admittance import SHIFT_MAX_RAD, Z_MAX_PU, Z_MIN_PU
 from gridphysics.network import REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
@@ -146,11 +146,13 @@ def susceptance_system(network: Network) -> SusceptanceSystem:
     live = active & reach[f] & jnp.asarray(islands.candidate_branches(topo))
     # A live branch with x = 0 gives b = inf and a non-finite (not converged) solve;
     # dead branches divide by 1 so that gradients stay finite. A live reactance outside
-    # the physical range (|x| outside [X_MIN_PU, X_MAX_PU], or NaN) makes b inf too: not converged,
+    # the physical range (|x| outside [X_MIN_PU, X_MAX_PU], or NaN), or a phase shift beyond
+    # SHIFT_MAX_RAD, makes b inf too: not converged,
     # rather than a silently wrong flow (x = inf would carry nothing, 1e-300 swamp the
     # matrix).
     x = jnp.where(live, br.x_pu, 1.0)
     unphysical = live & ~((jnp.abs(x) >= X_MIN_PU) & (jnp.abs(x) <= X_MAX_PU))
+    unphysical = unphysical | (live & ~(jnp.abs(br.shift_rad) <= SHIFT_MAX_RAD))
     b = jnp.where(live, br.status / (jnp.where(unphysical, 1.0, x) * br.tap), 0.0)
     b = jnp.where(unphysical, jnp.inf, b)
     free_isolated = ~reach[s.free]

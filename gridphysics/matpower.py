@@ -20,6 +20,7 @@ import bisect
 import math
 import os
 import re
+import stat
 from typing import Any
 
 import numpy as np
@@ -750,11 +751,18 @@ def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(path, str | os.PathLike):
         raise InputTypeError(f"a case file path must be a str or a path, got {path!r}")
     try:
-        size = os.path.getsize(path)
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"{os.fspath(path)!r} is a directory")
-    except OSError as exc:
+        info = os.stat(path)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise CaseFileError(f"cannot read the case file {os.fspath(path)!r}: {exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CaseFileError(f"cannot read the case file {os.fspath(path)!r}: it is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        # a device or a FIFO has no size to check and may never end (or never open)
+        raise CaseFileError(
+            f"cannot read the case file {os.fspath(path)!r}: not a regular file "
+            "(a device, FIFO or socket)"
+        )
+    size = info.st_size
     if size > MAX_CASE_CHARS:
         raise MatpowerParseError(
             f"the file has {size:,} bytes, above the limit of {MAX_CASE_CHARS:,} "
@@ -763,9 +771,15 @@ def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
-            text = f.read()
+            text = f.read(MAX_CASE_CHARS + 1)  # bounded even if the file grew since
     except OSError as exc:
         raise CaseFileError(f"cannot read the case file {os.fspath(path)!r}: {exc}") from None
+    if len(text) > MAX_CASE_CHARS:
+        raise MatpowerParseError(
+            f"the file has more than {MAX_CASE_CHARS:,} characters "
+            "(gridphysics.matpower.MAX_CASE_CHARS)",
+            path=os.fspath(path),
+        )
     return parse_matpower(text, path=os.fspath(path))
 
 

@@ -546,6 +546,16 @@ class Network:
             raise InvalidValueError(
                 f"{id_of['branch'](int(bad[0]))} has tap ratio 0; use 1.0 for a nominal ratio"
             )
+        from gridphysics.admittance import SHIFT_MAX_RAD
+
+        shift = np.asarray(self.branch.shift_rad)
+        bad = np.flatnonzero((status > 0) & (np.abs(shift) > SHIFT_MAX_RAD))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidValueError(
+                f"{id_of['branch'](i)} has phase shift {np.degrees(shift[i]):g} degrees, outside "
+                "the physical range (|shift| <= 360 degrees)"
+            )
         return self
 
 

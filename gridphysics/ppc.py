@@ -217,12 +217,14 @@ def from_ppc(
             f"from_ppc expects a case dict (baseMVA, bus, gen, branch), got {type(case).__name__}"
         )
     try:
+        if isinstance(case["baseMVA"], str | bytes | bool | np.bool_):
+            raise TypeError("not a number")  # '100' and True are no base power
         if np.iscomplexobj(case["baseMVA"]) and np.imag(case["baseMVA"]) != 0:
             raise ValueError("complex")
         base_mva = float(np.real(case["baseMVA"]))
     except KeyError:
         raise CaseFormatError("case has no 'baseMVA'") from None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         raise CaseFormatError(f"case['baseMVA'] is not a number: {case['baseMVA']!r}") from None
     if not np.isfinite(base_mva) or base_mva <= 0 or base_mva > MAX_BASE_MVA:
         raise CaseFormatError(

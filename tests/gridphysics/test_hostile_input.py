@@ -6,6 +6,7 @@ answer PYPOWER gives."""
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 
 import jax
@@ -164,9 +165,22 @@ def test_solve_options_out_of_range_are_refused(ieee14, options, match):
 
 
 def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
+    fifo = tmp_path / "pipe.m"
+    os.mkfifo(fifo)
+    case14 = gp.to_ppc(ieee14)
     cases = [
         (lambda: gp.load_matpower(tmp_path), gp.CaseFileError),  # a directory
         (lambda: gp.load_matpower(tmp_path / "missing.m"), gp.CaseFileError),
+        # not a regular file: /dev/zero was read until memory ran out, a FIFO blocked in
+        # open() for ever (hostile rerun)
+        (lambda: gp.load_matpower("/dev/zero"), gp.CaseFileError),
+        (lambda: gp.load_matpower(fifo), gp.CaseFileError),
+        (lambda: gp.load_case(fifo), gp.CaseFileError),
+        (lambda: gp.load_matpower("case\x00.m"), gp.CaseFileError),  # was a ValueError
+        (lambda: gp.load_case("x" * 100_000), gp.UnknownCaseError),  # was an OSError
+        (lambda: gp.from_ppc({**case14, "baseMVA": 10**400}), gp.CaseFormatError),
+        (lambda: gp.from_ppc({**case14, "baseMVA": "100"}), gp.CaseFormatError),
+        (lambda: gp.from_ppc({**case14, "baseMVA": True}), gp.CaseFormatError),
         (lambda: gp.load_matpower(None), gp.InputTypeError),
         (lambda: gp.load_case(None), gp.InputTypeError),
         (lambda: gp.matpower.parse_matpower(b"function mpc = c"), gp.InputTypeError),

@@ -274,6 +274,26 @@ def test_unphysical_impedance_is_not_converged_in_ac(r, x):
     assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
 
 
+@pytest.mark.parametrize("method", ["dc", "ac"])
+def test_a_phase_shift_beyond_360_degrees_is_not_converged_and_named(method):
+    """A SHIFT of 1e20 degrees gave 483,368 MW of generation for 259 MW of load with
+    converged=True (hostile rerun); 360 degrees is the physical range's edge (still
+    solved, as the same branch without a shift: the flows are periodic in the angle)."""
+    case = _case14()
+    case["branch"][7, 9] = 1e20
+    bad = gp.from_ppc(case)
+    result = jax.jit(lambda n: gp.solve(n, method))(bad)
+    assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
+    with pytest.raises(gp.NetworkError, match="phase shift"):
+        gp.solve(bad, method)
+    case["branch"][7, 9] = 360.0
+    edge = gp.solve(gp.from_ppc(case), "ac")
+    case["branch"][7, 9] = 0.0
+    plain = gp.solve(gp.from_ppc(case), "ac")
+    assert bool(edge.converged)
+    np.testing.assert_allclose(edge.p_from_mw, plain.p_from_mw, atol=1e-6)
+
+
 def test_a_purely_resistive_branch_still_solves_in_ac():
     """The AC range is on |r + jx|: x = 0 with r > 0 is physical and converges."""
     net = gp.from_ppc(_case14())
