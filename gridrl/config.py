@@ -12,6 +12,7 @@ whole configuration before anything compiles, naming the offending flag.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -129,9 +130,13 @@ class TrainConfig:
         under a ``train`` table."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"--config: no such file {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--config: {path} is not UTF-8 text ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"--config: {path} cannot be read ({exc})") from None
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
@@ -213,13 +218,21 @@ class TrainConfig:
             v = getattr(self, name)
             need(0 <= v < 2**32, name, f"must be an integer in 0..{2**32 - 1}, got {v}")
         need(self.method in ("dc", "ac"), "method", f"must be 'dc' or 'ac', got {self.method!r}")
-        need(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        need(
+            0 < self.learning_rate < math.inf,  # inf trained an update, then diverged
+            "learning_rate",
+            f"must be a finite number > 0, got {self.learning_rate}",
+        )
         for name in ("gamma", "gae_lambda", "value_norm_beta"):
             v = getattr(self, name)
             need(0 < v <= 1, name, f"must be in (0, 1], got {v}")
         need(0 < self.clip_eps < 1, "clip_eps", f"must be in (0, 1), got {self.clip_eps}")
-        for name in ("ent_coef", "vf_coef", "max_grad_norm"):
-            need(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef"):
+            v = getattr(self, name)
+            need(0 <= v < math.inf, name, f"must be a finite number >= 0, got {v}")
+        need(  # inf: no clipping
+            self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}"
+        )
         for name in ("start_level", "max_level", "eval_level"):
             v = getattr(self, name)
             need(0 <= v <= TOP_LEVEL, name, f"must be a curriculum level 0..{TOP_LEVEL}, got {v}")

@@ -151,8 +151,16 @@ class EnvConfig:
             ("schedule_range", 0.0, 1.0),
         ):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                bad(name, "must be a number")
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.integer, np.floating))
+                or np.iscomplexobj(v)
+            ):
+                bad(name, "must be a real number")
+            try:
+                v = float(v)
+            except OverflowError:  # an int beyond float range (10**400)
+                bad(name, f"must be finite, in [{low:g}, {high:g}]")
             if not (np.isfinite(v) and low <= v <= high):
                 bad(name, f"must be finite, in [{low:g}, {high:g}]")
         if self.emergency_minutes == 0 or self.thermal_time_constant_minutes == 0:
@@ -278,13 +286,17 @@ class GridEnv:
         self._shape = jnp.asarray(scenarios.daily_load_shape(config.episode_steps), self.dtype)
         self._solar = jnp.asarray(scenarios.solar_shape(config.episode_steps), self.dtype)
         self._obs_sizes: dict[str, int] | None = None  # set by make() (see bind_shapes)
+        self._state_shapes = None  # leaf shapes of a state and of params (bind_shapes)
+        self._param_shapes = None
 
     # -- spaces ----------------------------------------------------------------------
     def bind_shapes(self, params: EnvParams) -> None:
         """Derive the observation sizes from the observation function itself
         (``jax.eval_shape`` of :meth:`reset`; nothing is computed)."""
-        obs, _ = jax.eval_shape(self.reset, jax.random.key(0), params)
+        obs, state = jax.eval_shape(self.reset, jax.random.key(0), params)
         self._obs_sizes = {agent: int(o.shape[0]) for agent, o in obs.items()}
+        self._state_shapes = _leaf_shapes(state)
+        self._param_shapes = _leaf_shapes(params)
 
     def _check_agent(self, agent: str) -> None:
         if agent not in self.agents:
@@ -318,7 +330,8 @@ class GridEnv:
     # -- API ---------------------------------------------------------------------------
     @staticmethod
     def _check_key(key) -> None:
-        """Keys are JAX PRNG keys (``jax.random.key``) or legacy uint32 key pairs."""
+        """Keys are one JAX PRNG key (``jax.random.key``) or one legacy uint32 key pair
+        (a batch of keys goes through ``jax.vmap``, which hands each call one)."""
         ok = isinstance(key, jax.Array) and (
             jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
             or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))
@@ -328,15 +341,38 @@ class GridEnv:
                 f"key must be a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__}"
                 + (f" of dtype {key.dtype}" if hasattr(key, "dtype") else "")
             )
+        single = () if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else (2,)
+        if key.shape != single:
+            raise EnvInputError(
+                f"key must be a single PRNG key, got a batch of shape {key.shape}; step and "
+                "reset one environment per call and batch them with jax.vmap"
+            )
 
-    @staticmethod
-    def _check_state(state) -> None:
-        """A state passed in by hand (outside ``jit``): of the right kind and without
-        NaN (every state ``reset`` and ``step`` make has none). Under ``jit`` its
-        values are not known here and the check is skipped."""
+    def _check_params(self, params) -> None:
+        """``params`` of this environment: an EnvParams with this grid's sizes (params
+        of another case have other shapes). Shapes are static: checked under jit too."""
+        if not isinstance(params, EnvParams):
+            raise EnvInputError(
+                f"params must be EnvParams from make(), got {type(params).__name__}"
+            )
+        if self._param_shapes is not None and _leaf_shapes(params) != self._param_shapes:
+            raise EnvInputError(
+                "params do not fit this environment (other sizes: params of another case or "
+                f"configuration?); this one is {self.config.case!r} with {self.n_bus} buses"
+            )
+
+    def _check_state(self, state) -> None:
+        """A state passed in by hand: of the right kind and shapes (also under ``jit``)
+        and, outside ``jit``, finite (every state ``reset`` and ``step`` make is; under
+        ``jit`` its values are not known here and :func:`_finite_state` flags it)."""
         if not isinstance(state, EnvState):
             raise EnvInputError(
                 f"state must be an EnvState from reset() or step(), got {type(state).__name__}"
+            )
+        if self._state_shapes is not None and _leaf_shapes(state) != self._state_shapes:
+            raise EnvInputError(
+                "state does not fit this environment (other sizes: a state of another case "
+                f"or configuration?); this one is {self.config.case!r} with {self.n_bus} buses"
             )
         bad = []
         for path, leaf in jax.tree_util.tree_leaves_with_path(state):
@@ -344,21 +380,23 @@ class GridEnv:
                 jnp.result_type(leaf), jnp.floating
             ):
                 continue
-            if bool(jnp.any(jnp.isnan(leaf))):
+            if not bool(jnp.all(jnp.isfinite(leaf))):
                 bad.append(jax.tree_util.keystr(path).lstrip("."))
         if bad:
             raise EnvInputError(
-                f"state has NaN in {', '.join(bad)}; states come from reset() or step() "
+                f"state has NaN or Inf in {', '.join(bad)}; states come from reset() or step() "
                 "(a state changed by hand, or loaded damaged?)"
             )
 
     def reset(self, key: jax.Array, params: EnvParams):
         self._check_key(key)
+        self._check_params(params)
         state = self._initial_state(key, params)
         return self._observe(state, params), state
 
     def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
         self._check_key(key)
+        self._check_params(params)
         self._check_state(state)
         if not isinstance(actions, Mapping):
             raise EnvInputError(
@@ -377,6 +415,15 @@ class GridEnv:
                 raise ActionError(
                     f"action of agent {agent!r} has shape {shape}, its action space {expected}"
                 )
+        for agent in self.agents:
+            kind = (
+                np.result_type(actions[agent])
+                if not isinstance(actions[agent], jax.Array)
+                else actions[agent].dtype
+            )
+            if not (np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)):
+                # strings raised a bare ValueError; complex lost its imaginary part
+                raise ActionError(f"action of agent {agent!r} must be real numbers, got {kind}")
         actions = {a: jnp.asarray(actions[a], self.dtype) for a in self.agents}
         # A non-finite action is replaced by no change (zeros: keep the schedule and the
         # redispatch, shed nothing) and counted in info["invalid_actions"].
@@ -385,9 +432,9 @@ class GridEnv:
         invalid = sum(jnp.int32(1) - f.astype(jnp.int32) for f in finite.values())
         k_step, k_reset = jax.random.split(key)
         reset_state = self._initial_state(k_reset, params)
-        # A state with NaN (edited or damaged; under jit it cannot be refused) is replaced
-        # by a fresh day, and flagged in info["invalid_state"]: NaN never enters a step.
-        sound = _without_nan(state)
+        # A state with NaN or Inf (edited or damaged; under jit it cannot be refused) is
+        # replaced by a fresh day, flagged in info["invalid_state"]: it never enters a step.
+        sound = _finite_state(state)
         state = jax.tree.map(lambda a, b: jnp.where(sound, a, b), state, reset_state)
         next_state, reward, done, info = self._step(k_step, state, actions, params)
         info = dict(info, invalid_actions=invalid, invalid_state=(~sound).astype(jnp.int32))
@@ -623,10 +670,16 @@ class GridEnv:
         return observation.observe(self, state, params)
 
 
-def _without_nan(state: EnvState) -> jax.Array:
-    """() bool: no floating field of ``state`` holds NaN."""
+def _leaf_shapes(tree) -> list:
+    """The tree's structure and every leaf's shape (sizes come from the grid)."""
+    leaves, structure = jax.tree.flatten(tree)
+    return [structure, *(jnp.shape(x) for x in leaves)]
+
+
+def _finite_state(state: EnvState) -> jax.Array:
+    """() bool: every floating field of ``state`` is finite."""
     leaves = [
-        ~jnp.any(jnp.isnan(leaf))
+        jnp.all(jnp.isfinite(leaf))
         for leaf in jax.tree.leaves(state)
         if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
     ]

@@ -128,7 +128,7 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
     ),
     InfoField(
         "invalid_state",
-        "1 when the state passed to step held NaN (edited or damaged): the step started "
+        "1 when the state passed to step held NaN or Inf (edited or damaged): the step started "
         "from a fresh day instead",
         "0/1",
     ),

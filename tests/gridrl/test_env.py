@@ -318,6 +318,8 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"corrective_rounds": 1.5}, "corrective_rounds"),
         ({"corrective_rounds": 10**6}, "corrective_rounds"),  # was a hang (unrolled rounds)
         ({"shed_steps": -1}, "shed_steps"),
+        ({"emergency_percent": 10**400}, "emergency_percent"),  # was a TypeError
+        ({"emergency_percent": np.complex128(130)}, "emergency_percent"),
         ({"shed_steps": True}, "shed_steps"),
         ({"shed_steps": 10**9}, "shed_steps"),
         ({"n_areas": 15}, "n_areas"),  # was a raw ValueError
@@ -358,8 +360,34 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
             env.step(jax.random.key(1), state, actions, params)
     # a state changed by hand: NaN never enters the step (outside jit it is named)
     damaged = replace(state, heat=state.heat.at[0].set(jnp.nan))
-    with pytest.raises(EnvInputError, match="NaN in heat"):
+    with pytest.raises(EnvInputError, match="NaN or Inf in heat"):
         env.step(jax.random.key(1), damaged, _zero_actions(env), params)
+    hot = replace(state, heat=state.heat.at[0].set(jnp.inf))  # passed unflagged before
+    with pytest.raises(EnvInputError, match="NaN or Inf in heat"):
+        env.step(jax.random.key(1), hot, _zero_actions(env), params)
+    assert (
+        int(
+            jax.jit(env.step)(jax.random.key(1), hot, _zero_actions(env), params)[4][
+                "invalid_state"
+            ]
+        )
+        == 1
+    )
+    # one key per call (a batch goes through vmap), and a state and params of this grid
+    for key in (jax.random.split(jax.random.key(1), 4), jax.random.split(jax.random.PRNGKey(1), 4)):
+        with pytest.raises(EnvInputError, match="single PRNG key"):
+            env.step(key, state, _zero_actions(env), params)
+        with pytest.raises(EnvInputError, match="single PRNG key"):
+            env.reset(key, params)
+    other_env, other_params = make("ieee30", n_areas=2)
+    other_state = other_env.reset(jax.random.key(0), other_params)[1]
+    with pytest.raises(EnvInputError, match="state does not fit"):
+        jax.jit(env.step)(jax.random.key(1), other_state, _zero_actions(env), params)
+    with pytest.raises(EnvInputError, match="params do not fit"):
+        env.step(jax.random.key(1), state, _zero_actions(env), other_params)
+    words = {a: np.full(env.action_space(a).shape, "x") for a in env.agents}
+    with pytest.raises(ActionError, match="real numbers"):
+        env.step(jax.random.key(1), state, words, params)
     with pytest.raises(EnvInputError, match="EnvState"):
         env.step(jax.random.key(1), {"t": 0}, _zero_actions(env), params)
     # under jit it cannot be refused: the step starts from a fresh day, flagged

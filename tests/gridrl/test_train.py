@@ -446,6 +446,7 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
     [
         (["--num-minibatches", "3"], "--num-minibatches"),
         (["--learning-rate", "-1"], "--learning-rate"),
+        (["--learning-rate", "inf"], "--learning-rate"),  # trained an update, then diverged
         (["--num-envs", "abc"], "--num-envs"),
         (["--case", "ieee9999"], "--case"),
         (["--gamma", "1.5"], "--gamma"),
@@ -479,6 +480,9 @@ def test_config_file_and_flags(tmp_path):
     path.write_text("[train]\nnum_env = 32\n")
     with pytest.raises(ConfigError, match="unknown option 'num_env'"):
         TrainConfig.from_toml(path)
+    path.write_bytes(b"\xff\xfe\x00 not text")  # was a UnicodeDecodeError traceback
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        TrainConfig.from_file(path)
     with pytest.raises(ConfigError, match=r"--num-envs: .*split evenly over 3"):
         TrainConfig(num_envs=16).validate(3)
 
