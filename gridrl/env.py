@@ -360,6 +360,17 @@ class GridEnv:
                 "params do not fit this environment (other sizes: params of another case or "
                 f"configuration?); this one is {self.config.case!r} with {self.n_bus} buses"
             )
+        level = params.level
+        if not isinstance(level, jax.core.Tracer):  # under jit its value is not known here
+            lv = np.asarray(level)
+            if not (
+                np.issubdtype(lv.dtype, np.integer)
+                and lv.min() >= 0
+                and lv.max() <= scenarios.TOP_LEVEL
+            ):
+                raise EnvInputError(
+                    f"params.level must be a curriculum level 0..{scenarios.TOP_LEVEL}, got {level}"
+                )
 
     def _check_state(self, state) -> None:
         """A state passed in by hand: of the right kind and shapes (also under ``jit``)
@@ -386,6 +397,12 @@ class GridEnv:
             raise EnvInputError(
                 f"state has NaN or Inf in {', '.join(bad)}; states come from reset() or step() "
                 "(a state changed by hand, or loaded damaged?)"
+            )
+        on = state.branch_on
+        if not isinstance(on, jax.core.Tracer) and not bool(jnp.all((on == 0) | (on == 1))):
+            raise EnvInputError(
+                "state.branch_on must be 0 (out) or 1 (in service) for every branch; states "
+                "come from reset() or step()"
             )
 
     def reset(self, key: jax.Array, params: EnvParams):

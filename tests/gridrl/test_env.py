@@ -385,6 +385,18 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
         jax.jit(env.step)(jax.random.key(1), other_state, _zero_actions(env), params)
     with pytest.raises(EnvInputError, match="params do not fit"):
         env.step(jax.random.key(1), state, _zero_actions(env), other_params)
+    # values a hand edit can leave (index clamping made level 99 silently level 4)
+    for level in (99, -3):
+        with pytest.raises(EnvInputError, match=r"params\.level"):
+            env.step(
+                jax.random.key(1),
+                state,
+                _zero_actions(env),
+                replace(params, level=jnp.int32(level)),
+            )
+    half = replace(state, branch_on=state.branch_on.at[0].set(2.0))
+    with pytest.raises(EnvInputError, match="branch_on"):
+        env.step(jax.random.key(1), half, _zero_actions(env), params)
     words = {a: np.full(env.action_space(a).shape, "x") for a in env.agents}
     with pytest.raises(ActionError, match="real numbers"):
         env.step(jax.random.key(1), state, words, params)
