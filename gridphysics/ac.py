@@ -713,6 +713,15 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
     gen_q = _gen_q(network, s, roles, s_bus.imag)
 
     converged = ok & jnp.all(jnp.isfinite(x)) & ~jnp.any(admittance.unphysical_branches(network))
+    converged = converged & ~admittance.invalid_injections(network)
+    # A reference bus whose imbalance no in-service slack unit takes (its only unit was
+    # switched off) balanced power from nowhere with converged=True: not converged, as
+    # in DC (MATPOWER moves the reference when it loads such a case; see from_ppc).
+    is_ref = jnp.asarray(s.is_ref)
+    absorbed = linalg.segment_sum(share, topo.gen_bus, n)
+    tol = 1e-6 * (1.0 + jnp.sum(jnp.abs(p_spec)))
+    unbalanced = is_ref & roles.reach & (absorbed < 0.5) & (jnp.abs(mismatch_p) > tol)
+    converged = converged & ~jnp.any(unbalanced)
     max_mismatch = _Model(jax.lax.stop_gradient(network), roles).error(
         jax.lax.stop_gradient(x_star)
     )

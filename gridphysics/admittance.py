@@ -93,7 +93,24 @@ def unphysical_branches(network: Network) -> jax.Array:
     z = jnp.hypot(jnp.where(finite, br.r_pu, 1.0), jnp.where(finite, br.x_pu, 1.0))
     ok = finite & (br.tap != 0) & (z >= Z_MIN_PU) & (z <= Z_MAX_PU)
     ok = ok & (jnp.abs(jnp.where(finite, br.shift_rad, 0.0)) <= SHIFT_MAX_RAD)
-    return ((br.status > 0) & ~ok) | (br.status < 0) | (br.status > 1)
+    return ((br.status > 0) & ~ok) | ~((br.status >= 0) & (br.status <= 1))  # NaN too
+
+
+def invalid_injections(network: Network) -> jax.Array:
+    """() bool: a load, generator or shunt status outside [0, 1] (NaN included) or a
+    non-finite slack weight: values no grid has. Outside jit ``Network`` names the
+    element; under jit a solve with any reports ``converged=False`` (a status of 2
+    doubled a load, -1 turned it into a generator, with converged=True)."""
+
+    def outside(status):
+        return jnp.any(~((status >= 0) & (status <= 1)))
+
+    return (
+        outside(network.load.status)
+        | outside(network.gen.status)
+        | outside(network.shunt.status)
+        | jnp.any(~jnp.isfinite(network.gen.slack_weight))
+    )
 
 
 def branch_admittance(network: Network, live: jax.Array | None = None) -> BranchAdmittance:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gridphysics import islands, linalg
+from gridphysics import admittance, islands, linalg
 from gridphysics.admittance import SHIFT_MAX_RAD, Z_MAX_PU, Z_MIN_PU
 from gridphysics.network import REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
@@ -153,6 +153,8 @@ def susceptance_system(network: Network) -> SusceptanceSystem:
     x = jnp.where(live, br.x_pu, 1.0)
     unphysical = live & ~((jnp.abs(x) >= X_MIN_PU) & (jnp.abs(x) <= X_MAX_PU))
     unphysical = unphysical | (live & ~(jnp.abs(br.shift_rad) <= SHIFT_MAX_RAD))
+    # a tap of inf opened the branch silently (b = 0), 0 shorted it
+    unphysical = unphysical | (live & ~(jnp.isfinite(br.tap) & (br.tap != 0)))
     b = jnp.where(live, br.status / (jnp.where(unphysical, 1.0, x) * br.tap), 0.0)
     b = jnp.where(unphysical, jnp.inf, b)
     free_isolated = ~reach[s.free]
@@ -219,6 +221,7 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     # A branch status is a 0..1 multiplier: anything else is no grid (checked, with the
     # element named, outside jit by Network.with_branches).
     converged = converged & jnp.all((br.status >= 0) & (br.status <= 1))
+    converged = converged & ~admittance.invalid_injections(network)
     nan = jnp.asarray(jnp.nan, dtype)
 
     def ok(x: jax.Array, valid: jax.Array | bool = True) -> jax.Array:

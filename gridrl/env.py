@@ -135,6 +135,8 @@ class EnvConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 bad(name, f"must be an integer >= {low}")
+            if v > np.iinfo(np.int32).max:  # step counters are int32 (10**30 overflowed)
+                bad(name, f"must be an integer in {low}..{np.iinfo(np.int32).max}")
         if self.corrective_rounds > MAX_CORRECTIVE_ROUNDS:  # each round is traced anew
             bad("corrective_rounds", f"must be at most {MAX_CORRECTIVE_ROUNDS}")
         if self.shed_steps > MAX_SHED_STEPS:  # each step runs in every env step
@@ -433,11 +435,11 @@ class GridEnv:
                     f"action of agent {agent!r} has shape {shape}, its action space {expected}"
                 )
         for agent in self.agents:
-            kind = (
-                np.result_type(actions[agent])
-                if not isinstance(actions[agent], jax.Array)
-                else actions[agent].dtype
-            )
+            value = actions[agent]
+            try:
+                kind = value.dtype if isinstance(value, jax.Array) else np.asarray(value).dtype
+            except (TypeError, ValueError) as exc:  # ragged nesting and the like
+                raise ActionError(f"action of agent {agent!r} is not an array ({exc})") from None
             if not (np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)):
                 # strings raised a bare ValueError; complex lost its imaginary part
                 raise ActionError(f"action of agent {agent!r} must be real numbers, got {kind}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -368,3 +370,42 @@ def test_reference_without_a_live_unit_moves_as_pypower_does():
     status[0] = 0.0
     off = jax.jit(gp.solve)(net.with_gens(status=status))
     assert not bool(off.converged)
+
+
+@pytest.mark.parametrize(
+    ("method", "change"),
+    [
+        ("dc", lambda n: n.with_loads(status=_at(n.load.status, 0, 2.0))),  # a doubled load
+        ("ac", lambda n: n.with_loads(status=_at(n.load.status, 0, -1.0))),  # a generator
+        ("dc", lambda n: n.with_gens(status=_at(n.gen.status, 1, 2.0))),
+        ("ac", lambda n: n.with_gens(status=_at(n.gen.status, 1, -1.0))),
+        ("ac", lambda n: n.with_branches(status=_at(n.branch.status, 0, np.nan))),  # was "out"
+        ("ac", lambda n: n.with_gens(slack_weight=_at(n.gen.slack_weight, 0, np.nan))),
+        ("dc", lambda n: n.with_branches(tap=_at(n.branch.tap, 0, np.inf))),  # was "open"
+    ],
+)
+def test_values_no_grid_has_are_not_converged_under_jit(method, change):
+    """Statuses outside [0, 1] or NaN, a NaN slack weight and an infinite tap came back
+    converged=True under jit (hostile rerun); outside jit they are named errors."""
+    net = gp.from_ppc(_case14())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = jax.jit(change)(net)  # under jit, where with_* cannot check values
+        result = jax.jit(lambda n: gp.solve(n, method))(bad)
+    assert not bool(result.converged) and np.isnan(np.asarray(result.p_from_mw)).all()
+
+
+def _at(values, i, value):
+    return jnp.asarray(values).at[i].set(value)
+
+
+@pytest.mark.parametrize("method", ["dc", "ac"])
+def test_a_reference_bus_whose_units_are_all_off_is_not_converged(method):
+    """ieee14 with the reference bus's only unit switched off: AC balanced 232 MW at that
+    bus from nowhere with converged=True (DC already said not converged; PYPOWER's runpf
+    moves the reference when it loads such a case, as from_ppc does)."""
+    net = gp.from_ppc(_case14())
+    off = net.with_gens(status=_at(net.gen.status, 0, 0.0))
+    assert int(net.topology.gen_bus[0]) in set(net.topology.ref_buses.tolist())
+    assert not bool(gp.solve(off, method).converged)
+    assert bool(gp.solve(net, method).converged)

@@ -318,6 +318,8 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"corrective_rounds": 1.5}, "corrective_rounds"),
         ({"corrective_rounds": 10**6}, "corrective_rounds"),  # was a hang (unrolled rounds)
         ({"shed_steps": -1}, "shed_steps"),
+        ({"strategic_period": 10**30}, "strategic_period"),  # an OverflowError in step
+        ({"repair_steps": 10**30}, "repair_steps"),
         ({"emergency_percent": 10**400}, "emergency_percent"),  # was a TypeError
         ({"emergency_percent": np.complex128(130)}, "emergency_percent"),
         ({"shed_steps": True}, "shed_steps"),
@@ -397,6 +399,8 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
     half = replace(state, branch_on=state.branch_on.at[0].set(2.0))
     with pytest.raises(EnvInputError, match="branch_on"):
         env.step(jax.random.key(1), half, _zero_actions(env), params)
+    listed = {a: [0.0] * env.action_space(a).shape[0] for a in env.agents}  # lists are fine
+    assert int(env.step(jax.random.key(1), state, listed, params)[4]["invalid_actions"]) == 0
     words = {a: np.full(env.action_space(a).shape, "x") for a in env.agents}
     with pytest.raises(ActionError, match="real numbers"):
         env.step(jax.random.key(1), state, words, params)
