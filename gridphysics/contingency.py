@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridphysics import dc, islands, outage, sensitivity
-from gridphysics.errors import NetworkError
+from gridphysics.errors import InputTypeError, NetworkError
 from gridphysics.network import Network, as_indices, require_network
 from gridphysics.ratings import Ratings, fill_missing_ratings
 from gridphysics.results import PowerFlowResult, loading_percent, lost_load_mw
@@ -368,12 +368,16 @@ def contingencies(
     require_network(network, "contingencies()")
     if method not in ("dc", "ac"):
         raise NetworkError(f"method must be 'dc' or 'ac', got {method!r}")
-    if (
-        isinstance(limit_percent, bool)
-        or not isinstance(limit_percent, int | float | np.number)
-        or not (np.isfinite(limit_percent) and limit_percent > 0)
-    ):
+    try:  # an int beyond float range (10**400) was a TypeError in np.isfinite
+        limit = float(limit_percent) if isinstance(limit_percent, int | float | np.number) else None
+    except OverflowError:
+        limit = None
+    if isinstance(limit_percent, bool) or limit is None or not (np.isfinite(limit) and limit > 0):
         raise NetworkError(f"limit_percent must be a positive number, got {limit_percent!r}")
+    if scenarios is not None and not isinstance(scenarios, Scenarios):
+        raise InputTypeError(
+            f"scenarios must be a gridphysics Scenarios object, got {type(scenarios).__name__}"
+        )
     network, ratings = fill_missing_ratings(network, rating_rule)
     sets = _outage_sets(network, outages)
     islanding = _islanding(network, sets)

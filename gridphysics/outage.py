@@ -119,7 +119,13 @@ class OutageFlows:
         ):
             raise NetworkError(f"max_outages must be an integer >= 0, got {max_outages!r}")
         topo = network.topology
-        dtype = jnp.dtype(dtype or network.dtype)
+        try:
+            dtype = jnp.dtype(dtype or network.dtype)
+        except TypeError:
+            raise NetworkError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+        if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+            # int8 was accepted and gave all-zero flows with exact=True
+            raise NetworkError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         h = np.asarray(_ptdf(network))
         status = np.asarray(network.branch.status) > 0
         reach = reachable_numpy(topo, status)

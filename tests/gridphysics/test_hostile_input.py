@@ -181,6 +181,10 @@ def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
         (lambda: gp.from_ppc({**case14, "baseMVA": 10**400}), gp.CaseFormatError),
         (lambda: gp.from_ppc({**case14, "baseMVA": "100"}), gp.CaseFormatError),
         (lambda: gp.from_ppc({**case14, "baseMVA": True}), gp.CaseFormatError),
+        (lambda: gp.contingencies(ieee14, limit_percent=10**400), gp.NetworkError),  # TypeError
+        (lambda: gp.contingencies(ieee14, scenarios=5), gp.InputTypeError),  # AttributeError
+        (lambda: gp.OutageFlows.build(ieee14, dtype="foo"), gp.NetworkError),  # TypeError
+        (lambda: gp.OutageFlows.build(ieee14, dtype="int8"), gp.NetworkError),  # zero flows
         (lambda: gp.load_matpower(None), gp.InputTypeError),
         (lambda: gp.load_case(None), gp.InputTypeError),
         (lambda: gp.matpower.parse_matpower(b"function mpc = c"), gp.InputTypeError),
