@@ -458,11 +458,16 @@ def add_day_flags(parser, *, episodes: int, seed: int, baselines=BASELINES) -> N
     )
 
 
+#: The most held-out days one command evaluates (each is a full day per policy; 10,000
+#: days of the five baselines take hours on a CPU already).
+MAX_EPISODES = 100_000
+
+
 def check_day_flags(parser, args) -> tuple[str, ...]:
     """Validate :func:`add_day_flags`' values; the baseline names (a parser error names
     unknown ones)."""
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
+    if not 1 <= args.episodes <= MAX_EPISODES:  # 10**12 ran for ever without a word
+        parser.error(f"--episodes must be in 1..{MAX_EPISODES:,}, got {args.episodes}")
     if not 0 <= args.seed < 2**32:  # a JAX key takes an unsigned 32-bit seed
         parser.error(f"--seed must be an integer in 0..{2**32 - 1}, got {args.seed}")
     names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())

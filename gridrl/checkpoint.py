@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -24,8 +26,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gridrl.errors import GridRLError
+from gridrl.scenarios import TOP_LEVEL
 
 FORMAT = "gridrl-mappo-1"
+
+
+#: Checkpoint metadata is a few kB; far more is no gridrl metadata.
+MAX_META_BYTES = 16 * 2**20
 
 
 class CheckpointError(GridRLError, RuntimeError):
@@ -103,14 +110,23 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
     step = latest_step(directory) if step is None else step
     meta_file = directory / str(step) / "meta" / "metadata"
     try:
-        meta = json.loads(meta_file.read_text())
+        info = os.stat(meta_file)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_META_BYTES:
+            # a directory, a device (/dev/zero was read until memory ran out), a FIFO
+            # (open() blocked for ever) or a file far beyond any metadata
+            raise CheckpointError(
+                f"checkpoint {directory / str(step)}: its metadata is not a file of at most "
+                f"{MAX_META_BYTES:,} bytes"
+            )
+        with open(meta_file, "rb") as f:
+            meta = json.loads(f.read(MAX_META_BYTES + 1).decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
             f"checkpoint {directory / str(step)} has no metadata (incomplete or not a gridrl checkpoint)"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as exc:
         raise CheckpointError(
-            f"checkpoint {directory / str(step)}: corrupt metadata ({exc})"
+            f"checkpoint {directory / str(step)}: corrupt metadata ({type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
@@ -119,6 +135,9 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
         )
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"checkpoint {meta_file}: no training configuration in its metadata")
+    level = meta.get("level", 0)
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= TOP_LEVEL:
+        raise CheckpointError(f"checkpoint {meta_file}: level {level!r} is no curriculum level")
     return step, meta
 
 

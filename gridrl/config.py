@@ -213,6 +213,8 @@ class TrainConfig:
         ):
             v = getattr(self, name)
             need(v is None or v >= 1, name, f"must be >= 1, got {v}")
+            # sizes and counts are int32 on the device (10**30 overflowed building arrays)
+            need(v is None or v < 2**31, name, f"must be below 2**31, got {v}")
         need(self.devices >= 0, "devices", f"must be >= 0 (0 = all), got {self.devices}")
         for name in ("seed", "eval_seed"):  # a JAX key takes an unsigned 32-bit seed
             v = getattr(self, name)

@@ -301,7 +301,13 @@ def write_report(
         )
     run_dir = policy.checkpoint.parent
     out_dir = Path(out_dir) if out_dir else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # before the evaluation, not after it (a file there was a traceback at the end)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {out_dir}: cannot write the report there ({exc})") from None
     log_dir = Path(log_dir) if log_dir else run_dir / "logs"
     baselines = tuple(b for b in baselines if b != "policy")
     results = evaluate(

@@ -35,25 +35,36 @@ class SnapshotError(GridRLError, ValueError):
 #: Modules a pandapower snapshot may name (``_module`` keys): pandapower's own types and
 #: the pandas / numpy containers it serializes. Anything else is refused unread.
 SNAPSHOT_MODULES = ("pandapower", "pandas", "numpy", "builtins")
+#: The largest snapshot recommend reads (pandapower's JSON of a 10,000-bus grid is a few
+#: MB).
+MAX_SNAPSHOT_BYTES = 512 * 2**20
 
 
 def check_snapshot_modules(path) -> None:
     """Refuse a snapshot whose JSON names a module outside :data:`SNAPSHOT_MODULES`:
     ``pandapower.from_json`` would import it (running its code) before refusing the
     class. Every object is checked, also in JSON nested in strings."""
-    import contextlib
     import json
+    import os
+    import stat
 
     try:
-        text = open(path, encoding="utf-8").read()  # noqa: SIM115
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SNAPSHOT_BYTES:
+            # /dev/urandom was read until memory ran out; a FIFO blocks open()
+            raise SnapshotError(
+                f"--net: {path} is not a file of at most {MAX_SNAPSHOT_BYTES:,} bytes"
+            )
+        with open(path, "rb") as f:
+            text = f.read(MAX_SNAPSHOT_BYTES + 1).decode("utf-8")
     except FileNotFoundError:
         raise SnapshotError(f"--net: no such file {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SnapshotError(f"--net: {path} cannot be read ({exc})") from None
     try:
         stack = [json.loads(text)]
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(f"--net: {path} is not JSON ({exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
+        raise SnapshotError(f"--net: {path} is not JSON that can be read ({exc})") from None
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
@@ -71,8 +82,12 @@ def check_snapshot_modules(path) -> None:
         elif isinstance(item, str) and item.lstrip(" \t\r\n\ufeff")[:1] in ("{", "["):
             # JSON in a string, blanks or a byte-order mark before it included (pandas
             # reads those too)
-            with contextlib.suppress(json.JSONDecodeError):  # a plain string
+            try:
                 stack.append(json.loads(item.lstrip(" \t\r\n\ufeff")))
+            except json.JSONDecodeError:  # a plain string
+                pass
+            except RecursionError:
+                raise SnapshotError(f"--net: {path} nests JSON too deeply to check") from None
 
 
 class _ImportGuard:

@@ -59,10 +59,12 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: deep nesting
             damaged.append(i)
             continue
-        if isinstance(record, dict):
+        # a record is a flat object of numbers (['a'], {"update": "a"} or null crashed
+        # resume with a TypeError)
+        if isinstance(record, dict) and all(isinstance(v, int | float) for v in record.values()):
             records.append(record)
         else:
             damaged.append(i)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -63,9 +64,14 @@ def test_metadata_without_config_is_a_checkpoint_error(tmp_path):
 
 def test_damaged_metrics_lines_are_reported_not_raised(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"update": 1}\n{"update": 2}\n{"upda\n[1, 2]\n')
-    records, damaged = read_jsonl(path)
-    assert records == [{"update": 1}, {"update": 2}] and damaged == [3, 4]
+    path.write_text(
+        '{"update": 1}\n{"update": 2}\n{"upda\n[1, 2]\n{"update": "a"}\nnull\n'
+        + "[" * 100_000
+        + "]" * 100_000
+        + "\n"
+    )
+    records, damaged = read_jsonl(path)  # "a" and the deep line crashed resume
+    assert records == [{"update": 1}, {"update": 2}] and damaged == [3, 4, 5, 6, 7]
 
 
 def test_a_run_that_died_before_its_first_checkpoint_restarts_in_place(tmp_path):
@@ -84,3 +90,24 @@ def test_a_run_that_died_before_its_first_checkpoint_restarts_in_place(tmp_path)
     # with a complete checkpoint, the run is resumed instead
     _save_two(run / "checkpoints")
     assert _no_checkpoint_yet(None, run) is None
+
+
+@pytest.mark.parametrize("kind", ["directory", "device", "fifo", "level"])
+def test_metadata_that_is_no_file_or_names_no_level_is_a_checkpoint_error(tmp_path, kind):
+    """Metadata as a directory was an IsADirectoryError, a link to /dev/zero was read
+    until memory ran out, a FIFO blocked for ever and a level of "x" was a ValueError in
+    load_policy (hostile rerun)."""
+    directory = _save_two(tmp_path / "checkpoints")
+    meta_file = directory / "2" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta_file.unlink()
+    if kind == "directory":
+        meta_file.mkdir()
+    elif kind == "device":
+        meta_file.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(meta_file)
+    else:
+        meta_file.write_text(json.dumps({**meta, "level": "x"}))
+    with pytest.raises(ckpt.CheckpointError, match="checkpoints/2"):
+        ckpt.read_meta(directory, 2)

@@ -121,3 +121,18 @@ def test_a_table_read_from_another_file_cannot_import_a_module(tmp_path, monkeyp
     assert main(["--checkpoint", str(tmp_path), "--net", str(path)]) == 1
     assert "evil_file_module" in capsys.readouterr().err
     assert not marker.exists() and "evil_file_module" not in sys.modules
+
+
+@pytest.mark.parametrize("kind", ["device", "deep", "deep in a string"])
+def test_unreadable_snapshots_are_snapshot_errors(tmp_path, kind):
+    """/dev/urandom (or a link to it) was read until memory ran out, and deeply nested
+    JSON, also inside a string, was a RecursionError (hostile rerun)."""
+    path = tmp_path / "net.json"
+    if kind == "device":
+        path.symlink_to("/dev/urandom")
+    elif kind == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        path.write_text(json.dumps({"a": "[" * 100_000 + "]" * 100_000}))
+    with pytest.raises(SnapshotError):
+        check_snapshot_modules(path)

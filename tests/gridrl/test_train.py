@@ -355,6 +355,14 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
         with pytest.raises(SystemExit):
             evaluate_main(["--checkpoint", str(run_dir), "--shed-steps", bad])
         assert "--shed-steps must be 0..64" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ran for ever without a word
+        evaluate_main(["--checkpoint", str(run_dir), "--episodes", str(10**12)])
+    assert "--episodes must be in 1..100,000" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):  # a traceback after the whole evaluation
+        evaluate_main(["--checkpoint", str(run_dir), "--out", str(blocker), "--episodes", "1"])
+    assert "cannot write the report" in capsys.readouterr().err
 
 
 def test_evaluation_env_adds_the_corrective_redispatch_to_the_same_grid(tiny_run):
