@@ -65,6 +65,8 @@ _CLOSER = {v: k for k, v in _OPENER.items()}
 
 
 _PLAIN = str.maketrans("dD;,", "ee\n ")
+#: Bodies up to this many characters are read token by token (:func:`_matrix_small`).
+_SMALL_BODY = 256
 # Byte classes of a body of plain numbers (0: anything else); Inf and NaN are the only words.
 _NL, _BLANK, _DIGIT, _DOT, _EXP, _SIGN, _WORD = 1, 2, 3, 4, 5, 6, 7
 _CLASS = np.zeros(256, np.uint8)
@@ -257,6 +259,8 @@ def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
     memory a few times the body. None when the body holds anything else, its rows differ
     in length, a token is not a number by ``float``'s grammar or is longer than a chunk:
     the token-by-token path then reads it and names the problem."""
+    if end - start <= _SMALL_BODY:
+        return _matrix_small(src[start:end])
     values, counts, carry = [], [], 0  # carry: numbers so far on the line a chunk ended in
     pos = start
     while pos < end:
@@ -284,6 +288,18 @@ def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
     if rows.size == 0 or np.any(rows != rows[0]):
         return None
     return np.concatenate(values).reshape(rows.size, int(rows[0]))
+
+
+def _matrix_small(body: str) -> np.ndarray | None:
+    """:func:`_matrix_fast` for a short body, token by token in Python: numpy's setup per
+    chunk cost ~240 us, so a file of a million one-number matrices took minutes."""
+    rows = [line.split() for line in body.translate(_PLAIN).split("\n")]
+    rows = [r for r in rows if r]
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        return None
+    if not all(_NUM.fullmatch(t) for r in rows for t in r):
+        return None
+    return np.array([[float(t) for t in r] for r in rows], dtype=np.float64)
 
 
 def _is_transpose(s: str, i: int) -> bool:

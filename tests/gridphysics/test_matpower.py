@@ -873,3 +873,26 @@ def test_lines_with_names_then_a_continuation_or_a_block_comment_are_still_read(
     case = parse_matpower(text)
     assert case["bus_name"] == ["a", "b", "c"]
     assert_same(case["gencost"][:, 4], [0.11, 0.085])
+
+
+def test_short_matrix_bodies_read_as_the_chunked_path_reads_them(monkeypatch):
+    """Bodies up to _SMALL_BODY characters are read token by token (a million one-number
+    matrices took minutes through the chunked reader's numpy setup); both readers give
+    the same matrix, or both give way to the general reader (None)."""
+    from gridphysics import matpower
+
+    rng = np.random.default_rng(0)
+    words = ["1", "-2.5", "3e2", "4D-1", "+.5", "7.", "Inf", "-NaN", "1 - 2", "0x1", "1_0"]
+    bodies = ["1", "1;2", "1 2;3 4", "1,2\n3,4;", "1 2;3", "", "  ;  "]
+    for _ in range(300):
+        rows = [" ".join(rng.choice(words, rng.integers(1, 4))) for _ in range(rng.integers(1, 4))]
+        bodies.append(rng.choice([";", "\n", ";\n"]).join(rows))
+    for body in bodies:
+        small = matpower._matrix_small(body)
+        monkeypatch.setattr(matpower, "_SMALL_BODY", -1)
+        chunked = matpower._matrix_fast(body, 0, len(body))
+        monkeypatch.undo()
+        if chunked is None:
+            assert small is None, body
+        else:
+            np.testing.assert_array_equal(small, chunked, err_msg=body)
