@@ -350,18 +350,23 @@ class GridEnv:
                 "reset one environment per call and batch them with jax.vmap"
             )
 
+    def _check_fits(self, name, value, kind, source, shapes) -> None:
+        """``value`` is a ``kind`` with this grid's sizes (``shapes``, see
+        :func:`_leaf_shapes`; shapes are static, so this holds under jit too)."""
+        if not isinstance(value, kind):
+            raise EnvInputError(
+                f"{name} must be an {kind.__name__} from {source}, got {type(value).__name__}"
+            )
+        if shapes is not None and _leaf_shapes(value) != shapes:
+            raise EnvInputError(
+                f"{name} of another grid or configuration: its sizes differ from this "
+                f"environment's ({self.config.case!r}, {self.n_bus} buses)"
+            )
+
     def _check_params(self, params) -> None:
         """``params`` of this environment: an EnvParams with this grid's sizes (params
         of another case have other shapes). Shapes are static: checked under jit too."""
-        if not isinstance(params, EnvParams):
-            raise EnvInputError(
-                f"params must be EnvParams from make(), got {type(params).__name__}"
-            )
-        if self._param_shapes is not None and _leaf_shapes(params) != self._param_shapes:
-            raise EnvInputError(
-                "params do not fit this environment (other sizes: params of another case or "
-                f"configuration?); this one is {self.config.case!r} with {self.n_bus} buses"
-            )
+        self._check_fits("params", params, EnvParams, "make()", self._param_shapes)
         level = params.level
         if not isinstance(level, jax.core.Tracer):  # under jit its value is not known here
             lv = np.asarray(level)
@@ -378,15 +383,7 @@ class GridEnv:
         """A state passed in by hand: of the right kind and shapes (also under ``jit``)
         and, outside ``jit``, finite (every state ``reset`` and ``step`` make is; under
         ``jit`` its values are not known here and :func:`_finite_state` flags it)."""
-        if not isinstance(state, EnvState):
-            raise EnvInputError(
-                f"state must be an EnvState from reset() or step(), got {type(state).__name__}"
-            )
-        if self._state_shapes is not None and _leaf_shapes(state) != self._state_shapes:
-            raise EnvInputError(
-                "state does not fit this environment (other sizes: a state of another case "
-                f"or configuration?); this one is {self.config.case!r} with {self.n_bus} buses"
-            )
+        self._check_fits("state", state, EnvState, "reset() or step()", self._state_shapes)
         bad = []
         for path, leaf in jax.tree_util.tree_leaves_with_path(state):
             if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(

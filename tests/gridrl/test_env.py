@@ -383,9 +383,9 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
             env.reset(key, params)
     other_env, other_params = make("ieee30", n_areas=2)
     other_state = other_env.reset(jax.random.key(0), other_params)[1]
-    with pytest.raises(EnvInputError, match="state does not fit"):
+    with pytest.raises(EnvInputError, match="state of another grid"):
         jax.jit(env.step)(jax.random.key(1), other_state, _zero_actions(env), params)
-    with pytest.raises(EnvInputError, match="params do not fit"):
+    with pytest.raises(EnvInputError, match="params of another grid"):
         env.step(jax.random.key(1), state, _zero_actions(env), other_params)
     # values a hand edit can leave (index clamping made level 99 silently level 4)
     for level in (99, -3):

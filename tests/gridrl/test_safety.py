@@ -24,11 +24,10 @@ def _case(name: str, dtype: str = "float64"):
     return net, gp.OutageFlows.build(net, 8, dtype), np.asarray(gp.solve(net).gen_p_mw)
 
 
-@functools.lru_cache(maxsize=4)
-def _filter(steps: int, corrective_rounds: int = 0):
-    def run(
-        grid, status, proposal, previous, ramp, rate, p_min, p_max, injection_bus, gen_bus, demand
-    ):
+@functools.lru_cache(maxsize=8)
+def _filter(steps: int, corrective_rounds: int = 0, shed_steps: int = 0):
+    def run(grid, status, proposal, previous, ramp, rate, p_min, p_max, injection, buses, demand):
+        gen_bus, load_bus, room = buses
         return safety.filter_dispatch(
             proposal,
             previous=previous,
@@ -38,12 +37,15 @@ def _filter(steps: int, corrective_rounds: int = 0):
             demand=demand,
             grid=grid,
             system=grid.system(status),
-            injection_bus=injection_bus,
+            injection_bus=injection,
             gen_bus=gen_bus,
             rate=rate,
             steps=steps,
             corrective_rounds=corrective_rounds,
-        )[:3]
+            load_bus=load_bus,
+            shed_room=room,
+            shed_steps=shed_steps,
+        )
 
     return jax.jit(run)
 
@@ -58,15 +60,26 @@ def _run(
     dtype="float64",
     previous=None,
     ramp=None,
+    shed_steps=0,
+    shed_share=0.2,
 ):
     """The filter on ``name`` computed in ``dtype`` (its engine and every input); ramps
-    around ``previous`` (default: the proposal) by ``ramp`` (default: each unit's p_max)."""
+    around ``previous`` (default: the proposal) by ``ramp`` (default: each unit's p_max);
+    with ``shed_steps``, each load may be shed by up to ``shed_share``. Returns ``(p,
+    flow, interventions)``, or with ``shed_steps`` the whole
+    :class:`~gridrl.safety.Filtered` (numpy) and the loads (MW, one per load)."""
     net, grid, _ = _case(name, dtype)
     t = net.topology
-    load = np.bincount(t.load_bus, np.asarray(net.load.p_mw * net.load.status), t.n_bus)
+    each = np.asarray(net.load.p_mw * net.load.status)
+    load = np.bincount(t.load_bus, each, t.n_bus)
     shunt = np.bincount(t.shunt_bus, np.asarray(net.shunt.g_mw * net.shunt.status), t.n_bus)
     p_max = np.asarray(net.gen.p_max_mw * net.gen.status)
-    p, flow, interventions = _filter(steps, corrective_rounds)(
+    buses = (
+        jnp.asarray(t.gen_bus),
+        jnp.asarray(t.load_bus),
+        jnp.asarray(np.maximum(shed_share * each, 0.0), dtype),
+    )
+    out = _filter(steps, corrective_rounds, shed_steps)(
         grid,
         jnp.asarray(status, dtype),
         jnp.asarray(proposal, dtype),
@@ -76,10 +89,12 @@ def _run(
         jnp.asarray(np.minimum(net.gen.p_min_mw * net.gen.status, p_max), dtype),
         jnp.asarray(p_max, dtype),
         jnp.asarray(-(load + shunt), dtype),
-        jnp.asarray(t.gen_bus),
+        buses,
         jnp.asarray(load.sum() + shunt.sum(), dtype),
     )
-    return np.asarray(p), np.asarray(flow), int(interventions)
+    if shed_steps:
+        return jax.tree.map(np.asarray, out), each
+    return np.asarray(out.p), np.asarray(out.p_from_mw), int(out.interventions)
 
 
 def _solve(name, status, gen):
@@ -222,17 +237,18 @@ def test_corrective_redispatch_in_float32_moves_the_units_as_in_float64():
         assert np.max(np.abs(p32.astype(np.float64) - p64)) < 0.05, i
 
 
-@pytest.mark.parametrize("corrective_rounds", [0, 2])
-def test_never_leaves_flows_worse_than_it_found_them(corrective_rounds):
+@pytest.mark.parametrize(("corrective_rounds", "shed_steps"), [(0, 0), (2, 0), (0, 8)])
+def test_never_leaves_flows_worse_than_it_found_them(corrective_rounds, shed_steps):
     """Random outage states (bridges included) and tight ratings: the highest loading
-    and the total overload of the filtered dispatch (by gp.solve) never exceed those of
-    the balanced proposal (the filter without relief steps), with and without the
-    corrective redispatch."""
+    and the total overload of the filtered dispatch (by gp.solve, on the loads less what
+    the filter shed) never exceed those of the balanced proposal (the filter without
+    relief steps), with and without the corrective redispatch and the last-resort
+    shedding, which never sheds a load beyond its room."""
     name = "ieee30"
     net, _, base = _case(name)
     rng = np.random.default_rng(3)
     bridges = gp.bridges(net)
-    checked = 0
+    checked = shed_states = 0
     for i in range(12):
         status = np.ones(net.n_branch)
         status[rng.choice(net.n_branch, rng.integers(0, 4), replace=False)] = 0
@@ -242,64 +258,22 @@ def test_never_leaves_flows_worse_than_it_found_them(corrective_rounds):
         flows0, _ = _solve(name, status, base)
         rate = np.maximum(np.abs(flows0) * rng.uniform(0.7, 1.3, net.n_branch), 1.0)
         start, _, _ = _run(name, status, proposal, rate, steps=0)
-        p, _, _ = _run(name, status, proposal, rate, corrective_rounds=corrective_rounds)
+        if shed_steps:
+            out, load = _run(name, status, proposal, rate, shed_steps=shed_steps)
+            after = _solve_shed(name, status, out.p, load - out.shed_mw)
+            assert np.all(out.shed_mw <= 0.2 * np.maximum(load, 0) + 1e-9), i
+            shed_states += out.shed_mw.sum() > 0
+        else:
+            p, _, _ = _run(name, status, proposal, rate, corrective_rounds=corrective_rounds)
+            after = _solve(name, status, p)[0]
         live = status > 0
         found = safety.overload_measures(jnp.asarray(_solve(name, status, start)[0]), rate, live)
-        left = safety.overload_measures(jnp.asarray(_solve(name, status, p)[0]), rate, live)
+        left = safety.overload_measures(jnp.asarray(after), rate, live)
         assert float(left[0]) <= float(found[0]) * (1 + 1e-6) + 1e-9, i
         assert float(left[1]) <= float(found[1]) * (1 + 1e-6) + 1e-6, i
         checked += float(found[1]) > 0
     assert checked >= 6  # most states start overloaded
-
-
-@functools.lru_cache(maxsize=1)
-def _shed_filter():
-    def run(
-        grid, status, proposal, rate, p_min, p_max, injection_bus, gen_bus, demand, load_bus, room
-    ):
-        return safety.filter_dispatch(
-            proposal,
-            previous=proposal,
-            p_min=p_min,
-            p_max=p_max,
-            ramp=p_max,
-            demand=demand,
-            grid=grid,
-            system=grid.system(status),
-            injection_bus=injection_bus,
-            gen_bus=gen_bus,
-            rate=rate,
-            load_bus=load_bus,
-            shed_room=room,
-            shed_steps=8,
-        )
-
-    return jax.jit(run)
-
-
-def _run_shedding(name, status, proposal, rate, share=0.2):
-    """The filter with last-resort shedding (each load by up to ``share``): the
-    :class:`~gridrl.safety.Filtered` result and the loads (MW, one per load)."""
-    net, grid, _ = _case(name)
-    t = net.topology
-    load = np.asarray(net.load.p_mw * net.load.status)
-    shunt = np.bincount(t.shunt_bus, np.asarray(net.shunt.g_mw * net.shunt.status), t.n_bus)
-    at_bus = np.bincount(t.load_bus, load, t.n_bus)
-    p_max = np.asarray(net.gen.p_max_mw * net.gen.status)
-    out = _shed_filter()(
-        grid,
-        jnp.asarray(status, float),
-        jnp.asarray(proposal, float),
-        jnp.asarray(rate, float),
-        jnp.asarray(np.minimum(net.gen.p_min_mw * net.gen.status, p_max)),
-        jnp.asarray(p_max),
-        jnp.asarray(-(at_bus + shunt)),
-        jnp.asarray(t.gen_bus),
-        jnp.asarray(at_bus.sum() + shunt.sum()),
-        jnp.asarray(t.load_bus),
-        jnp.asarray(np.maximum(share * load, 0.0)),
-    )
-    return jax.tree.map(np.asarray, out), load
+    assert shed_states >= 2 or not shed_steps  # and some need shedding
 
 
 def _solve_shed(name, status, gen, load):
@@ -336,7 +310,7 @@ def test_last_resort_shedding_relieves_a_line_that_redispatch_cannot():
     rate[line] = abs(flows[line]) / 1.11
     p_relief, _, _ = _run(name, status, base, rate)
     assert abs(_solve(name, status, p_relief)[0][line]) / rate[line] > 1.1  # redispatch cannot
-    out, load = _run_shedding(name, status, base, rate)
+    out, load = _run(name, status, base, rate, shed_steps=8)
     served = load - out.shed_mw
     ref = _solve_shed(name, status, out.p, served)
     np.testing.assert_allclose(out.p_from_mw, ref, atol=1e-6)  # the filter's flows are the grid's
@@ -346,34 +320,3 @@ def test_last_resort_shedding_relieves_a_line_that_redispatch_cannot():
     assert out.shed_mw.sum() > 0 and out.interventions >= 2
     others = np.arange(net.n_branch) != line
     assert np.all(np.abs(ref[others]) <= np.maximum(np.abs(flows[others]), rate[others]) + 1e-6)
-
-
-def test_last_resort_shedding_never_leaves_flows_worse():
-    """Random outage states (bridges included) and tight ratings on ieee30: with
-    shedding the highest loading and the total overload (gp.solve on the dispatch and
-    the loads less what was shed) never exceed those of the balanced proposal, and no
-    load sheds more than its room."""
-    name = "ieee30"
-    net, _, base = _case(name)
-    rng = np.random.default_rng(5)
-    bridges = gp.bridges(net)
-    shed_any = 0
-    for i in range(8):
-        status = np.ones(net.n_branch)
-        status[rng.choice(net.n_branch, rng.integers(0, 3), replace=False)] = 0
-        if i % 3 == 0:
-            status[rng.choice(bridges)] = 0
-        proposal = base * rng.uniform(0.6, 1.4, net.n_gen)
-        flows0, _ = _solve(name, status, base)
-        rate = np.maximum(np.abs(flows0) * rng.uniform(0.6, 1.2, net.n_branch), 1.0)
-        start, _, _ = _run(name, status, proposal, rate, steps=0)
-        out, load = _run_shedding(name, status, proposal, rate)
-        live = status > 0
-        found = safety.overload_measures(jnp.asarray(_solve(name, status, start)[0]), rate, live)
-        ref = _solve_shed(name, status, out.p, load - out.shed_mw)
-        left = safety.overload_measures(jnp.asarray(ref), rate, live)
-        assert float(left[0]) <= float(found[0]) * (1 + 1e-6) + 1e-9, i
-        assert float(left[1]) <= float(found[1]) * (1 + 1e-6) + 1e-6, i
-        assert np.all(out.shed_mw <= 0.2 * np.maximum(load, 0) + 1e-9), i
-        shed_any += out.shed_mw.sum() > 0
-    assert shed_any >= 2  # some states need it
