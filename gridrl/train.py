@@ -50,6 +50,10 @@ def _host(x):
     return np.asarray(x.addressable_data(0)) if hasattr(x, "addressable_data") else np.asarray(x)
 
 
+#: The fields of a metrics record that resume and the report compare and count with.
+_COUNTERS = ("update", "env_steps", "level")
+
+
 def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
     """The JSON objects of a JSON-lines file and the numbers (1-based) of the lines that
     are not one (damaged or cut)."""
@@ -62,9 +66,14 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
         except (json.JSONDecodeError, RecursionError):  # RecursionError: deep nesting
             damaged.append(i)
             continue
-        # a record is a flat object of numbers (['a'], {"update": "a"} or null crashed
-        # resume with a TypeError)
-        if isinstance(record, dict) and all(isinstance(v, int | float) for v in record.values()):
+        # a record is an object whose counters are numbers ([1, 2], null or
+        # {"update": "a"} crashed resume and the report with a TypeError); its other
+        # fields may be null (no episode finished yet)
+        if isinstance(record, dict) and all(
+            isinstance(record[k], int | float) and not isinstance(record[k], bool)
+            for k in _COUNTERS
+            if k in record
+        ):
             records.append(record)
         else:
             damaged.append(i)
