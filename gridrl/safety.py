@@ -140,14 +140,18 @@ def _no_worse(after, before) -> jax.Array:
     return (after[0] <= before[0] * (1 + 1e-6)) & (after[1] <= before[1] * (1 + 1e-6) + 1e-6)
 
 
+def _worst_line(flow, limit, system):
+    """``(line, MW above its limit)`` of the most overloaded live line (0 MW: none)."""
+    excess = jnp.where(~system.dead, jnp.abs(flow) - limit, -jnp.inf)
+    worst = jnp.argmax(jnp.nan_to_num(excess, nan=-jnp.inf))
+    return worst, jnp.maximum(excess[worst], 0.0)
+
+
 def _relieve(carry, *, lo, hi, grid, system, injection_bus, gen_bus, limit, rated, safe_rate):
     """One greedy step on the most overloaded live line, kept only if it helps.
     ``carry``: the dispatch, its flows and their :func:`overload_measures`."""
     p, flow, worst_before, total_before = carry
-    live = ~system.dead
-    excess = jnp.where(live, jnp.abs(flow) - limit, -jnp.inf)
-    worst = jnp.argmax(jnp.nan_to_num(excess, nan=-jnp.inf))
-    need = jnp.maximum(excess[worst], 0.0)
+    worst, need = _worst_line(flow, limit, system)
     # flow change on the worst line per MW on each unit (taken at the reference bus)
     sens = grid.sensitivity(system, worst, gen_bus) * jnp.sign(flow[worst])
     usable = ~system.isolated[gen_bus]
@@ -181,10 +185,7 @@ def _shed(carry, *, lo, grid, system, gen_bus, load_bus, limit, rated, safe_rate
     helps. ``carry``: the dispatch, the load shed so far and what each load may still
     shed (MW), the flows and their :func:`overload_measures`."""
     p, shed, room, flow, worst_before, total_before = carry
-    live = ~system.dead
-    excess = jnp.where(live, jnp.abs(flow) - limit, -jnp.inf)
-    worst = jnp.argmax(jnp.nan_to_num(excess, nan=-jnp.inf))
-    need = jnp.maximum(excess[worst], 0.0)
+    worst, need = _worst_line(flow, limit, system)
     # flow change on the worst line per MW injected at each bus (0 where cut off)
     row = grid.sensitivity(system, worst) * jnp.sign(flow[worst])
     # shedding a load injects at its bus; the unit that balances it injects less
