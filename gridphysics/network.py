@@ -398,7 +398,7 @@ class Network:
             rule = "a status is 0 (out), 1 (in service) or a fraction in between"
         if key.startswith("rate_") and not len(bad):
             bad = np.flatnonzero(arr < 0)
-            rule = "a rating is a number >= 0, or NaN for none"
+            rule = "a rating is a number >= 0 (0 means unlimited, as in MATPOWER) or NaN for none"
         if len(bad):
             i = int(bad[0])
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 
 def loading_percent(flow: jax.Array, rate_mva: jax.Array) -> jax.Array:
     """``100 * flow / rate_mva`` (flow: |P| in DC, max |S| of both ends in AC; (n_branch,)),
-    NaN where the branch has no rating (``rate_mva`` NaN) or a negative one (no
-    rating means anything below zero). The one definition of a branch's loading, shared
-    by the solvers, the outage engine and gridrl."""
+    NaN where the branch has no rating: ``rate_mva`` NaN, 0 (MATPOWER's "unlimited") or
+    negative. The one definition of a branch's loading, shared by the solvers, the
+    outage engine and gridrl."""
     rate = jnp.asarray(rate_mva)
-    unrated = jnp.isnan(rate) | (rate < 0)
+    unrated = jnp.isnan(rate) | (rate <= 0)
     loading = jnp.abs(flow) / jnp.where(unrated, 1.0, rate) * 100.0
     return jnp.where(unrated, jnp.nan, loading)
 

@@ -125,6 +125,18 @@ def test_a_negative_rating_is_refused_and_never_a_negative_loading(ieee14):
     assert np.isnan(np.asarray(loading)).all()  # was -2957 %
 
 
+@pytest.mark.parametrize("method", ["dc", "ac"])
+def test_a_zero_rating_means_unlimited_as_in_matpower(ieee14, method):
+    # MATPOWER: RATE_A = 0 is "unlimited"; it gave loading = inf with converged=True
+    rate = jnp.full(ieee14.n_branch, 100.0).at[2].set(0.0)
+    res = gp.solve(ieee14.with_branches(rate_a_mva=rate), method)
+    loading = np.asarray(res.loading_percent)
+    assert bool(res.converged) and np.isnan(loading[2])
+    flow = np.abs(np.asarray(res.p_from_mw))
+    if method == "dc":  # the others are |P| / 100 MVA (by hand)
+        np.testing.assert_allclose(np.delete(loading, 2), np.delete(flow, 2), rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "call",
     [
