@@ -60,6 +60,16 @@ _IDENT = re.compile(r"[A-Za-z]\w*", re.ASCII)
 # separators: read with one regex (a cell of 13,659 bus names is common).
 _SIMPLE_CELL = re.compile(r"""[\s;,]*(?:(?:'[^'\n]*'|"[^"\n]*")(?!['"])[\s;,]*)*""")
 _CELL_ITEM = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
+# Calls that can change variables without assigning them (``eval('mpc.bus(1,3) = 0')``,
+# ``load``, ``run`` a script, ...): the parser runs no code, so a case that makes them
+# is refused rather than read without their effect.
+_DYNAMIC_WORDS = frozenset(
+    ("eval", "evalc", "evalin", "assignin", "feval", "run", "load", "importdata", "setfield")
+) | frozenset(("rmfield", "builtin", "loadcase", "ext2int", "int2ext", "scale_load"))
+_DYNAMIC_HINT = re.compile(r"eval|assignin|run|load|importdata|setfield|rmfield|builtin|ext2int")
+_WORD_AT = re.compile(r"\w*", re.ASCII)
+_CALL_AFTER = re.compile(r"[ \t]*\(|[ \t]+[\w'\"./]", re.ASCII)
+_QUOTE = re.compile(r"['\"]")
 _OPENER = {")": "(", "]": "[", "}": "{"}
 _CLOSER = {v: k for k, v in _OPENER.items()}
 
@@ -330,6 +340,30 @@ def _skip_quote(s: str, i: int) -> int:
         return i + 1
     end = _string_end(s, i)
     return -1 if end < 0 else end + 1
+
+
+def _dynamic_call(src: str) -> re.Match | None:
+    """The first call of a :data:`_DYNAMIC_WORDS` function outside strings (a word of
+    the set, not a field, followed by ``(`` or a command-syntax argument); linear: the
+    strings before each hit are walked once, from where the last walk stopped."""
+    cursor = 0  # src[:cursor] is walked: cursor is outside any string
+    for hit in _DYNAMIC_HINT.finditer(src):
+        i = hit.start()
+        start = i
+        while start > 0 and (src[start - 1].isascii() and src[start - 1].isalnum()):
+            start -= 1  # the whole word holding the hit
+        if start > 0 and src[start - 1] in "_.":
+            continue  # x_load, mpc.load: a name or a field
+        word = _WORD_AT.match(src, start)
+        if word.group() not in _DYNAMIC_WORDS or _CALL_AFTER.match(src, word.end()) is None:
+            continue
+        while cursor <= start and (q := _QUOTE.search(src, cursor, start)) is not None:
+            end = _skip_quote(src, q.start())
+            cursor = q.start() + 1 if end < 0 else end
+        if start < cursor:
+            continue  # inside a string ('load bus 3')
+        return word
+    return None
 
 
 def _strip_line(line: str, lineno: int, path: str | None) -> tuple[str, bool]:
@@ -629,6 +663,12 @@ class _Parser:
     def parse(self) -> dict[str, Any]:
         """Walk the statements and assemble the case dict."""
         src, pos, n = self.src, 0, len(self.src)
+        if (call := _dynamic_call(src)) is not None:
+            raise self.error(
+                f"the case calls {call.group()}(...), which could change the case; "
+                "gridphysics runs no MATLAB code, so it cannot read this case faithfully",
+                call.start(),
+            )
         outputs: set[str] | None = None  # None: no function header (a script)
         found: dict[str, tuple[Any, int, str]] = {}
         bare = False
@@ -656,6 +696,14 @@ class _Parser:
                 field = parts[0]
             elif len(parts) == 2 and parts[0] in (outputs if outputs is not None else {"mpc"}):
                 field = parts[1]
+            whole = parts[0] in outputs if outputs is not None else parts[0] == "mpc"
+            if len(parts) == 1 and whole and field not in _KNOWN:
+                raise self.error(
+                    f"assignment to the whole case ({label} = ...) is not supported: its "
+                    f"value cannot be read without running MATLAB code; set its fields "
+                    f"({label}.bus = [...]) instead",
+                    pos,
+                )
             if m.group(2) == "(":
                 if field in _KNOWN:
                     msg = f"indexed assignment to {label} is not supported (no MATLAB code is run)"

@@ -314,6 +314,12 @@ MALFORMED = {
     "gencost pwl": (edit(20, "\t1\t2000\t0\t2\t0.085\t1.2\t600;"), 18, "mpc.gencost row 2"),
     "gencost fractional ncost": (edit(19, "\t2\t1500\t0\t2.5\t0.11\t5\t150;"), 18, "NCOST"),
     "indexed assignment": (SMALL + "mpc.bus(1, 3) = 5;\n", 22, "mpc.bus"),
+    # MATLAB would change the case; they were skipped as unknown statements
+    "eval": (SMALL + "eval('mpc.bus(1, 3) = 0');\n", 22, "calls eval(...)"),
+    "evalc in an assignment": (SMALL + "x = evalc('mpc.baseMVA = 1');\n", 22, "calls evalc"),
+    "load command": (SMALL + "load other.mat\n", 22, "calls load"),
+    "whole struct": (SMALL + "mpc = loadcase('case9');\n", 22, "calls loadcase"),
+    "whole struct literal": (SMALL + "mpc = [];\n", 22, "whole case (mpc = ...)"),
     "names count": (
         SMALL + "mpc.bus_name = {'a'; 'b'};\n",
         22,
@@ -331,6 +337,15 @@ def test_malformed_names_the_line(name):
     assert err.value.line == line
     assert f"bad.m:line {line}: " in str(err.value)
     assert fragment in str(err.value)
+
+
+def test_dynamic_words_as_names_fields_or_strings_are_data():
+    """Only calls are refused: the same words in strings, as a field or in a longer
+    name change nothing."""
+    text = SMALL + "y = 'eval(1)'; x_load(2) = 1; mpc.load = [1 2];\nz = \"run it\";\n"
+    case = parse_matpower(text)
+    np.testing.assert_array_equal(case["load"], [[1.0, 2.0]])
+    assert parse_matpower(SMALL)["bus"].tolist() == case["bus"].tolist()
 
 
 def test_bus_with_too_few_columns_reports_matrix_start():
