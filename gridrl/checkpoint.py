@@ -7,7 +7,8 @@ mid-save never leaves a half-written checkpoint that :func:`latest_step` would p
 Integrity: :func:`save` writes a SHA-256 digest of the saved state (every leaf's shape,
 dtype and bytes, in tree order) into the checkpoint's metadata; :func:`restore` recomputes
 it on what it read and raises :class:`CheckpointError` naming the step's files when they
-differ (a damaged or edited file). Restoring the latest checkpoint falls back to the
+differ or when the checksum is missing (a damaged or edited file; only a state sharded
+over several hosts is saved without one, and says so). Restoring the latest checkpoint falls back to the
 newest earlier one that is intact, with a warning.
 """
 
@@ -82,7 +83,10 @@ def digest(state) -> str | None:
 
 
 def save(mgr, update: int, state, meta: dict) -> None:
-    meta = {"format": FORMAT, **meta, "digest": digest(state)}
+    found = digest(state)
+    meta = {"format": FORMAT, **meta, "digest": found}
+    if found is None:  # restore accepts a missing checksum only with this reason
+        meta["digest_skipped"] = f"the state is sharded over {jax.process_count()} processes"
     mgr.save(
         update,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -183,6 +187,13 @@ def _restore_step(path: str | Path, target, step: int):
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     saved = meta.get("digest")
+    if saved is None and not meta.get("digest_skipped"):
+        # a damaged or edited metadata file: without the checksum nothing is verified
+        raise CheckpointError(
+            f"checkpoint {directory / str(step)}: its metadata {directory / str(step) / 'meta'} "
+            "holds no checksum of the state (a damaged or edited file, or a checkpoint from "
+            "before checksums), so the state cannot be verified"
+        )
     if saved is not None:
         found = digest(restored["state"])
         if found is not None and found != saved:

@@ -52,6 +52,27 @@ def test_a_flipped_byte_is_caught_and_resume_falls_back(tmp_path):
     assert any("using checkpoint" in str(w.message) for w in caught)
 
 
+@pytest.mark.parametrize("edit", ["removed", "null"])
+def test_a_checksum_removed_from_the_metadata_is_refused(tmp_path, edit):
+    """With its digest deleted or set to null the damaged state loaded unchecked
+    (hostile rerun); only a state sharded over several hosts is saved without one."""
+    directory = _save_two(tmp_path / "checkpoints")
+    meta_file = directory / "2" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert len(meta["digest"]) == 64 and "digest_skipped" not in meta
+    if edit == "removed":
+        del meta["digest"]
+    else:
+        meta["digest"] = None
+    meta_file.write_text(json.dumps(meta))
+    _flip_a_byte(directory / "2")
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints/2.*no checksum"):
+        ckpt.restore(directory, _state(0.0), step=2)
+    with pytest.warns(UserWarning, match="no checksum"):
+        state, meta = ckpt.restore(directory, _state(0.0))  # falls back to the intact one
+    assert meta["update"] == 1 and float(state["b"][0]) == 1.0
+
+
 def test_metadata_without_config_is_a_checkpoint_error(tmp_path):
     directory = _save_two(tmp_path / "checkpoints")
     meta_file = directory / "2" / "meta" / "metadata"
