@@ -424,6 +424,11 @@ class GridEnv:
             raise ActionError(
                 f"actions missing for agent(s) {sorted(missing)}; agents are {self.agents}"
             )
+        extra = set(actions) - set(self.agents)
+        if extra:  # a misspelt agent's action was silently dropped
+            raise ActionError(
+                f"actions for unknown agent(s) {sorted(map(str, extra))}; agents are {self.agents}"
+            )
         for agent in self.agents:  # shapes are static: this holds under jit and vmap too
             shape = tuple(jnp.shape(actions[agent]))
             expected = self.action_space(agent).shape

@@ -221,6 +221,8 @@ def test_ac_physics_option_and_bad_options():
             {a: v for a, v in _zero_actions(env).items() if a != "safety"},
             params,
         )
+    with pytest.raises(ActionError, match=r"unknown agent.*'saftey'"):  # a misspelt agent
+        env.step(jax.random.key(0), state, _zero_actions(env) | {"saftey": 1.0}, params)
 
 
 def test_describe_cli(capsys):
