@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections import defaultdict
 from dataclasses import replace
 
@@ -90,6 +91,9 @@ def check_snapshot_modules(path) -> None:
                 raise SnapshotError(f"--net: {path} nests JSON too deeply to check") from None
 
 
+_GUARD_LOCK = threading.Lock()
+
+
 class _ImportGuard:
     """``importlib`` as pandapower's JSON reader sees it while :func:`read_snapshot`
     runs: ``import_module`` refuses every module outside :data:`SNAPSHOT_MODULES`."""
@@ -124,7 +128,9 @@ def read_snapshot(path):
 
     check_snapshot_modules(path)
     try:
-        with mock.patch.object(io_utils, "importlib", _ImportGuard()):
+        # one read at a time: two threads patching and restoring in turn could leave the
+        # guard installed for good, or take it away while the other thread still reads
+        with _GUARD_LOCK, mock.patch.object(io_utils, "importlib", _ImportGuard()):
             return pp.from_json(str(path))
     except SnapshotError as exc:
         raise SnapshotError(f"--net: {path}: {exc}") from None

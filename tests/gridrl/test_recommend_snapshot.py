@@ -136,3 +136,23 @@ def test_unreadable_snapshots_are_snapshot_errors(tmp_path, kind):
         path.write_text(json.dumps({"a": "[" * 100_000 + "]" * 100_000}))
     with pytest.raises(SnapshotError):
         check_snapshot_modules(path)
+
+
+def test_reads_in_several_threads_leave_pandapower_s_importer_as_it_was(tmp_path):
+    """The import guard is patched in while a snapshot is read; without a lock, threads
+    reading at once restored each other's guard and could leave it installed for good."""
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandapower as pp
+    import pandapower.networks as pn
+    from pandapower import io_utils
+
+    from gridrl.recommend import read_snapshot
+
+    path = tmp_path / "net.json"
+    pp.to_json(pn.case14(), str(path))
+    with ThreadPoolExecutor(8) as pool:
+        nets = list(pool.map(lambda _: read_snapshot(path), range(16)))
+    assert all(net.bus.shape[0] == 14 for net in nets)
+    assert io_utils.importlib is importlib
