@@ -43,6 +43,11 @@ _D_TO_E = str.maketrans("dD", "ee")
 #: The largest case file (characters) the parser accepts: MATPOWER's largest published
 #: grids are about 10 MB; a larger file is refused with a MatpowerParseError.
 MAX_CASE_CHARS = 200_000_000
+#: The most top-level statements (assignments, commands) a case may hold. A MATPOWER
+#: case has a few dozen, each table one statement however many rows it has; each costs
+#: Python work, so a file of tiny statements would be read at a few MB/s: this bounds
+#: it to a fraction of a second.
+MAX_STATEMENTS = 10_000
 _LINE_SPECIAL = re.compile(r"[%'\"]|\.\.\.")
 _SPECIAL = re.compile(r"[\[\](){}'\"]")
 _STMT_SPECIAL = re.compile(r"[\[\](){}'\";,\n]")
@@ -672,7 +677,15 @@ class _Parser:
         outputs: set[str] | None = None  # None: no function header (a script)
         found: dict[str, tuple[Any, int, str]] = {}
         bare = False
+        count = 0
         while (pos := _SEP.match(src, pos).end()) < n:
+            count += 1
+            if count > MAX_STATEMENTS:
+                raise self.error(
+                    f"more than {MAX_STATEMENTS:,} statements; a case holds a few dozen "
+                    "(gridphysics.matpower.MAX_STATEMENTS)",
+                    pos,
+                )
             if _FUNC.match(src, pos):
                 if outputs is not None:
                     break  # a subfunction: not part of the case
