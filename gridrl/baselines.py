@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridrl import scenarios
-from gridrl.env import EnvParams, EnvState, GridEnv, make
+from gridrl.env import EnvParams, EnvState, GridEnv, evaluation_params, make
 
 Policy = Callable[[jax.Array, dict, EnvState, EnvParams], dict]
 BASELINES = ("do_nothing", "greedy", "random", "dc_opf", "mpc", "day_ahead")
@@ -253,7 +253,9 @@ def day_records(
 
     ``jit``: all days at once, ``vmap`` over days of a ``scan`` over steps (the policy
     must be traceable); otherwise one jitted step at a time (e.g. the DC-OPF oracle).
-    Both give the same days."""
+    Both give the same days. Recorded (Grid2Op) days are drawn from the held-out ones
+    (:func:`gridrl.env.evaluation_params`)."""
+    params = evaluation_params(params)
     steps = env.config.episode_steps
     day_keys = [
         jax.random.split(jax.random.fold_in(jax.random.key(seed), d)) for d in range(episodes)

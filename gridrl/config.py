@@ -273,7 +273,9 @@ class TrainConfig:
 
 
 HELP = {
-    "case": "grid to operate: a gridphysics case name (ieee14, ieee118, ...) or a MATPOWER .m path",
+    "case": "grid to operate: a gridphysics case name (ieee14, ieee118, ...), a MATPOWER .m "
+    "path, or grid2op:<environment name or directory> (its grid and recorded days; names of "
+    "environments shipped with grid2op need the [grid2op] extra)",
     "method": "physics of the environment: dc (fast) or ac",
     "n_areas": "operational areas, one operational agent each",
     "total_steps": "environment steps to train for (all environments together)",

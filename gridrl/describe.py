@@ -14,7 +14,15 @@ def describe(case: str, n_areas: int = 4) -> str:
     from gridrl.env import RATING_RULE, make
 
     env, params = make(case, n_areas=n_areas)
-    _, ratings = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
+    if env.recorded is not None:  # a Grid2Op environment: its own limits and assumptions
+        source = env.recorded.rating_source
+        notes = [
+            f"recorded days: {env.recorded.n_days} ({int(env.recorded.eval_days.sum())} held out)"
+        ]
+        notes += [f"assumed: {a}" for a in env.recorded.assumed]
+    else:
+        source = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)[1].source
+        notes = []
     lines = [
         f"gridrl environment on {case}: {env.n_bus} buses, {env.n_branch} branches, {env.n_gen} generators "
         f"({int(env.renewable.sum())} renewable), {env.n_load} loads; {env.config.episode_steps} steps of 15 min",
@@ -32,7 +40,7 @@ def describe(case: str, n_areas: int = 4) -> str:
         f"areas ({area_source(params.network, n_areas)}):",
         describe_areas(params.network, env.areas),
     ]
-    lines += ["", f"ratings: {ratings.source}"]
+    lines += ["", f"ratings: {source}", *notes]
     return "\n".join(lines)
 
 
@@ -43,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         "the area partition and where the branch ratings come from.",
     )
     parser.add_argument(
-        "--case", default="ieee118", help="gridphysics case name or .m path (default: ieee118)"
+        "--case",
+        default="ieee118",
+        help="gridphysics case name, .m path or grid2op:<environment> (default: ieee118)",
     )
     parser.add_argument(
         "--areas", type=int, default=4, help="number of operational areas (default: 4)"

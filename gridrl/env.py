@@ -29,7 +29,7 @@ One step (15 minutes):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import jax
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gridphysics as gp
-from gridrl import decisions, observation, physics, safety, scenarios
+from gridrl import decisions, grid2op_data, observation, physics, safety, scenarios
 from gridrl import reward as rewards
 from gridrl.areas import partition, tie_lines
 from gridrl.errors import ActionError, EnvInputError, EnvOptionError, UnknownAgentError
@@ -185,6 +185,23 @@ class EnvConfig:
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
+class Replay:
+    """Recorded days replayed instead of the synthetic scenario (``grid2op:`` cases,
+    :mod:`gridrl.grid2op_data`): demand and the generators' schedules at every step,
+    lines out for maintenance, and which days an episode may draw (``day_weight``:
+    the training days in :func:`make`'s params, the held-out days in
+    :func:`evaluation_params`'). The curriculum level still sets random outages and
+    ratings; loads and renewable output come from the record."""
+
+    load_mw: jax.Array  # (n_days, steps, n_load)
+    gen_mw: jax.Array  # (n_days, steps, n_gen) schedule; renewables: what is available
+    line_out: jax.Array  # (n_days, steps, n_branch) 0/1
+    day_weight: jax.Array  # (n_days,) 1: an episode may draw this day
+    eval_days: jax.Array  # (n_days,) 1: held out for evaluation
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
 class EnvParams:
     network: gp.Network
     level: jax.Array  # () int32 curriculum level 0..scenarios.TOP_LEVEL
@@ -195,12 +212,14 @@ class EnvParams:
     ramp_mw: jax.Array  # (n_gen,) ramp per step
     capacity_mw: jax.Array  # (n_gen,) installed capacity (renewables: twice the case output)
     learned_safety: jax.Array  # () 0/1: apply the safety agent's residual action
+    replay: Replay | None = None  # recorded days (Grid2Op chronics); None: synthetic days
 
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class EnvState:
     t: jax.Array
+    day: jax.Array  # () int32 the recorded day replayed (0 for synthetic days)
     draw: scenarios.EpisodeDraw
     noise: jax.Array  # (n_load,)
     wind: jax.Array  # (n_ren,)
@@ -236,7 +255,7 @@ class Exogenous:
 class GridEnv:
     """The multi-agent grid-operation environment (see the module docstring)."""
 
-    def __init__(self, config: EnvConfig, network: gp.Network):
+    def __init__(self, config: EnvConfig, network: gp.Network, renewable: np.ndarray | None = None):
         self.config = config
         t = network.topology
         self.n_bus, self.n_branch, self.n_gen, self.n_load = t.n_bus, t.n_branch, t.n_gen, t.n_load
@@ -271,11 +290,14 @@ class GridEnv:
         )
         self.renewable = np.zeros(t.n_gen, bool)
         self.renewable[np.unique(picks)] = True
+        if renewable is not None:  # the case says which units are wind and solar
+            self.renewable = np.asarray(renewable, bool).copy()
         self.renewable_index = np.flatnonzero(self.renewable)
         self.is_solar = np.arange(len(self.renewable_index)) % 2 == 0  # alternate solar / wind
         bridges = set(gp.bridges(network).tolist())
         self.can_fail = np.array([k not in bridges for k in range(t.n_branch)])
         self._engine = network.n_branch <= FAST_DC_MAX_BRANCHES
+        self.recorded = None  # the Grid2Op case read by make() (gridrl.grid2op_data)
         self.agents = ["strategic", *[f"operational_{a}" for a in range(A)], "safety"]
         self.dtype = jnp.dtype(config.dtype)
         self.relay = ThermalRelay(
@@ -430,7 +452,11 @@ class GridEnv:
                 f"actions for unknown agent(s) {sorted(map(str, extra))}; agents are {self.agents}"
             )
         for agent in self.agents:  # shapes are static: this holds under jit and vmap too
-            shape = tuple(jnp.shape(actions[agent]))
+            value = actions[agent]
+            try:  # lists too (jnp.shape of a list is deprecated in JAX)
+                shape = tuple(value.shape if hasattr(value, "shape") else np.shape(value))
+            except ValueError as exc:  # ragged nesting
+                raise ActionError(f"action of agent {agent!r} is not an array ({exc})") from None
             expected = self.action_space(agent).shape
             if shape != expected:
                 raise ActionError(
@@ -469,27 +495,33 @@ class GridEnv:
     def _initial_state(self, key, params: EnvParams) -> EnvState:
         settings = params.levels.at(params.level)
         k_draw, k_wind = jax.random.split(key)
+        k_day = jax.random.fold_in(key, 1)  # synthetic days keep their draws
         draw = scenarios.draw_episode(k_draw, settings)
+        day = jnp.int32(0)
+        if params.replay is not None:
+            weight = params.replay.day_weight
+            day = jax.random.categorical(k_day, jnp.log(weight / jnp.sum(weight))).astype(jnp.int32)
         net = params.network
         wind = jnp.full(len(self.renewable_index), 0.45, self.dtype) + 0.2 * jax.random.uniform(
             k_wind, (len(self.renewable_index),), self.dtype, -1, 1
         )
         noise = jnp.zeros(self.n_load, self.dtype)
-        load = (
-            net.load.p_mw
-            * net.load.status
-            * scenarios.load_factor(jnp.int32(0), draw, noise, settings, self._shape)
-        )
-        avail = self._available(jnp.int32(0), draw, wind, settings, params)
-        base = self._base_dispatch(load, avail, params)
+        t0 = jnp.int32(0)
+        load = self.demand(t0, day, draw, noise, settings, params)
+        avail = self._available(t0, draw, wind, settings, params, day)
+        base = self._base_dispatch(load, avail, params, self.planned(t0, day, params))
+        on = net.branch.status > 0
+        if params.replay is not None:
+            on = on & (params.replay.line_out[day, 0] == 0)
         return EnvState(
-            t=jnp.int32(0),
+            t=t0,
+            day=day,
             draw=draw,
             noise=noise,
             wind=wind,
             offset_mw=jnp.zeros(self.n_gen, self.dtype),
             gen_mw=base,
-            branch_on=(net.branch.status > 0).astype(self.dtype),
+            branch_on=on.astype(self.dtype),
             heat=jnp.zeros(self.n_branch, self.dtype),
             repair=jnp.zeros(self.n_branch, jnp.int32),
             target_factor=jnp.ones(self.n_areas, self.dtype),
@@ -500,13 +532,47 @@ class GridEnv:
             lost_share=jnp.zeros((), self.dtype),
         )
 
-    def _available(self, t, draw, wind, settings, params) -> jax.Array:
+    def demand(self, t, day, draw, noise, settings, params) -> jax.Array:
+        """(n_load,) demand at step ``t``: the recorded day's, or the case's loads times
+        the synthetic profile, scale and noise."""
+        if params.replay is not None:
+            return params.replay.load_mw[day, t % params.replay.load_mw.shape[1]]
+        net = params.network
+        return (
+            net.load.p_mw
+            * net.load.status
+            * scenarios.load_factor(t, draw, noise, settings, self._shape)
+        )
+
+    def next_hour_ratio(self, state: EnvState, params) -> jax.Array:
+        """() the demand an hour ahead over the demand now, as the day's profile (or
+        the recorded day: Grid2Op gives forecasts) foresees it."""
+        ahead = state.t + scenarios.STEPS_PER_HOUR
+        if params.replay is not None:
+            load = params.replay.load_mw[state.day]
+            now = jnp.sum(load[state.t % load.shape[0]])
+            return jnp.sum(load[ahead % load.shape[0]]) / jnp.maximum(now, 1e-6)
+        shape = self._shape
+        return shape[ahead % shape.shape[0]] / shape[state.t % shape.shape[0]]
+
+    def planned(self, t, day, params) -> jax.Array:
+        """(n_gen,) the units' planned output before balancing: the recorded day's
+        schedule, or the case's own dispatch."""
+        if params.replay is not None:
+            return params.replay.gen_mw[day, t % params.replay.gen_mw.shape[1]]
+        return params.base_gen_mw
+
+    def _available(self, t, draw, wind, settings, params, day=0) -> jax.Array:
         """(n_gen,) available capacity: thermal units their p_max; renewable units their
-        capacity times the weather (half of it below level 2, i.e. the case's output)."""
+        capacity times the weather (half of it below level 2, i.e. the case's output),
+        or, replaying recorded days, what they produced (curtailment can only lower it)."""
         gen = params.network.gen
         cap = jnp.where(jnp.asarray(self.renewable), params.capacity_mw, gen.p_max_mw) * gen.status
         if not len(self.renewable_index):
             return cap
+        if params.replay is not None:
+            recorded = jnp.clip(self.planned(t, day, params), 0.0, cap)
+            return jnp.where(jnp.asarray(self.renewable), recorded, cap)
         share = scenarios.renewable_availability(
             t, draw, wind, settings, jnp.asarray(self.is_solar), self._solar
         )
@@ -517,14 +583,15 @@ class GridEnv:
         net = params.network
         return jnp.sum(served) + jnp.sum(net.shunt.g_mw * net.shunt.status)
 
-    def _base_dispatch(self, load, avail, params: EnvParams) -> jax.Array:
+    def _base_dispatch(self, load, avail, params: EnvParams, schedule=None) -> jax.Array:
         """Economic dispatch scaled with load (the do-nothing reference): renewables at
-        their availability, thermal units at the case's dispatch scaled to cover the
-        rest, then balanced within limits."""
+        their availability, thermal units at their schedule (default: the case's
+        dispatch) scaled to cover the rest, then balanced within limits."""
         net = params.network
         renewable = jnp.asarray(self.renewable)
         lo = jnp.minimum(net.gen.p_min_mw * net.gen.status, avail)
-        thermal = jnp.where(renewable, 0.0, params.base_gen_mw)
+        schedule = params.base_gen_mw if schedule is None else schedule
+        thermal = jnp.where(renewable, 0.0, schedule)
         residual = self._demand(load, params) - jnp.sum(jnp.where(renewable, avail, 0.0))
         p = jnp.where(renewable, avail, thermal * residual / jnp.maximum(jnp.sum(thermal), 1e-6))
         return safety.balance(jnp.clip(p, lo, avail), lo, avail, self._demand(load, params))
@@ -544,18 +611,19 @@ class GridEnv:
         t = state.t + 1
         noise = scenarios.step_noise(k_noise, state.noise, settings)
         wind = scenarios.step_wind(k_wind, state.wind)
-        load = (
-            net.load.p_mw
-            * net.load.status
-            * scenarios.load_factor(t, state.draw, noise, settings, self._shape)
-        )
-        avail = self._available(t, state.draw, wind, settings, params)
+        load = self.demand(t, state.day, state.draw, noise, settings, params)
+        avail = self._available(t, state.draw, wind, settings, params, state.day)
         repair = jnp.maximum(state.repair - 1, 0)
         back = (state.repair == 1) & (net.branch.status > 0)
         branch_on = jnp.where(back, 1.0, state.branch_on)
         fail = scenarios.draw_outages(
             k_out, branch_on > 0, jnp.asarray(self.can_fail), settings, cfg.episode_steps
         )
+        if params.replay is not None:  # maintenance: out this step, back when it ends
+            steps = params.replay.line_out.shape[1]
+            maintained = (params.replay.line_out[state.day, t % steps] > 0) & (branch_on > 0)
+            branch_on = jnp.where(maintained, 0.0, branch_on)
+            repair = jnp.where(maintained, jnp.maximum(repair, 1), repair)
         return Exogenous(
             t=t,
             noise=noise,
@@ -565,7 +633,7 @@ class GridEnv:
             branch_on=jnp.where(fail, 0.0, branch_on),
             repair=jnp.where(fail, cfg.repair_steps, repair),
             rate_mva=net.branch.rate_a_mva * settings.rating_scale,
-            base_mw=self._base_dispatch(load, avail, params),
+            base_mw=self._base_dispatch(load, avail, params, self.planned(t, state.day, params)),
         )
 
     def _step(self, key, state: EnvState, actions: dict, params: EnvParams):
@@ -630,6 +698,7 @@ class GridEnv:
 
         next_state = EnvState(
             t=t,
+            day=state.day,
             draw=state.draw,
             noise=noise,
             wind=wind,
@@ -749,14 +818,22 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     config = EnvConfig(case=case, **options)
     if not 0 <= level <= scenarios.TOP_LEVEL:
         raise EnvOptionError(f"level must be 0..{scenarios.TOP_LEVEL}, got {level}")
-    network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
+    recorded = None
+    if grid2op_data.is_grid2op(case):
+        recorded = grid2op_data.load_case(case)
+        network = recorded.network
+    else:
+        network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
     _check_units(network)
     dtype = jnp.dtype(config.dtype)
-    env = GridEnv(config, network)
-    solved = gp.solve(network)
-    if not bool(solved.converged):
-        raise EnvOptionError(f"case {case!r}: its DC power flow does not converge")
-    base = np.asarray(solved.gen_p_mw)
+    env = GridEnv(config, network, None if recorded is None else recorded.renewable)
+    if recorded is None:
+        solved = gp.solve(network)
+        if not bool(solved.converged):
+            raise EnvOptionError(f"case {case!r}: its DC power flow does not converge")
+        base = np.asarray(solved.gen_p_mw)
+    else:  # the recorded schedule's mean stands for the case's dispatch
+        base = recorded.gen_mw.mean(axis=(0, 1))
     gen = network.gen
     ramp = np.asarray(gen.ramp_mw_per_min) * scenarios.STEP_MINUTES
     ramp = np.where(ramp > 0, ramp, 0.1 * np.asarray(gen.p_max_mw))
@@ -768,6 +845,16 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     normalizer = max(float(np.sum(cost[~env.renewable])) * DT_HOURS, 1.0)
     p_max = np.asarray(gen.p_max_mw)
     capacity = np.where(env.renewable, np.minimum(p_max, 2 * np.maximum(base, 0.05 * p_max)), p_max)
+    replay = None
+    if recorded is not None:  # renewables may produce up to their rated power
+        capacity = p_max
+        replay = Replay(
+            load_mw=jnp.asarray(recorded.load_mw, dtype),
+            gen_mw=jnp.asarray(recorded.gen_mw, dtype),
+            line_out=jnp.asarray(recorded.line_out, dtype),
+            day_weight=jnp.asarray(~recorded.eval_days | recorded.eval_days.all(), dtype),
+            eval_days=jnp.asarray(recorded.eval_days, dtype),
+        )
     params = EnvParams(
         network=network.astype(dtype),
         level=jnp.int32(level),
@@ -778,6 +865,17 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
         ramp_mw=jnp.asarray(ramp, dtype),
         capacity_mw=jnp.asarray(capacity, dtype),
         learned_safety=jnp.asarray(0.0, dtype),
+        replay=replay,
     )
     env.bind_shapes(params)
+    env.recorded = recorded
     return env, params
+
+
+def evaluation_params(params: EnvParams) -> EnvParams:
+    """``params`` whose episodes draw only the held-out recorded days (Grid2Op cases:
+    the evaluation chronics); synthetic days are already held out by their seeds."""
+    if params.replay is None:
+        return params
+    r = params.replay
+    return replace(params, replay=replace(r, day_weight=r.eval_days))

@@ -30,7 +30,7 @@ from gridrl.baselines import (
     run_baseline,
     run_episodes,
 )
-from gridrl.env import MAX_SHED_STEPS
+from gridrl.env import MAX_SHED_STEPS, evaluation_params
 from gridrl.metrics import metric
 
 #: The baselines of the report by default (``mpc`` and ``dc_opf`` plan every step outside
@@ -129,8 +129,23 @@ def scores(results: dict[str, EpisodeMetrics]) -> dict[str, float]:
     return {k: normalized_score(m.cost, dn, opf) for k, m in results.items()}
 
 
+def _recorded_note(env) -> str:
+    """What the held-out days are when the environment replays recorded (Grid2Op) days."""
+    rec = env.recorded
+    if rec is None:
+        return ""
+    held = sorted({rec.day_chronic[d] for d in np.flatnonzero(rec.eval_days)})
+    text = (
+        f" The days are drawn from {int(rec.eval_days.sum())} recorded held-out day(s) of "
+        f"{rec.name} (chronic(s) {', '.join(held)}); the seed draws random outages on them"
+    )
+    assumed = "; ".join(rec.assumed)
+    return text + (f". Assumed: {assumed}." if assumed else ".")
+
+
 def day_loadings(env, params, policy_fn, seed: int, jit: bool = True) -> np.ndarray:
     """(steps, n_branch) line loadings (percent) over the first held-out day."""
+    params = evaluation_params(params)
     step = jax.jit(env.step)
     act = jax.jit(policy_fn) if jit else policy_fn
     key = jax.random.fold_in(jax.random.key(seed), 0)
@@ -352,7 +367,8 @@ def write_report(
             "learned without it)."
             if shed_steps
             else ""
-        ),
+        )
+        + _recorded_note(env),
         "",
         "References: `day_ahead` knows the whole day before it starts (loads, renewable "
         "output and outages as the environment draws them) and plans it in one multi-period "

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from gridrl import scenarios
-
 if TYPE_CHECKING:
     from gridrl.env import EnvParams, EnvState
 
@@ -39,10 +37,7 @@ def observe(env, state: EnvState, params: EnvParams) -> dict:
     tie = jnp.max(loading[env.tie_lines]) if len(env.tie_lines) else jnp.zeros((), env.dtype)
     phase = 2 * jnp.pi * state.t / env.config.episode_steps
     clock = jnp.stack([jnp.sin(phase), jnp.cos(phase)])
-    next_hour = (
-        env._shape[(state.t + scenarios.STEPS_PER_HOUR) % env._shape.shape[0]]
-        / env._shape[state.t % env._shape.shape[0]]
-    )
+    next_hour = env.next_hour_ratio(state, params)
     n_out = jnp.sum(1 - state.branch_on) / env.n_branch
     obs = {
         "strategic": jnp.concatenate(

@@ -607,23 +607,17 @@ def forecast_horizon(env, params, state, steps: int) -> Horizon:
     if key not in _DAY_FNS:
 
         def run(state, params):
-            from gridrl import scenarios
-
             settings = params.levels.at(params.level)
             net = params.network
 
             def one(h):
                 t = state.t + h
-                load = (
-                    net.load.p_mw
-                    * net.load.status
-                    * scenarios.load_factor(t, state.draw, state.noise, settings, env._shape)
-                )
-                avail = env._available(t, state.draw, state.wind, settings, params)
+                load = env.demand(t, state.day, state.draw, state.noise, settings, params)
+                avail = env._available(t, state.draw, state.wind, settings, params, state.day)
                 return (
                     load,
                     avail,
-                    env._base_dispatch(load, avail, params),
+                    env._base_dispatch(load, avail, params, env.planned(t, state.day, params)),
                     state.branch_on,
                     net.branch.rate_a_mva * settings.rating_scale,
                 )

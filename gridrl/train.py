@@ -36,7 +36,7 @@ from gridrl.config import (
     backend_default_text,
     type_name,
 )
-from gridrl.errors import EnvOptionError
+from gridrl.errors import EnvOptionError, GridRLError
 from gridrl.metrics import BY_NAME, LOG_FIELDS, METRICS
 
 
@@ -562,12 +562,18 @@ def main(argv: list[str] | None = None) -> int:
                 Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints",
             )
         from gridphysics.cases import _resolve_name, case_names
+        from gridrl import grid2op_data
 
         is_file = Path(config.case).suffix == ".m" and Path(config.case).exists()
-        if not is_file and _resolve_name(config.case) is None:
+        if grid2op_data.is_grid2op(config.case):
+            try:
+                grid2op_data.find_env(config.case)
+            except GridRLError as exc:
+                parser.error(f"--case: {exc}")
+        elif not is_file and _resolve_name(config.case) is None:
             parser.error(
                 f"--case: unknown case {config.case!r}; named cases: {', '.join(case_names())} "
-                "(or a MATPOWER .m file)"
+                "(or a MATPOWER .m file, or grid2op:<environment>)"
             )
         init_distributed(args)
         import jax

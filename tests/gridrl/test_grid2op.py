@@ -1,0 +1,162 @@
+"""Grid2Op environments as gridrl cases (issue 13): the recorded days and the physics
+agree with Grid2Op's own reader and backend; only environments shipped inside the
+``grid2op`` package are used (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gridphysics as gp
+from gridrl import scenarios
+from gridrl.env import evaluation_params, make
+from gridrl.errors import EnvOptionError
+from gridrl.evaluate import _recorded_note
+from gridrl.grid2op_data import find_env, load_case
+
+grid2op = pytest.importorskip("grid2op")
+
+SMALL = "l2rpn_case14_sandbox"  # 14 buses, 3 chronics
+LARGE = "l2rpn_wcci_2022_dev"  # 118 buses with storage units, 1 chronic
+
+
+@cache
+def _case(name):
+    return load_case(f"grid2op:{name}")
+
+
+def _grid2op_env(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return grid2op.make(name, test=True)
+
+
+@cache
+def _small_env():
+    return make(f"grid2op:{SMALL}", n_areas=2, level=2)
+
+
+def _aggregate(case, per_load):
+    out = np.zeros(case.network.n_load)
+    np.add.at(out, case.load_map, per_load)
+    return out
+
+
+@pytest.mark.parametrize("name", [SMALL, LARGE])
+def test_ac_flows_equal_grid2op_s_backend_step_by_step(name):
+    """Grid2Op's injections at three do-nothing steps, solved by gridphysics AC: the
+    origin flows equal Grid2Op's observation (float32) on every line and transformer."""
+    case = _case(name)
+    env = _grid2op_env(name)
+    env.reset()
+    net = case.network
+    kv = np.asarray(net.bus.base_kv)[np.asarray(net.topology.gen_bus)]
+    for _ in range(2):
+        obs, _, done, _ = env.step(env.action_space({}))
+        assert not done
+        grid = net.with_loads(
+            p_mw=_aggregate(case, obs.load_p), q_mvar=_aggregate(case, obs.load_q)
+        ).with_gens(p_mw=obs.gen_p, vm_pu=obs.gen_v / kv)
+        res = gp.solve(grid, "ac")
+        assert bool(res.converged)
+        np.testing.assert_allclose(np.asarray(res.p_from_mw), obs.p_or, atol=1e-4)
+        slack = np.asarray(net.gen.slack_weight) > 0
+        np.testing.assert_allclose(np.asarray(res.gen_p_mw)[slack], obs.gen_p[slack], atol=1e-4)
+
+
+def test_recorded_days_are_grid2op_s_chronics_averaged_to_the_env_step():
+    """Day d, step j is the mean of the three 5-minute rows from midnight + 15 j min, as
+    Grid2Op's own reader gives them (its observations at 00:00, 00:05, 00:10, ...)."""
+    case = _case(SMALL)
+    env = _grid2op_env(SMALL)
+    chronic = case.day_chronic[0]
+    day = case.day_chronic.index(chronic)
+    obs = env.reset(options={"time serie id": chronic})
+    assert (obs.hour_of_day, obs.minute_of_hour) == (0, 0)
+    rows = [obs]
+    for _ in range(5):
+        rows.append(env.step(env.action_space({}))[0])
+    for j in range(2):
+        load = np.mean([_aggregate(case, o.load_p) for o in rows[3 * j : 3 * j + 3]], axis=0)
+        gen = np.mean([o.gen_p for o in rows[3 * j : 3 * j + 3]], axis=0)
+        np.testing.assert_allclose(case.load_mw[day, j], load, atol=1e-3)
+        renewable = case.renewable  # their recorded output is not redispatched by Grid2Op
+        np.testing.assert_allclose(case.gen_mw[day, j][renewable], gen[renewable], atol=1e-3)
+    assert case.load_mw.shape == (case.n_days, scenarios.STEPS_PER_DAY, case.network.n_load)
+
+
+def test_characteristics_come_from_the_environment_and_assumptions_are_said():
+    case = _case(LARGE)
+    env = _grid2op_env(LARGE)
+    net = case.network
+    np.testing.assert_allclose(np.asarray(net.gen.p_max_mw), env.gen_pmax)
+    np.testing.assert_allclose(np.asarray(net.gen.cost_c1), env.gen_cost_per_MW)
+    ramped = env.gen_max_ramp_up > 0
+    np.testing.assert_allclose(  # Grid2Op: MW per 5-minute step
+        np.asarray(net.gen.ramp_mw_per_min)[ramped], env.gen_max_ramp_up[ramped] / 5
+    )
+    assert case.renewable.tolist() == list(env.gen_renewable)
+    # ratings: Grid2Op's thermal limits (A) at the origin bus's nominal voltage
+    kv = np.asarray(net.bus.base_kv)[np.asarray(net.topology.branch_from)]
+    np.testing.assert_allclose(
+        np.asarray(net.branch.rate_a_mva),
+        np.sqrt(3) * kv * env.get_thermal_limit() / 1000,
+        rtol=1e-6,
+    )
+    assert "config.py" in case.rating_source
+    assert any("storage" in a for a in case.assumed)
+
+
+def test_make_replays_training_days_and_evaluation_draws_the_held_out_ones():
+    env, params = _small_env()
+    case = env.recorded
+    assert case.eval_days.sum() >= 1 and (~case.eval_days).sum() >= 1
+    keys = jax.random.split(jax.random.key(0), 64)
+    reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
+    train_days = np.asarray(reset(keys, params)[1].day)
+    eval_days = np.asarray(reset(keys, evaluation_params(params))[1].day)
+    assert not case.eval_days[train_days].any() and case.eval_days[eval_days].all()
+    # chronics, not days, are split: no chronic is in both sets
+    assert not {case.day_chronic[d] for d in train_days} & {case.day_chronic[d] for d in eval_days}
+    _, state = env.reset(jax.random.key(1), params)
+    day = int(state.day)
+    np.testing.assert_allclose(np.asarray(state.load_mw), case.load_mw[day, 0], rtol=1e-5)
+    zero = {a: jnp.zeros(env.action_space(a).shape, env.dtype) for a in env.agents}
+    _, state, _, _, info = jax.jit(env.step)(jax.random.key(2), state, zero, params)
+    np.testing.assert_allclose(np.asarray(state.load_mw), case.load_mw[day, 1], rtol=1e-5)
+    assert int(state.day) == day and float(info["involuntary_ens_mwh"]) == 0.0
+    held = case.day_chronic[int(np.flatnonzero(case.eval_days)[0])]
+    note = _recorded_note(env)  # the report says which recorded days it evaluated on
+    assert f"chronic(s) {held}" in note and case.day_chronic[train_days[0]] not in note
+
+
+def test_bad_specs_are_clear_errors_and_config_py_is_never_run(tmp_path):
+    with pytest.raises(EnvOptionError, match=r"no Grid2Op environment 'no_such_env'.*l2rpn_case14"):
+        find_env("grid2op:no_such_env")
+    with pytest.raises(EnvOptionError, match=r"no grid\.json"):
+        find_env(f"grid2op:{tmp_path}")
+    with pytest.raises(EnvOptionError, match="grid2op:<"):
+        make("grid2op:")
+    copy = tmp_path / "copied"
+    shutil.copytree(find_env(SMALL), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    marker = tmp_path / "config_ran"
+    limits = [100.0 + i for i in range(20)]
+    (copy / "config.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nlimits = {limits}\n"
+        "config = {'thermal_limits': limits}\n"
+    )
+    case = load_case(f"grid2op:{copy}")
+    assert not marker.exists()
+    kv = np.asarray(case.network.bus.base_kv)[np.asarray(case.network.topology.branch_from)]
+    np.testing.assert_allclose(
+        np.asarray(case.network.branch.rate_a_mva), np.sqrt(3) * kv * np.array(limits) / 1000
+    )
+    (copy / "chronics" / "0000" / "load_p.csv.bz2").write_bytes(b"BZh9 not bz2")
+    with pytest.raises(EnvOptionError, match=r"load_p\.csv\.bz2"):
+        load_case(f"grid2op:{copy}")
