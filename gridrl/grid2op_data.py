@@ -242,6 +242,106 @@ def _names(table, prefix: str, bus_col: str = "bus") -> list[str]:
     ]
 
 
+def _read_chronic(folder: Path, load_names, gen_names, n_lines: int, assumed: list[str]):
+    """``({"load_p", "load_q", "prod_p": (days, steps, n)}, line_out (days, steps,
+    n_lines))`` of one chronic folder, in whole days at the env's step."""
+    step = _interval_minutes(folder)
+    per_step = scenarios.STEP_MINUTES // step
+    # Grid2Op's first row is one step after start_datetime (23:55 -> 00:00); a day
+    # starts at the first row less than one env step past midnight
+    first_row = _start(folder) + dt.timedelta(minutes=step)
+    past = first_row.hour * 60 + first_row.minute
+    first = 0 if past < scenarios.STEP_MINUTES else math.ceil((24 * 60 - past) / step)
+    tables = {}
+    for stem, names in (("load_p", load_names), ("load_q", load_names), ("prod_p", gen_names)):
+        file = _chronic_file(folder, stem)
+        if file is None:
+            raise EnvOptionError(f"{folder}: no {stem}.csv(.bz2)")
+        frame = _read_csv(file)
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise EnvOptionError(
+                f"{file}: no column for {missing[:3]} ({len(missing)} of the grid's "
+                f"elements); its columns are named {list(frame.columns[:3])}, ..."
+            )
+        values = frame[names].to_numpy(np.float64)
+        if not np.isfinite(values).all():
+            bad = np.argwhere(~np.isfinite(values))[0]
+            raise EnvOptionError(
+                f"{file}: row {bad[0] + 1}, column {names[bad[1]]!r} is not a finite number"
+            )
+        tables[stem] = _days(values, first, per_step)
+    if tables["load_p"].shape[0] == 0:
+        raise EnvOptionError(f"{folder}: shorter than one whole day from midnight")
+    out = np.zeros((*tables["load_p"].shape[:2], n_lines), bool)
+    for stem in ("maintenance", "hazards"):
+        file = _chronic_file(folder, stem)
+        if file is None:
+            continue
+        frame = _read_csv(file)
+        if frame.shape[1] != n_lines:
+            raise EnvOptionError(f"{file}: {frame.shape[1]} columns for {n_lines} lines")
+        flags = _days(frame.to_numpy(np.float64), first, per_step) > 0
+        out |= flags[: out.shape[0]]
+    if (folder / "maintenance_meta.json").is_file() and _chronic_file(
+        folder, "maintenance"
+    ) is None:
+        assumed.append(
+            f"{folder.name}: maintenance that Grid2Op draws at run time "
+            "(maintenance_meta.json) is not replayed"
+        )
+    return tables, out
+
+
+def _ratings(net, path: Path, assumed: list[str]) -> tuple[np.ndarray, str]:
+    """(n_branch,) MVA ratings: Grid2Op's thermal limits (A) of ``config.py`` at the
+    origin bus's nominal voltage, else the grid's own limits as Grid2Op's pandapower
+    backend reads them; and where they come from."""
+    kv = net.bus.loc[net.line.from_bus, "vn_kv"].to_numpy(float)
+    kv_t = net.bus.loc[net.trafo.hv_bus, "vn_kv"].to_numpy(float)
+    limits = _thermal_limits(path)
+    if limits is not None and len(limits) == len(net.line) + len(net.trafo):
+        amps = np.asarray(limits)
+        source = "the thermal limits of config.py (A), at the origin bus's nominal voltage"
+    else:
+        amps = np.concatenate(
+            [
+                net.line["max_i_ka"].to_numpy(float) * 1000 * net.line["parallel"].to_numpy(float),
+                net.trafo["sn_mva"].to_numpy(float) / (math.sqrt(3) * kv_t) * 1000,
+            ]
+        )
+        source = "the grid's own limits (lines max_i_ka, transformers sn_mva)"
+        assumed.append(
+            "config.py gives no thermal limits: " + source + ", as Grid2Op's pandapower backend"
+        )
+    rate = math.sqrt(3) * np.concatenate([kv, kv_t]) * amps / 1000
+    return rate, source
+
+
+def _split_days(per_chronic, assumed: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The chronic of each day, and which days are held out for evaluation: the last
+    :data:`EVAL_SHARE` of the chronics (one chronic: of its days)."""
+    days_per = [t["load_p"].shape[0] for _, t, _ in per_chronic]
+    day_chronic = tuple(
+        name for (name, _, _), n in zip(per_chronic, days_per, strict=True) for _ in range(n)
+    )
+    n_days = len(day_chronic)
+    eval_days = np.zeros(n_days, bool)
+    if len(per_chronic) >= 2:
+        held = max(1, round(EVAL_SHARE * len(per_chronic)))
+        held_names = {name for name, _, _ in per_chronic[-held:]}
+        eval_days = np.array([c in held_names for c in day_chronic])
+    elif n_days >= 2:
+        eval_days[n_days - max(1, round(EVAL_SHARE * n_days)) :] = True
+        assumed.append(
+            "one chronic: its last days are held out for evaluation (split by day, not by chronic)"
+        )
+    else:
+        eval_days[:] = True
+        assumed.append("one chronic of one day: training and evaluation use the same day")
+    return day_chronic, eval_days
+
+
 def load_case(spec: str) -> Grid2OpCase:
     """Read the Grid2Op environment ``spec`` (see :func:`find_env`)."""
     import pandapower as pp
@@ -267,57 +367,11 @@ def load_case(spec: str) -> Grid2OpCase:
     folders = sorted(p for p in (path / "chronics").iterdir() if p.is_dir())
     if not folders:
         raise EnvOptionError(f"{path / 'chronics'} holds no chronic folder")
-    per_chronic = []
-    for folder in folders:
-        step = _interval_minutes(folder)
-        per_step = scenarios.STEP_MINUTES // step
-        # Grid2Op's first row is one step after start_datetime (23:55 -> 00:00); a day
-        # starts at the first row less than one env step past midnight
-        first_row = _start(folder) + dt.timedelta(minutes=step)
-        past = first_row.hour * 60 + first_row.minute
-        first = 0 if past < scenarios.STEP_MINUTES else math.ceil((24 * 60 - past) / step)
-        tables = {}
-        for stem, names in (("load_p", load_names), ("load_q", load_names), ("prod_p", gen_names)):
-            file = _chronic_file(folder, stem)
-            if file is None:
-                raise EnvOptionError(f"{folder}: no {stem}.csv(.bz2)")
-            frame = _read_csv(file)
-            missing = [n for n in names if n not in frame.columns]
-            if missing:
-                raise EnvOptionError(
-                    f"{file}: no column for {missing[:3]} ({len(missing)} of the grid's "
-                    f"elements); its columns are named {list(frame.columns[:3])}, ..."
-                )
-            values = frame[names].to_numpy(np.float64)
-            if not np.isfinite(values).all():
-                bad = np.argwhere(~np.isfinite(values))[0]
-                raise EnvOptionError(
-                    f"{file}: row {bad[0] + 1}, column {names[bad[1]]!r} is not a finite number"
-                )
-            tables[stem] = _days(values, first, per_step)
-        line_names = [f"line_{i}" for i in range(len(net.line) + len(net.trafo))]
-        out = np.zeros((*tables["load_p"].shape[:2], len(line_names)), bool)
-        for stem in ("maintenance", "hazards"):
-            file = _chronic_file(folder, stem)
-            if file is None:
-                continue
-            frame = _read_csv(file)
-            if frame.shape[1] != len(line_names):
-                raise EnvOptionError(
-                    f"{file}: {frame.shape[1]} columns for {len(line_names)} lines"
-                )
-            flags = _days(frame.to_numpy(np.float64), first, per_step) > 0
-            out |= flags[: out.shape[0]]
-        if (folder / "maintenance_meta.json").is_file() and _chronic_file(
-            folder, "maintenance"
-        ) is None:
-            assumed.append(
-                f"{folder.name}: maintenance that Grid2Op draws at run time "
-                "(maintenance_meta.json) is not replayed"
-            )
-        if tables["load_p"].shape[0] == 0:
-            raise EnvOptionError(f"{folder}: shorter than one whole day from midnight")
-        per_chronic.append((folder.name, tables, out))
+    n_lines = len(net.line) + len(net.trafo)
+    per_chronic = [
+        (folder.name, *_read_chronic(folder, load_names, gen_names, n_lines, assumed))
+        for folder in folders
+    ]
 
     # the grid: every Grid2Op load's bus gets a gridphysics load; storage is idle
     peak = np.concatenate([t["load_p"].reshape(-1, len(load_names)) for _, t, _ in per_chronic])
@@ -373,24 +427,7 @@ def load_case(spec: str) -> Grid2OpCase:
     if cost is None or not np.isfinite(cost).all():
         assumed.append("marginal costs missing in prods_charac.csv: 0 $/MWh")
         cost = np.nan_to_num(cost if cost is not None else np.zeros(len(p_max)))
-    kv = net.bus.loc[net.line.from_bus, "vn_kv"].to_numpy(float)
-    kv_t = net.bus.loc[net.trafo.hv_bus, "vn_kv"].to_numpy(float)
-    limits = _thermal_limits(path)
-    if limits is not None and len(limits) == len(net.line) + len(net.trafo):
-        amps = np.asarray(limits)
-        source = "the thermal limits of config.py (A), at the origin bus's nominal voltage"
-    else:
-        amps = np.concatenate(
-            [
-                net.line["max_i_ka"].to_numpy(float) * 1000 * net.line["parallel"].to_numpy(float),
-                net.trafo["sn_mva"].to_numpy(float) / (math.sqrt(3) * kv_t) * 1000,
-            ]
-        )
-        source = "the grid's own limits (lines max_i_ka, transformers sn_mva)"
-        assumed.append(
-            "config.py gives no thermal limits: " + source + ", as Grid2Op's pandapower backend"
-        )
-    rate = math.sqrt(3) * np.concatenate([kv, kv_t]) * amps / 1000
+    rate, source = _ratings(net, path, assumed)
     gen = network.gen.replace(
         ramp_mw_per_min=np.asarray(ramp, network.dtype),
         cost_c2=np.zeros(network.n_gen, network.dtype),
@@ -400,24 +437,7 @@ def load_case(spec: str) -> Grid2OpCase:
     branch = network.branch.replace(rate_a_mva=np.asarray(rate, network.dtype))
     network = network.replace(gen=gen, branch=branch)
 
-    days_per = [t["load_p"].shape[0] for _, t, _ in per_chronic]
-    day_chronic = tuple(
-        name for (name, _, _), n in zip(per_chronic, days_per, strict=True) for _ in range(n)
-    )
-    n_days = len(day_chronic)
-    eval_days = np.zeros(n_days, bool)
-    if len(per_chronic) >= 2:
-        held = max(1, round(EVAL_SHARE * len(per_chronic)))
-        held_names = {name for name, _, _ in per_chronic[-held:]}
-        eval_days = np.array([c in held_names for c in day_chronic])
-    elif n_days >= 2:
-        eval_days[n_days - max(1, round(EVAL_SHARE * n_days)) :] = True
-        assumed.append(
-            "one chronic: its last days are held out for evaluation (split by day, not by chronic)"
-        )
-    else:
-        eval_days[:] = True
-        assumed.append("one chronic of one day: training and evaluation use the same day")
+    day_chronic, eval_days = _split_days(per_chronic, assumed)
     renewable = prods["type"].isin(RENEWABLE_TYPES).to_numpy()
     return Grid2OpCase(
         name=path.name,
