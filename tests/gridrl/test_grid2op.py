@@ -160,3 +160,80 @@ def test_bad_specs_are_clear_errors_and_config_py_is_never_run(tmp_path):
     (copy / "chronics" / "0000" / "load_p.csv.bz2").write_bytes(b"BZh9 not bz2")
     with pytest.raises(EnvOptionError, match=r"load_p\.csv\.bz2"):
         load_case(f"grid2op:{copy}")
+
+
+def _play(g2o_env, agent, steps, chronic=0):
+    """(steps survived, illegal, ambiguous, steps that redispatched, steps that
+    curtailed) of ``agent`` on one chronic of Grid2Op."""
+    obs = g2o_env.reset(options={"time serie id": chronic})
+    agent.reset(obs)
+    n = illegal = ambiguous = moved = curtailed = 0
+    done, reward = False, 0.0
+    while not done and n < steps:
+        action = agent.act(obs, reward, done)
+        moved += bool(np.any(action.redispatch != 0))
+        curtailed += bool(np.any((action.curtail >= 0) & (action.curtail < 1)))
+        obs, reward, done, info = g2o_env.step(action)
+        n += 1
+        illegal += bool(info["is_illegal"])
+        ambiguous += bool(info["is_ambiguous"])
+    return n, illegal, ambiguous, moved, curtailed
+
+
+@pytest.mark.parametrize("name,steps", [(SMALL, 60), (LARGE, 20)])
+def test_a_gridrl_policy_acts_legally_inside_grid2op(name, steps):
+    """Random gridrl actions through Grid2OpAgent: redispatch and curtailment at almost
+    every step, all of which Grid2Op accepts (0 illegal, 0 ambiguous); the greedy policy
+    survives as long as Grid2Op's DoNothingAgent on the same chronic."""
+    from grid2op.Agent import DoNothingAgent
+
+    from gridrl.baselines import make_policy
+    from gridrl.grid2op import Grid2OpAgent
+
+    g2o = _grid2op_env(name)
+    env, params = _small_env() if name == SMALL else make(f"grid2op:{name}", n_areas=2)
+    agent = Grid2OpAgent(make_policy("random", env), g2o.action_space, env, params)
+    assert agent.can_redispatch and agent.can_curtail
+    survived, illegal, ambiguous, moved, curtailed = _play(g2o, agent, steps)
+    assert (illegal, ambiguous) == (0, 0)
+    assert moved >= 0.9 * survived and curtailed >= 0.5 * survived  # the actions act
+    reference = _play(g2o, DoNothingAgent(g2o.action_space), steps)[0]
+    greedy = Grid2OpAgent(make_policy("greedy", env), g2o.action_space, env, params)
+    survived, illegal, ambiguous, _, _ = _play(g2o, greedy, steps)
+    assert (illegal, ambiguous) == (0, 0) and survived >= reference
+    with pytest.raises(EnvOptionError, match="not the same grid"):
+        other = _grid2op_env(LARGE if name == SMALL else SMALL)
+        Grid2OpAgent(make_policy("greedy", env), other.action_space, env, params)
+
+
+def test_grid2op_eval_runs_grid2op_s_runner_and_counts_refused_actions(tmp_path):
+    """The CLI with Grid2Op's Runner: gridrl's greedy policy and Grid2Op's do-nothing
+    on the held-out chronic; an agent whose redispatch exceeds the ramps is counted as
+    ambiguous at every step (the counter reads Grid2Op's own verdicts)."""
+    import json
+
+    from grid2op.Agent import BaseAgent
+
+    from gridrl.grid2op_eval import main, run_agents
+
+    assert (
+        main(["--env", SMALL, "--max-steps", "8", "--baselines", "greedy", "--out", str(tmp_path)])
+        == 0
+    )
+    out = json.loads((tmp_path / "grid2op_eval.json").read_text())
+    held = {_case(SMALL).day_chronic[d] for d in np.flatnonzero(_case(SMALL).eval_days)}
+    for name in ("grid2op DoNothingAgent", "gridrl greedy"):
+        (record,) = out["results"][name]["chronics"]
+        assert record["chronic"] in held and record["steps_survived"] == 8
+        assert (record["illegal_actions"], record["ambiguous_actions"]) == (0, 0)
+    assert "| gridrl greedy |" in (tmp_path / "report.md").read_text()
+
+    class TooFast(BaseAgent):
+        def act(self, obs, reward, done=False):
+            return self.action_space({"redispatch": [(0, 1000.0)]})
+
+    g2o = _grid2op_env(SMALL)
+    res = run_agents(g2o, {"bad": TooFast(g2o.action_space)}, [0], 4)
+    assert res["bad"]["chronics"][0]["ambiguous_actions"] == 4
+    with pytest.raises(SystemExit):
+        main(["--env", SMALL, "--max-steps", "0"])

@@ -1,0 +1,235 @@
+"""gridrl policies inside Grid2Op: :class:`Grid2OpAgent`, a Grid2Op ``BaseAgent``.
+
+Each Grid2Op step the agent turns the observation into a gridrl state (loads summed
+per bus as :mod:`gridrl.grid2op_data` does, dispatch, line status, loadings, the
+agents' own schedule and redispatch from the previous step), runs the gridrl policy and
+the environment's decision pipeline (schedules, redispatch, the safety filter with the
+post-outage sensitivities of the grid as Grid2Op reports it) on Grid2Op's forecast of
+the next step, and returns a legal Grid2Op action:
+
+* **redispatch** of the redispatchable units towards the filtered dispatch: the change
+  of each unit's target is within Grid2Op's ramps (MW per Grid2Op step) and keeps the
+  target inside ``[pmin, pmax]`` of the unit's forecast setpoint; the changes sum to
+  zero where the units' room allows (Grid2Op compensates the rest);
+* **curtailment** of wind and solar units (where the action space has it) to the
+  filtered output when it is below what they could produce, lifted (ratio 1) otherwise.
+
+Grid2Op cannot shed load: what the gridrl policy sheds is counted in
+:attr:`Grid2OpAgent.unserved_requests_mw`, not applied. Storage units stay idle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from grid2op.Agent import BaseAgent
+
+from gridrl import decisions, scenarios
+from gridrl.env import EnvParams, EnvState, Exogenous, GridEnv
+from gridrl.errors import EnvOptionError
+
+#: A curtailment is lifted when the filtered output is within this of what the unit
+#: could produce (MW).
+CURTAIL_TOLERANCE_MW = 0.5
+
+
+class Grid2OpAgent(BaseAgent):
+    """A gridrl policy acting in a Grid2Op environment (see the module docstring).
+
+    Args:
+        policy: a trained policy (``gridrl.load_policy(run)``; its environment is used)
+            or a ``(key, obs, state, params) -> actions`` function such as
+            ``gridrl.baselines.make_policy("greedy", env)``, with ``env`` and ``params``.
+        action_space: the Grid2Op environment's action space.
+        env, params: the gridrl environment of the same Grid2Op environment
+            (``gridrl.make("grid2op:<name>")``); taken from ``policy`` when it has them.
+        seed: seed of the policy's keys (the trained policy is deterministic).
+    """
+
+    def __init__(
+        self,
+        policy,
+        action_space,
+        env: GridEnv | None = None,
+        params: EnvParams | None = None,
+        *,
+        seed: int = 0,
+    ):
+        super().__init__(action_space)
+        if env is None and hasattr(policy, "env"):
+            env, params = policy.env, policy.env_params
+            policy = policy.as_policy()
+        if env is None or params is None:
+            raise EnvOptionError(
+                "Grid2OpAgent needs the gridrl env and params of the Grid2Op environment "
+                "(gridrl.make('grid2op:<name>')) or a policy loaded with gridrl.load_policy"
+            )
+        if env.recorded is None:
+            raise EnvOptionError(
+                f"Grid2OpAgent needs an environment made from a Grid2Op case "
+                f"(grid2op:<name>), got {env.config.case!r}"
+            )
+        cls = type(action_space)
+        if int(cls.n_gen) != env.n_gen or int(cls.n_line) != env.n_branch:
+            raise EnvOptionError(
+                f"the Grid2Op action space has {cls.n_gen} generators and {cls.n_line} lines, "
+                f"the gridrl environment {env.n_gen} and {env.n_branch}: not the same grid"
+            )
+        self.env = env
+        # Grid2Op's own thermal limits: the curriculum's rating scale stays at 1
+        self.params = replace(params, level=jnp.int32(0))
+        self.load_map = np.asarray(env.recorded.load_map)
+        self.redispatchable = np.asarray(cls.gen_redispatchable, bool)
+        self.renewable = np.asarray(cls.gen_renewable, bool)
+        self.ramp_up = np.asarray(cls.gen_max_ramp_up, float)
+        self.ramp_down = np.asarray(cls.gen_max_ramp_down, float)
+        self.p_min = np.asarray(cls.gen_pmin, float)
+        self.p_max = np.asarray(cls.gen_pmax, float)
+        self.can_curtail = action_space.supports_type("curtail") and self.renewable.any()
+        self.can_redispatch = action_space.supports_type("redispatch") and self.redispatchable.any()
+        self.gen_kv = None
+        self._key = jax.random.key(seed)
+        self._decide = jax.jit(_decider(env, policy))
+        self.unserved_requests_mw = 0.0
+        self.reset(None)
+
+    def reset(self, obs) -> None:
+        """A new episode: the agents' schedule and redispatch start afresh."""
+        self._target = jnp.ones(self.env.n_areas, self.env.dtype)
+        self._offset = jnp.zeros(self.env.n_gen, self.env.dtype)
+
+    # -- observation -> gridrl ------------------------------------------------------
+    def _per_bus(self, per_load) -> np.ndarray:
+        out = np.zeros(self.env.n_load)
+        np.add.at(out, self.load_map, np.asarray(per_load, float))
+        return out
+
+    def _forecast(self, obs):
+        """Grid2Op's forecast of the next step (prod_p, load_p), else persistence."""
+        try:
+            prod_p, _, load_p, _ = obs.get_forecasted_inj()
+            prod_p, load_p = np.asarray(prod_p, float), np.asarray(load_p, float)
+            if prod_p.shape == obs.gen_p.shape and np.isfinite(prod_p).all():
+                return prod_p, load_p
+        except Exception:
+            pass
+        return np.asarray(obs.gen_p, float) - np.asarray(obs.actual_dispatch, float), np.asarray(
+            obs.load_p, float
+        )
+
+    def gridrl_inputs(self, obs) -> tuple[EnvState, Exogenous, np.ndarray]:
+        """The gridrl state of ``obs``, the conditions of the next step and Grid2Op's
+        planned setpoints for it (before redispatch)."""
+        env, dtype = self.env, self.env.dtype
+        steps_per_day = scenarios.STEPS_PER_DAY
+        t = (int(obs.hour_of_day) * 60 + int(obs.minute_of_hour)) // scenarios.STEP_MINUTES
+        cap = self.p_max
+        before = getattr(obs, "gen_p_before_curtail", None)
+        produced = np.asarray(obs.gen_p, float)
+        possible = np.where(
+            self.renewable, np.asarray(before, float) if before is not None else produced, cap
+        )
+        load = self._per_bus(obs.load_p)
+        on = np.asarray(obs.line_status, bool)
+        cooldown = np.asarray(getattr(obs, "time_before_cooldown_line", np.zeros(env.n_branch)))
+        state = EnvState(
+            t=jnp.int32(t % steps_per_day),
+            day=jnp.int32(0),
+            draw=scenarios.EpisodeDraw(
+                scale=jnp.asarray(1.0, dtype), cloud=jnp.asarray(1.0, dtype)
+            ),
+            noise=jnp.zeros(env.n_load, dtype),
+            wind=jnp.zeros(len(env.renewable_index), dtype),
+            offset_mw=self._offset,
+            gen_mw=jnp.asarray(produced, dtype),
+            branch_on=jnp.asarray(on, dtype),
+            heat=jnp.zeros(env.n_branch, dtype),
+            repair=jnp.asarray(np.where(on, 0, np.maximum(cooldown, 1)), jnp.int32),
+            target_factor=self._target,
+            loading=jnp.asarray(np.nan_to_num(100.0 * np.asarray(obs.rho, float)), dtype),
+            load_mw=jnp.asarray(load, dtype),
+            served_mw=jnp.asarray(load, dtype),
+            avail_mw=jnp.asarray(possible, dtype),
+            lost_share=jnp.zeros((), dtype),
+        )
+        planned, load_next = self._forecast(obs)
+        avail_next = np.where(self.renewable, np.clip(planned, 0, self.p_max), cap)
+        rate = np.asarray(self.params.network.branch.rate_a_mva)
+        x = Exogenous(
+            t=jnp.int32((t + 1) % steps_per_day),
+            noise=state.noise,
+            wind=state.wind,
+            load_mw=jnp.asarray(self._per_bus(load_next), dtype),
+            avail_mw=jnp.asarray(avail_next, dtype),
+            branch_on=state.branch_on,
+            repair=state.repair,
+            rate_mva=jnp.asarray(rate, dtype),
+            base_mw=jnp.zeros(env.n_gen, dtype),  # set by the decider from the schedule
+        )
+        return state, x, planned
+
+    # -- gridrl -> action ------------------------------------------------------------
+    def act(self, observation, reward=0.0, done=False):
+        state, x, planned = self.gridrl_inputs(observation)
+        self._key, key = jax.random.split(self._key)
+        target, offset, served, gen = self._decide(
+            key, state, x, jnp.asarray(planned, self.env.dtype), self.params
+        )
+        self._target, self._offset = target, offset
+        self.unserved_requests_mw += float(jnp.sum(x.load_mw - served))
+        return self.to_action(observation, np.asarray(gen, float), planned)
+
+    def to_action(self, obs, gen: np.ndarray, planned: np.ndarray):
+        """The legal Grid2Op action that moves the units towards ``gen`` (MW) from
+        their planned setpoints ``planned`` (see the module docstring)."""
+        action = {}
+        if self.can_redispatch:
+            action["redispatch"] = self._redispatch(obs, gen, planned)
+        if self.can_curtail:
+            possible = np.clip(planned, 0.0, self.p_max)
+            ratio = np.where(
+                gen < possible - CURTAIL_TOLERANCE_MW,
+                np.clip(gen / np.maximum(self.p_max, 1e-9), 0.0, 1.0),
+                1.0,
+            )
+            action["curtail"] = np.where(self.renewable, ratio, -1.0)
+        return self.action_space(action)
+
+    def _redispatch(self, obs, gen, planned) -> np.ndarray:
+        target = np.asarray(obs.target_dispatch, float)
+        # the cumulated target keeps the forecast setpoint within the unit's limits
+        low = np.maximum(self.p_min - planned, -self.ramp_down + target)
+        high = np.minimum(self.p_max - planned, self.ramp_up + target)
+        wanted = np.clip(gen - planned, low, high)
+        delta = np.where(self.redispatchable, wanted - target, 0.0)
+        # balance: move the sum to zero within each unit's remaining room
+        room_up = np.where(self.redispatchable, np.maximum(high - target - delta, 0.0), 0.0)
+        room_down = np.where(self.redispatchable, np.maximum(delta - (low - target), 0.0), 0.0)
+        excess = delta.sum()
+        if excess > 0 and room_down.sum() > 0:
+            delta -= room_down * min(1.0, excess / room_down.sum())
+        elif excess < 0 and room_up.sum() > 0:
+            delta += room_up * min(1.0, -excess / room_up.sum())
+        # Grid2Op's ramps per step, with a margin for float32 round-off
+        margin = 1e-4
+        delta = np.clip(delta, -(self.ramp_down - margin), self.ramp_up - margin)
+        delta[np.abs(delta) < 1e-3] = 0.0
+        return np.where(self.redispatchable, delta, 0.0)
+
+
+def _decider(env: GridEnv, policy):
+    """``(key, state, x, planned, params) -> (targets, offset, served, gen)``: the
+    policy's actions on ``state`` and the env's decisions on ``x`` (jittable)."""
+    from gridrl.observation import observe
+
+    def run(key, state, x, planned, params):
+        x = replace(x, base_mw=env._base_dispatch(x.load_mw, x.avail_mw, params, planned))
+        obs = observe(env, state, params)
+        actions = policy(key, obs, state, params)
+        targets, offset, served, gen, _ = decisions.decide(env, state, actions, params, x)
+        return targets, offset, served, gen
+
+    return run
