@@ -70,8 +70,16 @@ _CELL_ITEM = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 # is refused rather than read without their effect.
 _DYNAMIC_WORDS = frozenset(
     ("eval", "evalc", "evalin", "assignin", "feval", "run", "load", "importdata", "setfield")
-) | frozenset(("rmfield", "builtin", "loadcase", "ext2int", "int2ext", "scale_load"))
-_DYNAMIC_HINT = re.compile(r"eval|assignin|run|load|importdata|setfield|rmfield|builtin|ext2int")
+) | frozenset(("rmfield", "builtin", "loadcase", "ext2int", "int2ext", "scale_load", "error"))
+_DYNAMIC_HINT = re.compile(
+    r"eval|assignin|run|load|importdata|setfield|rmfield|builtin|ext2int|error|@"
+)
+#: Statements whose effect depends on running code: control flow decides which
+#: assignments happen (``if false, mpc.baseMVA = 50; end``), ``clear`` removes them.
+_CONTROL = frozenset(
+    ("if", "elseif", "else", "while", "for", "parfor", "switch", "case", "otherwise")
+) | frozenset(("try", "catch", "break", "continue", "global", "persistent", "clear", "clearvars"))
+_TRAILING_RETURN = re.compile(r"return\b[\s;,]*(?:end\b[\s;,]*)*(?:function\b|\Z)")
 _WORD_AT = re.compile(r"\w*", re.ASCII)
 _CALL_AFTER = re.compile(r"[ \t]*\(|[ \t]+[\w'\"./]", re.ASCII)
 _QUOTE = re.compile(r"['\"]")
@@ -276,7 +284,10 @@ def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
     the token-by-token path then reads it and names the problem."""
     if end - start <= _SMALL_BODY:
         return _matrix_small(src[start:end])
-    values, counts, carry = [], [], 0  # carry: numbers so far on the line a chunk ended in
+    # carry: numbers so far on the line a chunk ended in; rows are checked chunk by chunk
+    # (a per-line count array for the whole body cost 8 bytes a line: 18x a file of
+    # newlines)
+    values, ncols, nrows, carry = [], -1, 0, 0
     pos = start
     while pos < end:
         stop = end
@@ -294,15 +305,24 @@ def _matrix_fast(src: str, start: int, end: int) -> np.ndarray | None:
         values.append(got[0])
         per_line = got[1]
         per_line[0] += carry
-        counts.append(per_line[:-1])
+        done = per_line[:-1]
+        done = done[done > 0]
+        if done.size:
+            ncols = int(done[0]) if ncols < 0 else ncols
+            if np.any(done != ncols):
+                return None
+            nrows += done.size
         carry = int(per_line[-1])
+        del got, per_line, done
         pos = stop
-    counts.append(np.array([carry]))
-    rows = np.concatenate(counts)
-    rows = rows[rows > 0]
-    if rows.size == 0 or np.any(rows != rows[0]):
+    if carry:
+        if ncols >= 0 and carry != ncols:
+            return None
+        ncols, nrows = carry, nrows + 1
+    if nrows == 0:
         return None
-    return np.concatenate(values).reshape(rows.size, int(rows[0]))
+    flat = values[0] if len(values) == 1 else np.concatenate(values)
+    return flat.reshape(nrows, ncols)
 
 
 def _matrix_small(body: str) -> np.ndarray | None:
@@ -352,16 +372,21 @@ def _dynamic_call(src: str) -> re.Match | None:
     the set, not a field, followed by ``(`` or a command-syntax argument); linear: the
     strings before each hit are walked once, from where the last walk stopped."""
     cursor = 0  # src[:cursor] is walked: cursor is outside any string
+    word_end = 0  # the end of the last word looked at: hits before it are inside it
     for hit in _DYNAMIC_HINT.finditer(src):
         i = hit.start()
-        start = i
-        while start > 0 and (src[start - 1].isascii() and src[start - 1].isalnum()):
-            start -= 1  # the whole word holding the hit
-        if start > 0 and src[start - 1] in "_.":
-            continue  # x_load, mpc.load: a name or a field
-        word = _WORD_AT.match(src, start)
-        if word.group() not in _DYNAMIC_WORDS or _CALL_AFTER.match(src, word.end()) is None:
-            continue
+        if i < word_end:
+            continue  # "loadload...": one word, walked once (each hit walked back: quadratic)
+        start, word = i, hit  # "@": a function handle (cellfun(@eval, ...), f = @evalc)
+        if hit.group() != "@":
+            while start > 0 and (src[start - 1].isascii() and src[start - 1].isalnum()):
+                start -= 1  # the whole word holding the hit
+            word = _WORD_AT.match(src, start)
+            word_end = word.end()
+            if start > 0 and src[start - 1] in "_.":
+                continue  # x_load, mpc.load: a name or a field
+            if word.group() not in _DYNAMIC_WORDS or _CALL_AFTER.match(src, word.end()) is None:
+                continue
         while cursor <= start and (q := _QUOTE.search(src, cursor, start)) is not None:
             end = _skip_quote(src, q.start())
             cursor = q.start() + 1 if end < 0 else end
@@ -669,8 +694,9 @@ class _Parser:
         """Walk the statements and assemble the case dict."""
         src, pos, n = self.src, 0, len(self.src)
         if (call := _dynamic_call(src)) is not None:
+            what = "a function handle (@...)" if call.group() == "@" else f"{call.group()}(...)"
             raise self.error(
-                f"the case calls {call.group()}(...), which could change the case; "
+                f"the case uses {what}, which could change the case; "
                 "gridphysics runs no MATLAB code, so it cannot read this case faithfully",
                 call.start(),
             )
@@ -696,6 +722,8 @@ class _Parser:
                 pos = n if end < 0 else end
                 continue
             m = _ASSIGN.match(src, pos)
+            word = _IDENT.match(src, pos)
+            self.check_statement(word.group() if word else "", pos, outputs, m is None)
             if m is None:
                 if _BARE_NUMBER.match(src, pos):
                     raise self.error(
@@ -731,6 +759,32 @@ class _Parser:
                 found[field] = (value, m.start(), label)
                 bare = bare or (len(parts) == 1 and field in _REQUIRED)
         return self.assemble(found, bare)
+
+    def check_statement(self, word: str, pos: int, outputs, unread: bool) -> None:
+        """Refuse a statement whose effect on the case needs MATLAB to run: control flow,
+        ``clear``, statements after ``return``, multiple assignment (``[a] = deal(1)``)
+        and, when it is no plain assignment (``unread``), any statement on the case
+        struct (``mpc.('baseMVA') = 50``, ``mpc.bus{1} = 3``, ``mpc += 1``)."""
+        src = self.src
+        if word in _CONTROL:
+            raise self.error(
+                f"'{word}' is not supported: gridphysics runs no MATLAB code, so it cannot "
+                "tell which assignments would happen",
+                pos,
+            )
+        if word == "return" and not _TRAILING_RETURN.match(src, pos):
+            raise self.error("statements after 'return' are not supported (MATLAB skips them)", pos)
+        if not unread:
+            return
+        if src.startswith("[", pos):
+            raise self.error("multiple assignment ([a, b] = ...) is not supported", pos)
+        struct = word in outputs if outputs is not None else word == "mpc"
+        if struct and word not in _KNOWN:
+            raise self.error(
+                f"this statement on {word} is not a plain assignment ({word}.field = value); "
+                "gridphysics runs no MATLAB code, so it cannot read it",
+                pos,
+            )
 
     def assemble(self, found: dict[str, tuple[Any, int, str]], bare: bool) -> dict[str, Any]:
         """Check the tables against MATPOWER's rules and build the result."""

@@ -315,11 +315,19 @@ MALFORMED = {
     "gencost fractional ncost": (edit(19, "\t2\t1500\t0\t2.5\t0.11\t5\t150;"), 18, "NCOST"),
     "indexed assignment": (SMALL + "mpc.bus(1, 3) = 5;\n", 22, "mpc.bus"),
     # MATLAB would change the case; they were skipped as unknown statements
-    "eval": (SMALL + "eval('mpc.bus(1, 3) = 0');\n", 22, "calls eval(...)"),
-    "evalc in an assignment": (SMALL + "x = evalc('mpc.baseMVA = 1');\n", 22, "calls evalc"),
-    "load command": (SMALL + "load other.mat\n", 22, "calls load"),
-    "whole struct": (SMALL + "mpc = loadcase('case9');\n", 22, "calls loadcase"),
+    "eval": (SMALL + "eval('mpc.bus(1, 3) = 0');\n", 22, "uses eval(...)"),
+    "evalc in an assignment": (SMALL + "x = evalc('mpc.baseMVA = 1');\n", 22, "uses evalc"),
+    "load command": (SMALL + "load other.mat\n", 22, "uses load"),
+    "whole struct": (SMALL + "mpc = loadcase('case9');\n", 22, "uses loadcase"),
     "whole struct literal": (SMALL + "mpc = [];\n", 22, "whole case (mpc = ...)"),
+    # control flow decides which assignments happen; MATLAB gives 100, they read 50
+    "if false": (SMALL + "if false\n mpc.baseMVA = 50;\nend\n", 22, "'if' is not supported"),
+    "for over nothing": (SMALL + "for k = []\nmpc.baseMVA = 50;\nend\n", 22, "'for'"),
+    "after return": (SMALL + "return;\nmpc.baseMVA = 50;\n", 22, "after 'return'"),
+    "dynamic field": (SMALL + "mpc.('baseMVA') = 50;\n", 22, "not a plain assignment"),
+    "deal": (SMALL + "[mpc.baseMVA] = deal(50);\n", 22, "multiple assignment"),
+    "handle": (SMALL + "cellfun(@eval, {'mpc.baseMVA=50;'});\n", 22, "function handle"),
+    "clear": (SMALL + "clear mpc\n", 22, "'clear'"),
     "names count": (
         SMALL + "mpc.bus_name = {'a'; 'b'};\n",
         22,
@@ -341,8 +349,9 @@ def test_malformed_names_the_line(name):
 
 def test_dynamic_words_as_names_fields_or_strings_are_data():
     """Only calls are refused: the same words in strings, as a field or in a longer
-    name change nothing."""
-    text = SMALL + "y = 'eval(1)'; x_load(2) = 1; mpc.load = [1 2];\nz = \"run it\";\n"
+    name change nothing; a trailing return or end is no statement after return."""
+    text = SMALL + "y = 'eval(1) if @'; x_load(2) = 1; mpc.load = [1 2];\nz = \"run it\";\n"
+    text += "return;\nend\n"
     case = parse_matpower(text)
     np.testing.assert_array_equal(case["load"], [[1.0, 2.0]])
     assert parse_matpower(SMALL)["bus"].tolist() == case["bus"].tolist()
@@ -678,6 +687,18 @@ def test_case_text_above_the_size_limit_is_refused(monkeypatch, tmp_path):
         matpower.load_matpower_dict(path)
 
 
+@pytest.mark.parametrize("inside", ["x = {};", "x = '{}';"])
+def test_a_long_word_of_dynamic_names_is_read_in_linear_time(inside):
+    """Each 'load' hit in one long word walked back to the word's start: 20 KB took
+    2.6 s, 36 KB 257 s (hostile rerun 3)."""
+    import time
+
+    text = _case14_text() + inside.format("load" * 50_000) + "\n"  # 200 KB
+    start = time.perf_counter()
+    assert parse_matpower(text)["bus"].shape == (14, 13)
+    assert time.perf_counter() - start < 2.0
+
+
 def test_a_case_of_many_tiny_statements_is_refused_quickly():
     """Each statement costs Python work (about 10 us): 100,000 one-line assignments were
     read at 1.4 MB/s; above MAX_STATEMENTS the parse stops at once with a typed error."""
@@ -723,6 +744,21 @@ def test_many_empty_lines_cost_linear_time_and_bounded_memory():
     assert case["bus"].shape == (14, 13)
     assert peak < 10 * len(text), peak
     assert elapsed < 5.0
+
+
+@pytest.mark.parametrize("body", ["\n" * 4_000_000 + "1", "1\n" * 2_000_000])
+def test_newlines_inside_a_matrix_stay_within_ten_times_the_text(body):
+    """Per-line counts of a matrix body were int64 arrays kept for the whole body:
+    18x the text for 4 MB of newlines in a matrix (hostile rerun 3)."""
+    import tracemalloc
+
+    text = _case14_text() + "mpc.x = [" + body + "];\n"
+    tracemalloc.start()
+    case = parse_matpower(text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert case["x"].shape == ((1, 1) if body.startswith("\n") else (2_000_000, 1))
+    assert peak < 10 * len(text), peak / len(text)
 
 
 # --------------------------------------------------------------------------------------
