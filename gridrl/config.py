@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gridrl.errors import GridRLError
 from gridrl.scenarios import TOP_LEVEL
+
+#: A training configuration is a few hundred bytes; far more is no configuration.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(GridRLError, ValueError):
@@ -130,7 +135,14 @@ class TrainConfig:
         under a ``train`` table."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            info = os.stat(path)
+            # a FIFO blocked open() for ever and /dev/zero was read until memory ran out
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    f"--config: {path} is not a regular file of at most {MAX_CONFIG_BYTES:,} bytes"
+                )
+            with open(path, encoding="utf-8") as f:
+                text = f.read(MAX_CONFIG_BYTES + 1)
         except FileNotFoundError:
             raise ConfigError(f"--config: no such file {path}") from None
         except UnicodeDecodeError as exc:

@@ -491,6 +491,12 @@ def test_config_file_and_flags(tmp_path):
     path.write_bytes(b"\xff\xfe\x00 not text")  # was a UnicodeDecodeError traceback
     with pytest.raises(ConfigError, match="not UTF-8"):
         TrainConfig.from_file(path)
+    # a FIFO blocked for ever, /dev/zero was read until memory ran out (hostile rerun 3)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for special in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            TrainConfig.from_file(special)
     with pytest.raises(ConfigError, match=r"--num-envs: .*split evenly over 3"):
         TrainConfig(num_envs=16).validate(3)
 
