@@ -180,7 +180,12 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     # Right-hand side in p.u.: scheduled injections, minus what the fixed reference
     # angles and the phase shifters push into the free buses. Kept as two sums so
     # that a batch over injections leaves the branch part unbatched.
-    theta_fixed = jnp.where(is_ref, network.bus.va_rad, 0.0)
+    # Angles are solved relative to the first reference bus's (a common offset changes
+    # no flow): with a reference angle of 1e17 rad, flows from absolute angles were off
+    # by 1,415 MW with converged=True.
+    refs = np.flatnonzero(s.is_ref)
+    offset = network.bus.va_rad[int(refs[0])] if refs.size else jnp.zeros((), dtype)
+    theta_fixed = jnp.where(is_ref, network.bus.va_rad - offset, 0.0)
     fixed_flow = b * (theta_fixed[f] - theta_fixed[t] - br.shift_rad)
     # One sum per element group, so that a batch over loads leaves generators unbatched.
     p_spec_mw = (
@@ -195,8 +200,8 @@ def solve_dc(network: Network, linear_solver: linalg.Backend | None = None) -> P
     theta_free = linalg.solve(s.pattern, sys.values, rhs, linear_solver)
 
     theta = jnp.where(is_ref, theta_fixed, jnp.append(theta_free, 0.0)[s.theta_map])
-    theta = jnp.where(isolated, 0.0, theta)
     p_from = b * (theta[f] - theta[t] - br.shift_rad) * base
+    theta = jnp.where(isolated, 0.0, theta + offset)
 
     # Injections: scheduled at free buses (the solve balances them), measured from
     # the branch flows at reference buses, whose imbalance the slack units take.
