@@ -160,10 +160,15 @@ def _costs(gencost: np.ndarray | None, n_gen: int) -> tuple[np.ndarray, np.ndarr
     c = np.zeros((n_gen, 3))
     if gencost is None:
         return c[:, 0], c[:, 1], c[:, 2]
-    if gencost.shape[0] < n_gen:
+    if gencost.shape[0] not in (n_gen, 2 * n_gen):  # the parser's rule, MATPOWER's
         raise CaseFormatError(
             f"gencost has {gencost.shape[0]} rows for {n_gen} generators; it needs one row "
             "per generator (or two: active, then reactive costs)"
+        )
+    if n_gen and gencost.shape[1] < 4:
+        raise CaseFormatError(
+            f"gencost has {gencost.shape[1]} columns; MATPOWER needs at least 4 "
+            "(MODEL, STARTUP, SHUTDOWN, NCOST)"
         )
     for g in range(n_gen):
         row = gencost[g]
@@ -185,7 +190,19 @@ def _costs(gencost: np.ndarray | None, n_gen: int) -> tuple[np.ndarray, np.ndarr
         elif model == 1 and n > 0:
             pts = row[4 : 4 + 2 * n].reshape(n, 2)
             deg = min(2, n - 1)
-            fit = np.polyfit(pts[:, 0], pts[:, 1], deg) if n > 1 else np.array([pts[0, 1]])
+            try:
+                if not (np.abs(pts) < 1e15).all():  # LAPACK prints errors for 1e300
+                    raise ValueError("breakpoints beyond 1e15")
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # RankWarning: the fit is checked below
+                    fit = np.polyfit(pts[:, 0], pts[:, 1], deg) if n > 1 else pts[:1, 1]
+            except (np.linalg.LinAlgError, ValueError):  # x of 1e300: SVD did not converge
+                fit = np.array([np.nan])
+            if not np.isfinite(fit).all():
+                raise CaseFormatError(
+                    f"gencost row {g + 1}: its piecewise-linear points cannot be fitted by a "
+                    "quadratic cost (breakpoints out of any physical range?)"
+                )
             c[g, 3 - len(fit) :] = fit
     return c[:, 0], c[:, 1], c[:, 2]
 
@@ -199,8 +216,11 @@ def from_ppc(
     """Build a :class:`Network` from a PYPOWER / MATPOWER case dict.
 
     Args:
-        case: dict with ``baseMVA``, ``bus``, ``gen``, ``branch`` (MATPOWER columns;
-            extra columns are ignored) and optionally ``gencost``.
+        case: dict with ``baseMVA``, ``bus``, ``gen``, ``branch`` (MATPOWER columns)
+            and optionally ``gencost``. Columns past MATPOWER's are ignored, except
+            pandapower's branch column 23 (``BR_G``, the line-charging conductance in
+            p.u.), which pandapower's internal case and :func:`to_ppc` (so also
+            ``save_matpower``) write for branches that have one.
         name: case name used in messages and when saving.
         slack_gens: indices of the generators that share the balancing power of
             their reference bus (equally). Default: the first in-service generator
@@ -217,8 +237,11 @@ def from_ppc(
             f"from_ppc expects a case dict (baseMVA, bus, gen, branch), got {type(case).__name__}"
         )
     try:
-        if isinstance(case["baseMVA"], str | bytes | bool | np.bool_):
-            raise TypeError("not a number")  # '100' and True are no base power
+        if (
+            isinstance(case["baseMVA"], str | bytes | bool | np.bool_)
+            or np.asarray(case["baseMVA"]).dtype.kind not in "iufc"
+        ):
+            raise TypeError("not a number")  # '100', True, np.array(True) are no base power
         if np.iscomplexobj(case["baseMVA"]) and np.imag(case["baseMVA"]) != 0:
             raise ValueError("complex")
         base_mva = float(np.real(case["baseMVA"]))

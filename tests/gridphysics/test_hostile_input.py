@@ -230,3 +230,24 @@ def test_dc_flows_do_not_depend_on_the_reference_angle(case14, angle):
     res = gp.solve(gp.from_ppc(shifted))
     assert bool(res.converged)
     np.testing.assert_allclose(np.asarray(res.p_from_mw), np.asarray(ref.p_from_mw), atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("baseMVA", np.array(True), "baseMVA"),  # was read as 1 MVA
+        ("baseMVA", np.array("100"), "baseMVA"),  # was read as 100
+        ("gencost", np.ones((5, 1)), "at least 4"),  # IndexError
+        ("gencost", "pwl 1e300", "piecewise-linear"),  # LinAlgError: SVD did not converge
+        ("gencost", "7 rows", "7 rows for 5 generators"),  # accepted; the parser refuses it
+    ],
+)
+def test_from_ppc_refuses_what_the_hostile_rerun_slipped_through(case14, key, value, match):
+    case = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in case14.items()}
+    if isinstance(value, str) and value.startswith("pwl"):
+        value = np.array([[1, 0, 0, 3, 1e300, 5, -1e300, 6, 1e-300, 7]] * 5, float)
+    elif isinstance(value, str) and value == "7 rows":
+        value = np.vstack([case["gencost"], case["gencost"][:2]])
+    case[key] = value
+    with pytest.raises(gp.CaseFormatError, match=match):
+        gp.from_ppc(case)
