@@ -55,7 +55,10 @@ class Scenarios:
         }
         if len(sizes) != 1:
             raise NetworkError("scenarios need at least one array, all with the same first axis")
-        return sizes.pop()
+        size = sizes.pop()
+        if size == 0:  # an empty batch was an IndexError deep in the screening
+            raise NetworkError("scenarios hold no scenario (first axis of length 0)")
+        return size
 
     def apply(self, network: Network, i: jax.Array | int) -> Network:
         pick = lambda a: None if a is None else jnp.asarray(a)[i]  # noqa: E731

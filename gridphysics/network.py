@@ -362,6 +362,9 @@ class Network:
             if not hasattr(data, key):
                 raise NetworkError(f"{group} has no field {key!r}")
             old = getattr(data, key)
+            if isinstance(value, jax.core.Tracer) and value.dtype.kind not in "biuf":
+                # a dtype is static: refused under jit too (complex was cast to real)
+                raise InvalidValueError(f"{group}.{key} must be real numbers, got {value.dtype}")
             if not isinstance(value, jax.core.Tracer):
                 try:
                     probe = np.asarray(value)

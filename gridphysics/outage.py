@@ -60,6 +60,14 @@ def pivot_tolerance(dtype) -> float:
     return _PIVOT_TOL.get(jnp.dtype(dtype), 1e-9)
 
 
+def _real(name: str, value) -> None:
+    """Refuse complex (and other non-real) values, also under jit (a dtype is static):
+    complex injections gave complex flows."""
+    kind = jnp.result_type(value).kind if hasattr(value, "dtype") else np.asarray(value).dtype.kind
+    if kind not in "biuf":
+        raise NetworkError(f"{name} must be real numbers, got {jnp.result_type(value)}")
+
+
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class OutageFlowResult:
@@ -168,6 +176,7 @@ class OutageFlows:
             raise NetworkError(
                 f"status must have shape ({self.n_branch},), got {jnp.shape(status)}"
             )
+        _real("status", status)
         dtype = self.transfer.dtype
         # the engine switches branches in or out: a status other than 0 or 1 (a derating,
         # NaN) is no state it represents, so its flows are not exact
@@ -229,6 +238,7 @@ class OutageFlows:
             raise NetworkError(
                 f"injection_mw must have shape ({self.n_bus},), got {jnp.shape(injection_mw)}"
             )
+        _real("injection_mw", injection_mw)
         post = self._post(system, injection_mw)
         exact = system.exact & jnp.isfinite(jnp.sum(post))
         post = jnp.where(system.dead, 0.0, post)

@@ -123,11 +123,20 @@ def ptdf(
         if arr.ndim == 0:
             slack_bus = int(_indices(arr, topo.n_bus, "slack bus")[0])
         else:
-            if arr.shape != (topo.n_bus,) or not np.isfinite(arr).all() or arr.sum() == 0:
-                raise NetworkError(
-                    f"slack weights must be {topo.n_bus} finite numbers with a non-zero sum"
-                )
-            weights = jnp.asarray(arr / arr.sum(), network.dtype)
+            rule = (
+                f"slack weights must be {topo.n_bus} finite real numbers with a finite non-zero sum"
+            )
+            if arr.dtype.kind not in "biuf":  # strings raised a bare TypeError in isfinite
+                raise NetworkError(f"{rule}, got values of type {arr.dtype}")
+            arr = arr.astype(np.float64)
+            with np.errstate(over="ignore"):
+                total = arr.sum()
+            # a sum that overflows (1e308 each) made every weight 0: the reference-bus PTDF
+            if arr.shape != (topo.n_bus,) or not np.isfinite(arr).all() or not np.isfinite(total):
+                raise NetworkError(rule)
+            if total == 0:
+                raise NetworkError(rule)
+            weights = jnp.asarray(arr / total, network.dtype)
     if branches is not None and buses is None:
         full_rows = _ptdf_rows(network, jnp.asarray(rows))
         h = full_rows[:, cols]

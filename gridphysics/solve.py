@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import jax
+import numpy as np
 
 from gridphysics import ac, dc, linalg
 from gridphysics.errors import ConvergenceWarning, InputTypeError, UnsupportedError
@@ -104,7 +105,8 @@ def _check_options(options: SolveOptions) -> None:
     tol = options.tolerance
     if tol is not None and (
         isinstance(tol, bool)
-        or not isinstance(tol, numbers.Real)
+        # float or int only: a Fraction is a Real that no traced comparison accepts
+        or not isinstance(tol, int | float | np.integer | np.floating)
         or not (math.isfinite(tol) and 0 < tol <= MAX_TOLERANCE_PU)
     ):
         raise UnsupportedError(

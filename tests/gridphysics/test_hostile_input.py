@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -180,6 +181,8 @@ def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
     fifo = tmp_path / "pipe.m"
     os.mkfifo(fifo)
     case14 = gp.to_ppc(ieee14)
+    c64 = jnp.ones(ieee14.n_load, jnp.complex64)
+    engine, on = gp.OutageFlows.build(ieee14, max_outages=2), jnp.ones(ieee14.n_branch)
     cases = [
         (lambda: gp.load_matpower(tmp_path), gp.CaseFileError),  # a directory
         (lambda: gp.load_matpower(tmp_path / "missing.m"), gp.CaseFileError),
@@ -213,6 +216,19 @@ def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
         (lambda: ieee14.with_loads(pmw=1), gp.InputTypeError),
         (lambda: ieee14.with_gens(p=1), gp.InputTypeError),
         (lambda: ieee14.with_voltages(vm=1), gp.InputTypeError),
+        # hostile rerun 3: complex under jit was cast to real (a dtype is static)
+        (lambda: jax.jit(lambda v: gp.solve(ieee14.with_loads(p_mw=v)))(c64), gp.InvalidValueError),
+        (lambda: engine.flows(jnp.zeros(ieee14.n_bus) + 1j, on), gp.NetworkError),
+        (lambda: gp.ptdf(ieee14, slack=np.full(ieee14.n_bus, 1e308)), gp.NetworkError),  # sum inf
+        (lambda: gp.ptdf(ieee14, slack=["a"] * ieee14.n_bus), gp.NetworkError),  # TypeError
+        (
+            lambda: gp.solve(ieee14, "ac", options=gp.SolveOptions(tolerance=Fraction(1, 10**6))),
+            gp.UnsupportedError,
+        ),  # TypeError inside the traced solve
+        (
+            lambda: gp.contingencies(ieee14, scenarios=gp.Scenarios(load_p_mw=np.ones((0, 11)))),
+            gp.NetworkError,
+        ),  # IndexError
     ]
     for call, error in cases:
         with pytest.raises(error) as info:
