@@ -381,7 +381,7 @@ class GridEnv:
             )
         if shapes is not None and _leaf_shapes(value) != shapes:
             raise EnvInputError(
-                f"{name} of another grid or configuration: its sizes differ from this "
+                f"{name} of another grid or configuration: its sizes or number types differ from this "
                 f"environment's ({self.config.case!r}, {self.n_bus} buses)"
             )
 
@@ -389,6 +389,12 @@ class GridEnv:
         """``params`` of this environment: an EnvParams with this grid's sizes (params
         of another case have other shapes). Shapes are static: checked under jit too."""
         self._check_fits("params", params, EnvParams, "make()", self._param_shapes)
+        for name in ("base_gen_mw", "ramp_mw", "capacity_mw", "learned_safety"):
+            value = getattr(params, name)
+            if not isinstance(value, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(value))):
+                raise EnvInputError(  # a NaN capacity gave a NaN reward
+                    f"params.{name} holds NaN or Inf; params come from make()"
+                )
         level = params.level
         if not isinstance(level, jax.core.Tracer):  # under jit its value is not known here
             lv = np.asarray(level)
@@ -418,6 +424,14 @@ class GridEnv:
             raise EnvInputError(
                 f"state has NaN or Inf in {', '.join(bad)}; states come from reset() or step() "
                 "(a state changed by hand, or loaded damaged?)"
+            )
+        t = state.t
+        if not isinstance(t, jax.core.Tracer) and not (
+            int(np.min(t)) >= 0 and int(np.max(t)) <= self.config.episode_steps
+        ):
+            raise EnvInputError(
+                f"state.t must be a step of the day, 0..{self.config.episode_steps}, got {t}; "
+                "states come from reset() or step()"
             )
         on = state.branch_on
         if not isinstance(on, jax.core.Tracer) and not bool(jnp.all((on == 0) | (on == 1))):
@@ -481,10 +495,18 @@ class GridEnv:
         reset_state = self._initial_state(k_reset, params)
         # A state with NaN or Inf (edited or damaged; under jit it cannot be refused) is
         # replaced by a fresh day, flagged in info["invalid_state"]: it never enters a step.
-        sound = _finite_state(state)
+        sound = _sound_state(self, state, params)
         state = jax.tree.map(lambda a, b: jnp.where(sound, a, b), state, reset_state)
+        # params.level outside the levels (under jit it cannot be refused): the arrays
+        # of the nearest level are read (JAX clamps the index), flagged
+        level_ok = (params.level >= 0) & (params.level <= scenarios.TOP_LEVEL)
         next_state, reward, done, info = self._step(k_step, state, actions, params)
-        info = dict(info, invalid_actions=invalid, invalid_state=(~sound).astype(jnp.int32))
+        info = dict(
+            info,
+            invalid_actions=invalid,
+            invalid_state=(~sound).astype(jnp.int32),
+            invalid_params=(~level_ok).astype(jnp.int32),
+        )
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, next_state)
         obs = self._observe(state, params)
         rewards = {agent: reward for agent in self.agents}
@@ -727,6 +749,7 @@ class GridEnv:
             "interventions": interventions,
             "invalid_actions": jnp.int32(0),  # set by step(), which checks the actions
             "invalid_state": jnp.int32(0),  # set by step(), which checks the state
+            "invalid_params": jnp.int32(0),  # set by step(), which checks the level
             "lost_share": lost_share,
             "blackout": blackout,
             "level": params.level,
@@ -761,9 +784,19 @@ class GridEnv:
 
 
 def _leaf_shapes(tree) -> list:
-    """The tree's structure and every leaf's shape (sizes come from the grid)."""
+    """The tree's structure and every leaf's shape and kind of number (sizes come from
+    the grid; a float step counter was a TypeError deep in the step)."""
     leaves, structure = jax.tree.flatten(tree)
-    return [structure, *(jnp.shape(x) for x in leaves)]
+    return [structure, *((jnp.shape(x), jnp.result_type(x).kind) for x in leaves)]
+
+
+def _sound_state(env: GridEnv, state: EnvState, params: EnvParams) -> jax.Array:
+    """() bool: ``state`` is finite, its step within the day and its recorded day one
+    of ``params``' (what step() needs; under jit a state is checked only by this)."""
+    ok = _finite_state(state) & (state.t >= 0) & (state.t <= env.config.episode_steps)
+    if params.replay is not None:
+        ok = ok & (state.day >= 0) & (state.day < params.replay.load_mw.shape[0])
+    return ok
 
 
 def _finite_state(state: EnvState) -> jax.Array:

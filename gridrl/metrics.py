@@ -128,8 +128,15 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
     ),
     InfoField(
         "invalid_state",
-        "1 when the state passed to step held NaN or Inf (edited or damaged): the step started "
+        "1 when the state passed to step held NaN or Inf or a step or day out of range (edited "
+        "or damaged): the step started "
         "from a fresh day instead",
+        "0/1",
+    ),
+    InfoField(
+        "invalid_params",
+        "1 when params.level was outside the curriculum levels (under jit it cannot be "
+        "refused): the nearest level's settings were used",
         "0/1",
     ),
     InfoField("lost_share", "share of the load not served in the step (shed or cut off)", "0..1"),

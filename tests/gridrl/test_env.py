@@ -418,6 +418,21 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
     assert int(ref_info["invalid_state"]) == 0
     np.testing.assert_array_equal(np.asarray(after.gen_mw), np.asarray(ref.gen_mw))
     assert float(reward["strategic"]) == float(ref_reward["strategic"])
+    # hostile rerun 3: a float step counter was a TypeError deep in the step, t = -5 and
+    # NaN capacities were accepted, params.level 99 under jit was silently level 4
+    with pytest.raises(EnvInputError, match="another grid or configuration"):
+        env.step(jax.random.key(1), replace(fresh, t=jnp.float32(3.0)), _zero_actions(env), params)
+    with pytest.raises(EnvInputError, match=r"state\.t must be a step"):
+        env.step(jax.random.key(1), replace(fresh, t=jnp.int32(-5)), _zero_actions(env), params)
+    nan_params = replace(params, capacity_mw=params.capacity_mw * jnp.nan)
+    with pytest.raises(EnvInputError, match="capacity_mw"):
+        env.step(jax.random.key(1), fresh, _zero_actions(env), nan_params)
+    info = step(jax.random.key(1), replace(fresh, t=jnp.int32(-5)), _zero_actions(env), params)[4]
+    assert int(info["invalid_state"]) == 1
+    info = step(jax.random.key(1), fresh, _zero_actions(env), replace(params, level=jnp.int32(99)))[
+        4
+    ]
+    assert int(info["invalid_params"]) == 1 and int(ref_info["invalid_params"]) == 0
 
 
 def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():
