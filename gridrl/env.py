@@ -391,7 +391,8 @@ class GridEnv:
         self._check_fits("params", params, EnvParams, "make()", self._param_shapes)
         for name in ("base_gen_mw", "ramp_mw", "capacity_mw", "learned_safety"):
             value = getattr(params, name)
-            if not isinstance(value, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(value))):
+            # numpy: under an outer jit, jnp on a closed-over constant is traced
+            if not isinstance(value, jax.core.Tracer) and not np.isfinite(np.asarray(value)).all():
                 raise EnvInputError(  # a NaN capacity gave a NaN reward
                     f"params.{name} holds NaN or Inf; params come from make()"
                 )

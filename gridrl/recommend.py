@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 from collections import defaultdict
@@ -192,15 +193,35 @@ def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
 IMPEDANCE_RTOL = 1e-3
 
 
+#: How far a snapshot's phase shifts may differ from the training grid's (radians).
+SHIFT_ATOL_RAD = 1e-3
+
+
 def check_impedances(train: gp.Network, snap: gp.Network, idx: dict) -> None:
-    """Refuse a snapshot whose branch reactances, resistances or taps differ from the
-    training grid's by more than :data:`IMPEDANCE_RTOL`, naming the first such branch."""
+    """Refuse a snapshot whose branch reactances, resistances, line charging, taps or
+    phase shifts, or whose shunts, differ from the training grid's by more than
+    :data:`IMPEDANCE_RTOL` (shifts: :data:`SHIFT_ATOL_RAD`), naming the first such
+    branch (a 20 degree phase shift was accepted and ignored)."""
     ids = np.asarray(train.topology.bus_ids)
     f, t = np.asarray(train.topology.branch_from), np.asarray(train.topology.branch_to)
-    for field in ("x_pu", "r_pu", "tap"):
+    train_shunts = _per_bus(train, "shunt")
+    snap_shunts = _per_bus(snap, "shunt")
+    for name, quantity in (("g_mw", "conductance"), ("b_mvar", "susceptance")):
+        a, b = train_shunts[name], snap_shunts[name]
+        off = np.abs(b - a) > IMPEDANCE_RTOL * np.maximum(np.abs(a), 1.0)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise SnapshotError(
+                f"bus {ids[i]}: the snapshot's shunt {quantity} {b[i]:.6g} differs from the "
+                f"training grid's {a[i]:.6g}; the policy's physics is the training grid's"
+            )
+    for field in ("x_pu", "r_pu", "b_pu", "tap", "shift_rad"):
         a = np.asarray(getattr(train.branch, field), np.float64)
         b = np.asarray(getattr(snap.branch, field), np.float64)[idx["branch"]]
-        off = np.abs(b - a) > IMPEDANCE_RTOL * np.maximum(np.abs(a), 1e-6)
+        if field == "shift_rad":
+            off = np.abs(b - a) > SHIFT_ATOL_RAD
+        else:
+            off = np.abs(b - a) > IMPEDANCE_RTOL * np.maximum(np.abs(a), 1e-6)
         if off.any():
             i = int(np.flatnonzero(off)[0])
             raise SnapshotError(
@@ -210,8 +231,24 @@ def check_impedances(train: gp.Network, snap: gp.Network, idx: dict) -> None:
             )
 
 
+def _per_bus(net: gp.Network, group: str) -> dict[str, np.ndarray]:
+    """Shunt conductance and susceptance summed per bus (in service only)."""
+    t, sh = net.topology, net.shunt
+    on = np.asarray(sh.status, np.float64)
+    return {
+        k: np.bincount(
+            np.asarray(t.shunt_bus), np.asarray(getattr(sh, k), np.float64) * on, t.n_bus
+        )
+        for k in ("g_mw", "b_mvar")
+    }
+
+
 def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False) -> dict:
-    """The recommended dispatch for ``snapshot`` and the flows before and after it."""
+    """The recommended dispatch for ``snapshot`` and the flows before and after it, with
+    the snapshot's own ratings (where it has them), unit limits, statuses and voltage
+    setpoints."""
+    if isinstance(hour, bool) or not isinstance(hour, int | float) or not math.isfinite(hour):
+        raise SnapshotError(f"hour must be a finite number of hours, got {hour!r}")
     env, params = policy.env, policy.env_params
     train = params.network
     idx = match(train, snapshot)
@@ -227,18 +264,29 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
             p_mw=jnp.asarray(np.asarray(snapshot.load.p_mw)[idx["load"]]),
             status=jnp.asarray(np.asarray(snapshot.load.status)[idx["load"]]),
         )
-        .with_gens(p_mw=jnp.asarray(p_set), status=jnp.asarray(gen_status))
+        .with_gens(
+            p_mw=jnp.asarray(p_set),
+            status=jnp.asarray(gen_status),
+            vm_pu=jnp.asarray(np.asarray(snapshot.gen.vm_pu, np.float64)[idx["gen"]]),
+        )
         .with_branches(status=jnp.asarray(status))
     )
     before = gp.solve(net)
     if not bool(before.converged):
         raise SnapshotError("the snapshot's own DC power flow does not solve (islanded slack?)")
     gen_now = np.asarray(before.gen_p_mw)
-    rate = np.asarray(train.branch.rate_a_mva, np.float64)
+    # the snapshot's ratings where it has them (a halved rating was ignored), else the
+    # training grid's
+    own = np.asarray(snapshot.branch.rate_a_mva, np.float64)[idx["branch"]]
+    rate = np.where(
+        np.isfinite(own) & (own > 0), own, np.asarray(train.branch.rate_a_mva, np.float64)
+    )
     t = round(hour * scenarios.STEPS_PER_HOUR) % env.config.episode_steps
     key = jax.random.PRNGKey(0)
     _, state = env.reset(key, params)
-    avail = np.asarray(train.gen.p_max_mw) * gen_status
+    p_max = np.asarray(snapshot.gen.p_max_mw, np.float64)[idx["gen"]]  # the snapshot's limits
+    p_min = np.asarray(snapshot.gen.p_min_mw, np.float64)[idx["gen"]]
+    avail = np.where(np.isfinite(p_max), p_max, np.asarray(train.gen.p_max_mw)) * gen_status
     base = np.asarray(
         env._base_dispatch(jnp.asarray(load, dtype), jnp.asarray(avail, dtype), params)
     )
@@ -279,8 +327,6 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
     )
     after = gp.solve(after_net)
     loading_after = np.abs(np.asarray(after.p_from_mw)) / rate * 100 * (status > 0)
-    p_max = np.asarray(train.gen.p_max_mw, np.float64)
-    p_min = np.asarray(train.gen.p_min_mw, np.float64)
     bus_ids = np.asarray(train.topology.bus_ids)[np.asarray(train.topology.gen_bus)]
     warnings_out = [
         f"generator {i} at bus {bus_ids[i]}: the snapshot's setpoint {p_set[i]:.1f} MW is "

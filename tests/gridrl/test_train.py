@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gridphysics as gp
 from gridrl import checkpoint as ckpt
 from gridrl.config import ConfigError, TrainConfig
 from gridrl.env import make
@@ -380,6 +381,12 @@ def test_evaluation_env_adds_the_corrective_redispatch_to_the_same_grid(tiny_run
         assert env.action_space(agent).shape == policy.env.action_space(agent).shape
 
 
+def _gen_at(policy, pandapower_bus: int) -> int:
+    """The training grid's generator at a pandapower bus (buses are numbered from 0)."""
+    topo = policy.env_params.network.topology
+    return int(np.flatnonzero(np.asarray(topo.gen_bus) == pandapower_bus)[0])
+
+
 def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
     import pandapower as pp
     import pandapower.networks as pn
@@ -438,6 +445,36 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
         == 0
     )
     assert "above its Pmax" in capsys.readouterr().out
+    # hostile rerun 3: the snapshot's own unit limits, ratings and phase shifts count
+    from gridrl.policy import load_policy
+    from gridrl.recommend import SnapshotError, read_snapshot, recommend
+
+    policy = load_policy(tiny_run[0])
+    low = pn.case14()
+    low.gen.loc[0, "max_p_mw"] = 10.0  # its setpoint of 40 MW is above the snapshot's Pmax
+    pp.to_json(low, str(tmp_path / "low.json"))
+    r = recommend(policy, gp.from_pandapower(read_snapshot(tmp_path / "low.json")))
+    assert any("above its Pmax 10.0 MW" in w for w in r["warnings"])
+    assert r["gen_after_mw"][_gen_at(policy, 1)] <= 10.0 + 1e-6  # pandapower bus 1
+    half = pn.case14()
+    half.line["max_i_ka"] *= 0.5
+    pp.to_json(half, str(tmp_path / "half.json"))
+    r_half = recommend(policy, gp.from_pandapower(read_snapshot(tmp_path / "half.json")))
+    pp.to_json(pn.case14(), str(tmp_path / "full.json"))
+    r_full = recommend(policy, gp.from_pandapower(read_snapshot(tmp_path / "full.json")))
+    full_l, half_l = np.asarray(r_full["loading_before"]), np.asarray(r_half["loading_before"])
+    live = full_l > 1e-9
+    ratio = np.round(half_l[live] / full_l[live], 9)
+    # the halved line ratings double the lines' loadings; transformers keep theirs
+    assert set(ratio) == {1.0, 2.0}
+    assert int((ratio == 2.0).sum()) >= len(net.line) - 1 and int((ratio == 1.0).sum()) >= 1
+    shifted = pn.case14()
+    shifted.trafo.loc[0, "shift_degree"] = 20.0
+    pp.to_json(shifted, str(tmp_path / "shifted.json"))
+    with pytest.raises(SnapshotError, match="shift_rad"):
+        recommend(policy, gp.from_pandapower(read_snapshot(tmp_path / "shifted.json")))
+    with pytest.raises(SnapshotError, match="hour"):
+        recommend(policy, gp.from_pandapower(read_snapshot(path)), hour=float("nan"))
     # a pandapower JSON whose tables are junk: a clean message, no traceback
     junk = {"_module": "pandapower.auxiliary", "_class": "pandapowerNet", "_object": {"bus": 1}}
     (tmp_path / "junk.json").write_text(json.dumps(junk))
