@@ -44,6 +44,23 @@ def _init_options(net: Any, model: Model) -> None:
         )
 
 
+def _check_in_service(net: Any) -> None:
+    """Every element's ``in_service`` is True/False (or 0/1): pandapower read a NaN as
+    neither and failed deep inside with a KeyError."""
+    for name in ("bus", "line", "trafo", "trafo3w", "gen", "sgen", "load", "ext_grid", "shunt"):
+        table = getattr(net, name, None)
+        if table is None or not len(table) or "in_service" not in table:
+            continue
+        values = table["in_service"].to_numpy()
+        ok = np.array([v is True or v is False or v in (0, 1) for v in values.tolist()])
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise CaseFormatError(
+                f"pandapower {name} {table.index[i]}: in_service = {values[i]!r}; it must be "
+                "True or False"
+            )
+
+
 def pandapower_ppc(net: Any, model: Model = "runpp") -> tuple[dict, dict]:
     """pandapower's internal ``(ppc, ppci)`` for ``net`` with ``runpp``'s or ``rundcpp``'s
     default options. Works on a copy: ``net`` itself is not modified."""
@@ -54,10 +71,11 @@ def pandapower_ppc(net: Any, model: Model = "runpp") -> tuple[dict, dict]:
     if model not in ("runpp", "rundcpp"):
         raise UnsupportedError(f"model must be 'runpp' or 'rundcpp', got {model!r}")
     net = copy.deepcopy(net)
-    _init_options(net, model)
+    _check_in_service(net)
     level = logging.getLogger("pandapower").level
     logging.getLogger("pandapower").setLevel(logging.ERROR)
     try:
+        _init_options(net, model)  # it reads the tables too (a NaN in_service: KeyError)
         ppc, ppci = _pd2ppc(net)
     except UserWarning as exc:  # pandapower signals a missing slack this way
         if "reference bus" in str(exc).lower():

@@ -267,3 +267,13 @@ def test_from_ppc_refuses_what_the_hostile_rerun_slipped_through(case14, key, va
     case[key] = value
     with pytest.raises(gp.CaseFormatError, match=match):
         gp.from_ppc(case)
+
+
+def test_a_pandapower_in_service_of_nan_is_a_case_format_error():
+    """pandapower raised a KeyError deep in its options (hostile rerun 3)."""
+    import pandapower.networks as pn
+
+    net = pn.case14()
+    net.gen["in_service"] = np.nan
+    with pytest.raises(gp.CaseFormatError, match="gen 0: in_service"):
+        gp.from_pandapower(net)
