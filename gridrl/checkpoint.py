@@ -5,7 +5,9 @@ writes each one under a temporary name and renames it when complete, so a run ki
 mid-save never leaves a half-written checkpoint that :func:`latest_step` would pick.
 
 Integrity: :func:`save` writes a SHA-256 digest of the saved state (every leaf's shape,
-dtype and bytes, in tree order) into the checkpoint's metadata; :func:`restore` recomputes
+dtype and bytes, in tree order) into the checkpoint's metadata, and one of the metadata
+itself (:func:`meta_digest`: the configuration, the level, the state's digest), which
+every read verifies; :func:`restore` recomputes
 it on what it read and raises :class:`CheckpointError` naming the step's files when they
 differ or when the checksum is missing (a damaged or edited file; only a state sharded
 over several hosts is saved without one, and says so). Restoring the latest checkpoint falls back to the
@@ -82,11 +84,19 @@ def digest(state) -> str | None:
     return h.hexdigest()
 
 
+def meta_digest(meta: dict) -> str:
+    """SHA-256 of the metadata (canonical JSON) without its own ``meta_digest``: an
+    edited configuration, or a ``digest_skipped`` added by hand, no longer matches."""
+    core = {k: v for k, v in meta.items() if k != "meta_digest"}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
+
+
 def save(mgr, update: int, state, meta: dict) -> None:
     found = digest(state)
     meta = {"format": FORMAT, **meta, "digest": found}
     if found is None:  # restore accepts a missing checksum only with this reason
         meta["digest_skipped"] = f"the state is sharded over {jax.process_count()} processes"
+    meta["meta_digest"] = meta_digest(meta)
     mgr.save(
         update,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -142,6 +152,17 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
     level = meta.get("level", 0)
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= TOP_LEVEL:
         raise CheckpointError(f"checkpoint {meta_file}: level {level!r} is no curriculum level")
+    saved = meta.get("meta_digest")
+    if not isinstance(saved, str):
+        raise CheckpointError(
+            f"checkpoint {meta_file}: no checksum of its metadata (a damaged or edited file, "
+            "or a checkpoint from before checksums)"
+        )
+    if saved != meta_digest(meta):
+        raise CheckpointError(
+            f"checkpoint {meta_file}: the metadata does not match the checksum written when "
+            "it was saved (an edited or damaged file)"
+        )
     return step, meta
 
 

@@ -66,11 +66,33 @@ def test_a_checksum_removed_from_the_metadata_is_refused(tmp_path, edit):
         meta["digest"] = None
     meta_file.write_text(json.dumps(meta))
     _flip_a_byte(directory / "2")
-    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints/2.*no checksum"):
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints/2.*checksum"):
         ckpt.restore(directory, _state(0.0), step=2)
-    with pytest.warns(UserWarning, match="no checksum"):
+    with pytest.warns(UserWarning, match="checksum"):
         state, meta = ckpt.restore(directory, _state(0.0))  # falls back to the intact one
     assert meta["update"] == 1 and float(state["b"][0]) == 1.0
+
+
+@pytest.mark.parametrize("edit", ["method", "skip"])
+def test_edited_metadata_is_refused(tmp_path, edit):
+    """The configuration edited (dc -> ac) loaded silently, and a digest_skipped added by
+    hand with the digest removed disabled the state's check (hostile rerun 3)."""
+    directory = _save_two(tmp_path / "checkpoints")
+    meta_file = directory / "2" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    if edit == "method":
+        meta["config"]["method"] = "ac"
+    else:
+        meta.pop("digest")
+        meta["digest_skipped"] = "the state is sharded over 2 processes"
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match="does not match the checksum"):
+        ckpt.read_meta(directory, 2)
+    del meta["meta_digest"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match="no checksum of its metadata"):
+        ckpt.read_meta(directory, 2)
+    assert ckpt.read_meta(directory, 1)[1]["update"] == 1  # the intact one reads
 
 
 def test_metadata_without_config_is_a_checkpoint_error(tmp_path):
