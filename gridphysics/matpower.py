@@ -778,10 +778,10 @@ class _Parser:
             return
         if src.startswith("[", pos):
             raise self.error("multiple assignment ([a, b] = ...) is not supported", pos)
-        struct = word in outputs if outputs is not None else word == "mpc"
-        if struct and word not in _KNOWN:
+        struct = word in outputs if outputs is not None else word in ("mpc", *_KNOWN)
+        if struct:  # the case struct, or a field as a bare name (bus += 1, bus{1} = 3)
             raise self.error(
-                f"this statement on {word} is not a plain assignment ({word}.field = value); "
+                f"this statement on {word} is not a plain assignment ({word} = value, {word}.field = value); "
                 "gridphysics runs no MATLAB code, so it cannot read it",
                 pos,
             )

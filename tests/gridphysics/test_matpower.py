@@ -328,6 +328,7 @@ MALFORMED = {
     "deal": (SMALL + "[mpc.baseMVA] = deal(50);\n", 22, "multiple assignment"),
     "handle": (SMALL + "cellfun(@eval, {'mpc.baseMVA=50;'});\n", 22, "function handle"),
     "clear": (SMALL + "clear mpc\n", 22, "'clear'"),
+    "cell index": (SMALL + "mpc.bus{1} = 3;\n", 22, "not a plain assignment"),
     "names count": (
         SMALL + "mpc.bus_name = {'a'; 'b'};\n",
         22,
