@@ -157,7 +157,7 @@ class Grid2OpAgent(BaseAgent):
         )
         planned, load_next = self._forecast(obs)
         avail_next = np.where(self.renewable, np.clip(planned, 0, self.p_max), cap)
-        rate = np.asarray(self.params.network.branch.rate_a_mva)
+        rate = self.effective_rating(obs)
         x = Exogenous(
             t=jnp.int32((t + 1) % steps_per_day),
             noise=state.noise,
@@ -170,6 +170,17 @@ class Grid2OpAgent(BaseAgent):
             base_mw=jnp.zeros(env.n_gen, dtype),  # set by the decider from the schedule
         )
         return state, x, planned
+
+    def effective_rating(self, obs) -> np.ndarray:
+        """(n_branch,) MW ratings that make the DC loading |P| / rating equal Grid2Op's
+        rho (current over its thermal limit, which reactive flow and voltage also
+        load), so the filter relieves what Grid2Op's protections see; the case's rating
+        where a line carries too little to tell."""
+        rate = np.asarray(self.params.network.branch.rate_a_mva, float)
+        rho = np.asarray(obs.rho, float)
+        p_or = np.abs(np.asarray(obs.p_or, float))
+        known = np.asarray(obs.line_status, bool) & (rho > 0.05) & (p_or > 1e-3)
+        return np.where(known, p_or / np.where(known, rho, 1.0), rate)
 
     # -- gridrl -> action ------------------------------------------------------------
     def act(self, observation, reward=0.0, done=False):
