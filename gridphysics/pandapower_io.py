@@ -49,8 +49,8 @@ def _check_in_service(net: Any) -> None:
     neither and failed deep inside with a KeyError."""
     for name in ("bus", "line", "trafo", "trafo3w", "gen", "sgen", "load", "ext_grid", "shunt"):
         table = getattr(net, name, None)
-        if table is None or not len(table) or "in_service" not in table:
-            continue
+        if not hasattr(table, "columns") or "in_service" not in table.columns or not len(table):
+            continue  # a table that is not a DataFrame is pandapower's to refuse
         values = table["in_service"].to_numpy()
         ok = np.array([v is True or v is False or v in (0, 1) for v in values.tolist()])
         if not ok.all():

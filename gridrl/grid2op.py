@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from grid2op.Agent import BaseAgent
 
-from gridrl import decisions, scenarios
+from gridrl import decisions, physics, scenarios
 from gridrl.env import EnvParams, EnvState, Exogenous, GridEnv
 from gridrl.errors import EnvOptionError
 
@@ -47,6 +47,9 @@ class Grid2OpAgent(BaseAgent):
         env, params: the gridrl environment of the same Grid2Op environment
             (``gridrl.make("grid2op:<name>")``); taken from ``policy`` when it has them.
         seed: seed of the policy's keys (the trained policy is deterministic).
+        simulate: check each action with Grid2Op's simulator (``obs.simulate``) and do
+            nothing instead when it would end the episode or overload more than doing
+            nothing (:attr:`held_back` counts them).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Grid2OpAgent(BaseAgent):
         params: EnvParams | None = None,
         *,
         seed: int = 0,
+        simulate: bool = True,
     ):
         super().__init__(action_space)
         if env is None and hasattr(policy, "env"):
@@ -92,8 +96,10 @@ class Grid2OpAgent(BaseAgent):
         self.can_redispatch = action_space.supports_type("redispatch") and self.redispatchable.any()
         self.gen_kv = None
         self._key = jax.random.key(seed)
+        self.simulate = simulate
         self._decide = jax.jit(_decider(env, policy))
         self.unserved_requests_mw = 0.0
+        self.held_back = 0  # actions not sent: they would overload more than doing nothing
         self.reset(None)
 
     def reset(self, obs) -> None:
@@ -186,12 +192,38 @@ class Grid2OpAgent(BaseAgent):
     def act(self, observation, reward=0.0, done=False):
         state, x, planned = self.gridrl_inputs(observation)
         self._key, key = jax.random.split(self._key)
-        target, offset, served, gen = self._decide(
-            key, state, x, jnp.asarray(planned, self.env.dtype), self.params
+        # doing nothing in Grid2Op: the planned setpoints plus the redispatch already asked
+        idle = np.clip(planned + np.asarray(observation.target_dispatch, float), 0, self.p_max)
+        dtype = self.env.dtype
+        target, offset, served, gen, worst, worst_idle = self._decide(
+            key, state, x, jnp.asarray(planned, dtype), jnp.asarray(idle, dtype), self.params
         )
+        if float(worst) > 100.0 and float(worst) > float(worst_idle):
+            # do no harm: an action that would leave a line more overloaded than doing
+            # nothing is not sent (the policy learned on another grid's limits)
+            self.held_back += 1
+            return self.action_space({})
+        action = self.to_action(observation, np.asarray(gen, float), planned)
+        if self.simulate and not self._safe(observation, action):
+            self.held_back += 1
+            return self.action_space({})
         self._target, self._offset = target, offset
         self.unserved_requests_mw += float(jnp.sum(x.load_mw - served))
-        return self.to_action(observation, np.asarray(gen, float), planned)
+        return action
+
+    def _safe(self, obs, action) -> bool:
+        """Grid2Op's own simulator (``obs.simulate``, AC, on its forecast) says the action
+        neither ends the episode nor overloads more than doing nothing would."""
+        try:
+            sim, _, done, info = obs.simulate(action)
+        except Exception:
+            return True
+        if not done and not info.get("exception") and float(np.max(sim.rho)) <= 1.0:
+            return True
+        idle, _, idle_done, idle_info = obs.simulate(self.action_space({}))
+        if done or info.get("exception"):
+            return bool(idle_done or idle_info.get("exception"))  # both fail: act anyway
+        return idle_done or float(np.max(sim.rho)) <= float(np.max(idle.rho))
 
     def to_action(self, obs, gen: np.ndarray, planned: np.ndarray):
         """The legal Grid2Op action that moves the units towards ``gen`` (MW) from
@@ -232,15 +264,30 @@ class Grid2OpAgent(BaseAgent):
 
 
 def _decider(env: GridEnv, policy):
-    """``(key, state, x, planned, params) -> (targets, offset, served, gen)``: the
-    policy's actions on ``state`` and the env's decisions on ``x`` (jittable)."""
+    """``(key, state, x, planned, idle, params) -> (targets, offset, served, gen, worst,
+    worst_idle)``: the policy's actions on ``state``, the env's decisions on ``x``, and
+    the highest DC loading (percent, at ``x``'s ratings) that ``gen`` and the idle
+    dispatch ``idle`` would give on the grid as it is (jittable)."""
     from gridrl.observation import observe
 
-    def run(key, state, x, planned, params):
+    def worst(gen, served, params, x):
+        system = params.grid.system(x.branch_on)
+        loading, _ = physics.flows(env, params, gen, served, x.branch_on, x.rate_mva, system)
+        live = (x.branch_on > 0) & jnp.isfinite(loading)
+        return jnp.max(jnp.where(live, loading, 0.0), initial=0.0)
+
+    def run(key, state, x, planned, idle, params):
         x = replace(x, base_mw=env._base_dispatch(x.load_mw, x.avail_mw, params, planned))
         obs = observe(env, state, params)
         actions = policy(key, obs, state, params)
         targets, offset, served, gen, _ = decisions.decide(env, state, actions, params, x)
-        return targets, offset, served, gen
+        return (
+            targets,
+            offset,
+            served,
+            gen,
+            worst(gen, served, params, x),
+            worst(idle, x.load_mw, params, x),
+        )
 
     return run

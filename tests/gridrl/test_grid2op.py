@@ -192,7 +192,9 @@ def test_a_gridrl_policy_acts_legally_inside_grid2op(name, steps):
 
     g2o = _grid2op_env(name)
     env, params = _small_env() if name == SMALL else make(f"grid2op:{name}", n_areas=2)
-    agent = Grid2OpAgent(make_policy("random", env), g2o.action_space, env, params)
+    agent = Grid2OpAgent(  # every action is sent: their legality is what is tested
+        make_policy("random", env), g2o.action_space, env, params, simulate=False
+    )
     assert agent.can_redispatch and agent.can_curtail
     survived, illegal, ambiguous, moved, curtailed = _play(g2o, agent, steps)
     assert (illegal, ambiguous) == (0, 0)
