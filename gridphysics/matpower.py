@@ -902,14 +902,15 @@ def load_matpower_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
-            text = f.read(MAX_CASE_CHARS + 1)  # bounded even if the file grew since
+            # bounded even if the file grew since; read(n) sets aside n characters, so
+            # n is the file's size (a file has at least as many bytes as characters),
+            # not the limit (200 MB set aside for every file was 89x pegase13659)
+            text = f.read(min(size, MAX_CASE_CHARS) + 1)
     except OSError as exc:
         raise CaseFileError(f"cannot read the case file {os.fspath(path)!r}: {exc}") from None
-    if len(text) > MAX_CASE_CHARS:
-        raise MatpowerParseError(
-            f"the file has more than {MAX_CASE_CHARS:,} characters "
-            "(gridphysics.matpower.MAX_CASE_CHARS)",
-            path=os.fspath(path),
+    if len(text) > size:  # more characters than it had bytes: it grew while being read
+        raise CaseFileError(
+            f"cannot read the case file {os.fspath(path)!r}: it changed while being read"
         )
     return parse_matpower(text, path=os.fspath(path))
 

@@ -964,3 +964,21 @@ def test_short_matrix_bodies_read_as_the_chunked_path_reads_them(monkeypatch):
             assert small is None, body
         else:
             np.testing.assert_array_equal(small, chunked, err_msg=body)
+
+
+def test_reading_a_case_file_sets_aside_memory_for_that_file_only():
+    """The bounded read asked for MAX_CASE_CHARS characters: Python set aside 200 MB for
+    every file (89x pegase13659's size); reading a file stays within 10x its size."""
+    import tracemalloc
+
+    from gridphysics.cases import cases_dir
+    from gridphysics.matpower import load_matpower_dict
+
+    path = cases_dir() / "matpower/case13659pegase.m"
+    load_matpower_dict(path)  # imports and caches out of the measurement
+    tracemalloc.start()
+    case = load_matpower_dict(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert case["bus"].shape[0] == 13659
+    assert peak < 10 * path.stat().st_size, peak / path.stat().st_size
