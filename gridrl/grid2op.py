@@ -270,24 +270,24 @@ def _decider(env: GridEnv, policy):
     dispatch ``idle`` would give on the grid as it is (jittable)."""
     from gridrl.observation import observe
 
-    def worst(gen, served, params, x):
-        system = params.grid.system(x.branch_on)
+    def worst(gen, served, params, x, system):
         loading, _ = physics.flows(env, params, gen, served, x.branch_on, x.rate_mva, system)
         live = (x.branch_on > 0) & jnp.isfinite(loading)
         return jnp.max(jnp.where(live, loading, 0.0), initial=0.0)
 
     def run(key, state, x, planned, idle, params):
         x = replace(x, base_mw=env._base_dispatch(x.load_mw, x.avail_mw, params, planned))
+        system = params.grid.system(x.branch_on)  # factored once: the filter and both checks
         obs = observe(env, state, params)
         actions = policy(key, obs, state, params)
-        targets, offset, served, gen, _ = decisions.decide(env, state, actions, params, x)
+        targets, offset, served, gen, _ = decisions.decide(env, state, actions, params, x, system)
         return (
             targets,
             offset,
             served,
             gen,
-            worst(gen, served, params, x),
-            worst(idle, x.load_mw, params, x),
+            worst(gen, served, params, x, system),
+            worst(idle, x.load_mw, params, x, system),
         )
 
     return run

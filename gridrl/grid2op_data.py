@@ -374,8 +374,8 @@ def load_case(spec: str) -> Grid2OpCase:
     ]
 
     # the grid: every Grid2Op load's bus gets a gridphysics load; storage is idle
-    peak = np.concatenate([t["load_p"].reshape(-1, len(load_names)) for _, t, _ in per_chronic])
-    net.load["p_mw"] = np.where(np.abs(peak).max(axis=0) > 0, peak.mean(axis=0), 1.0)
+    recorded = np.concatenate([t["load_p"].reshape(-1, len(load_names)) for _, t, _ in per_chronic])
+    net.load["p_mw"] = np.where(np.abs(recorded).max(axis=0) > 0, recorded.mean(axis=0), 1.0)
     net.load["q_mvar"] = 0.0
     if len(net.storage):
         net.storage["p_mw"] = 0.0

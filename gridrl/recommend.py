@@ -204,8 +204,8 @@ def check_impedances(train: gp.Network, snap: gp.Network, idx: dict) -> None:
     branch (a 20 degree phase shift was accepted and ignored)."""
     ids = np.asarray(train.topology.bus_ids)
     f, t = np.asarray(train.topology.branch_from), np.asarray(train.topology.branch_to)
-    train_shunts = _per_bus(train, "shunt")
-    snap_shunts = _per_bus(snap, "shunt")
+    train_shunts = _shunts_per_bus(train)
+    snap_shunts = _shunts_per_bus(snap)
     for name, quantity in (("g_mw", "conductance"), ("b_mvar", "susceptance")):
         a, b = train_shunts[name], snap_shunts[name]
         off = np.abs(b - a) > IMPEDANCE_RTOL * np.maximum(np.abs(a), 1.0)
@@ -231,7 +231,7 @@ def check_impedances(train: gp.Network, snap: gp.Network, idx: dict) -> None:
             )
 
 
-def _per_bus(net: gp.Network, group: str) -> dict[str, np.ndarray]:
+def _shunts_per_bus(net: gp.Network) -> dict[str, np.ndarray]:
     """Shunt conductance and susceptance summed per bus (in service only)."""
     t, sh = net.topology, net.shunt
     on = np.asarray(sh.status, np.float64)
