@@ -419,7 +419,7 @@ class GridEnv:
                 jnp.result_type(leaf), jnp.floating
             ):
                 continue
-            if not bool(jnp.all(jnp.isfinite(leaf))):
+            if not np.isfinite(np.asarray(leaf)).all():  # numpy: jnp would be traced under a jit
                 bad.append(jax.tree_util.keystr(path).lstrip("."))
         if bad:
             raise EnvInputError(
@@ -427,15 +427,16 @@ class GridEnv:
                 "(a state changed by hand, or loaded damaged?)"
             )
         t = state.t
-        if not isinstance(t, jax.core.Tracer) and not (
-            int(np.min(t)) >= 0 and int(np.max(t)) <= self.config.episode_steps
+        steps = None if isinstance(t, jax.core.Tracer) else np.asarray(t)  # numpy: not traced
+        if steps is not None and not (
+            steps.min() >= 0 and steps.max() <= self.config.episode_steps
         ):
             raise EnvInputError(
                 f"state.t must be a step of the day, 0..{self.config.episode_steps}, got {t}; "
                 "states come from reset() or step()"
             )
         on = state.branch_on
-        if not isinstance(on, jax.core.Tracer) and not bool(jnp.all((on == 0) | (on == 1))):
+        if not isinstance(on, jax.core.Tracer) and not np.isin(np.asarray(on), (0, 1)).all():
             raise EnvInputError(
                 "state.branch_on must be 0 (out) or 1 (in service) for every branch; states "
                 "come from reset() or step()"

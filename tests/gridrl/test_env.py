@@ -427,6 +427,9 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
     nan_params = replace(params, capacity_mw=params.capacity_mw * jnp.nan)
     with pytest.raises(EnvInputError, match="capacity_mw"):
         env.step(jax.random.key(1), fresh, _zero_actions(env), nan_params)
+    # a concrete state closed over by an outer jit: the checks run in numpy, not traced
+    closed = jax.jit(lambda k: env.step(k, fresh, _zero_actions(env), params)[2]["strategic"])
+    assert np.isfinite(float(closed(jax.random.key(1))))
     info = step(jax.random.key(1), replace(fresh, t=jnp.int32(-5)), _zero_actions(env), params)[4]
     assert int(info["invalid_state"]) == 1
     info = step(jax.random.key(1), fresh, _zero_actions(env), replace(params, level=jnp.int32(99)))[
