@@ -47,6 +47,9 @@ RENEWABLE_TYPES = ("wind", "solar")
 #: The largest chronic file read (bytes, compressed): a year at 5 minutes of a 118-bus
 #: grid is about 30 MB.
 MAX_CHRONIC_BYTES = 512 * 2**20
+#: The largest chronic text once decompressed (characters): a year at 5 minutes of a
+#: 118-bus grid's loads is about 60 MB of text.
+MAX_CHRONIC_CHARS = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,13 @@ def _read_csv(path: Path):
     if path.stat().st_size > MAX_CHRONIC_BYTES:
         raise EnvOptionError(f"{path}: larger than {MAX_CHRONIC_BYTES:,} bytes")
     try:
-        if path.suffix == ".bz2":
-            with bz2.open(path, "rt", encoding="utf-8") as f:
-                text = f.read()
-        else:
-            text = path.read_text(encoding="utf-8")
+        opener = bz2.open if path.suffix == ".bz2" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            text = f.read(MAX_CHRONIC_CHARS + 1)  # 8 KB of bz2 expanded to 160 MB
+        if len(text) > MAX_CHRONIC_CHARS:
+            raise EnvOptionError(
+                f"{path}: more than {MAX_CHRONIC_CHARS:,} characters once decompressed"
+            )
         return pd.read_csv(io.StringIO(text), sep=";")
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
         raise EnvOptionError(f"{path}: cannot read it as a Grid2Op chronic ({exc})") from None
@@ -191,7 +196,9 @@ def _start(folder: Path) -> dt.datetime:
 def _days(values: np.ndarray, first: int, per_step: int) -> np.ndarray:
     """(rows, cols) at the chronic's step -> (days, STEPS_PER_DAY, cols) at the env's."""
     rows_per_day = scenarios.STEPS_PER_DAY * per_step
-    n_days = (values.shape[0] - first) // rows_per_day
+    n_days = max((values.shape[0] - first) // rows_per_day, 0)
+    if n_days == 0:  # a reshape of nothing into days raised a bare ValueError
+        return np.zeros((0, scenarios.STEPS_PER_DAY, values.shape[1]))
     cut = values[first : first + n_days * rows_per_day]
     return cut.reshape(n_days, scenarios.STEPS_PER_DAY, per_step, -1).mean(axis=2)
 
@@ -264,7 +271,10 @@ def _read_chronic(folder: Path, load_names, gen_names, n_lines: int, assumed: li
                 f"{file}: no column for {missing[:3]} ({len(missing)} of the grid's "
                 f"elements); its columns are named {list(frame.columns[:3])}, ..."
             )
-        values = frame[names].to_numpy(np.float64)
+        try:
+            values = frame[names].to_numpy(np.float64)
+        except (TypeError, ValueError) as exc:  # a cell that is not a number
+            raise EnvOptionError(f"{file}: a value is not a number ({exc})") from None
         if not np.isfinite(values).all():
             bad = np.argwhere(~np.isfinite(values))[0]
             raise EnvOptionError(
@@ -281,7 +291,13 @@ def _read_chronic(folder: Path, load_names, gen_names, n_lines: int, assumed: li
         frame = _read_csv(file)
         if frame.shape[1] != n_lines:
             raise EnvOptionError(f"{file}: {frame.shape[1]} columns for {n_lines} lines")
-        flags = _days(frame.to_numpy(np.float64), first, per_step) > 0
+        try:
+            flags = frame.to_numpy(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise EnvOptionError(f"{file}: a value is not a number ({exc})") from None
+        flags = _days(flags, first, per_step) > 0
+        if flags.shape[0] < out.shape[0]:  # broadcasting copied a short file over the days
+            raise EnvOptionError(f"{file}: shorter than the chronic's {out.shape[0]} day(s)")
         out |= flags[: out.shape[0]]
     if (folder / "maintenance_meta.json").is_file() and _chronic_file(
         folder, "maintenance"
@@ -344,16 +360,18 @@ def _split_days(per_chronic, assumed: list[str]) -> tuple[tuple[str, ...], np.nd
 
 def load_case(spec: str) -> Grid2OpCase:
     """Read the Grid2Op environment ``spec`` (see :func:`find_env`)."""
-    import pandapower as pp
-
     path = find_env(spec)
     assumed: list[str] = []
+    from gridrl.recommend import SnapshotError, read_snapshot
+
     try:
+        # read as recommend reads snapshots: pandapower imports any module a _module key
+        # names (its top-level code ran) unless it is one of pandapower's own types
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = pp.from_json(str(path / "grid.json"))
-    except Exception as exc:  # pandapower raises many types for a malformed file
-        raise EnvOptionError(f"{path / 'grid.json'}: not a pandapower network ({exc})") from None
+            net = read_snapshot(path / "grid.json")
+    except SnapshotError as exc:
+        raise EnvOptionError(f"{path / 'grid.json'}: {str(exc).removeprefix('--net: ')}") from None
     if len(net.ext_grid):
         raise EnvOptionError(
             f"{path}: the grid has an ext_grid; Grid2Op's generators are the pandapower "

@@ -239,3 +239,37 @@ def test_grid2op_eval_runs_grid2op_s_runner_and_counts_refused_actions(tmp_path)
     assert res["bad"]["chronics"][0]["ambiguous_actions"] == 4
     with pytest.raises(SystemExit):
         main(["--env", SMALL, "--max-steps", "0"])
+
+
+def test_a_grid_json_naming_a_module_runs_nothing_and_bad_chronics_are_typed(tmp_path, monkeypatch):
+    """Hostile rerun 4: grid.json made pandapower import a module of the environment's
+    own directory (its code ran); a non-number in a chronic was a bare ValueError; the
+    decompressed size of a bz2 chronic was not bounded (8 KB grew to 2.5 GB)."""
+    import bz2
+    import json
+
+    from gridrl import grid2op_data
+
+    copy = tmp_path / "env"
+    shutil.copytree(find_env(SMALL), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    marker = tmp_path / "ran"
+    (copy / "evil_grid_module.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    monkeypatch.syspath_prepend(str(copy))
+    grid = json.loads((copy / "grid.json").read_text())
+    grid["_object"]["zzz"] = {"_module": "evil_grid_module", "_class": "X", "_object": "1"}
+    (copy / "grid.json").write_text(json.dumps(grid))
+    with pytest.raises(EnvOptionError, match="evil_grid_module"):
+        load_case(f"grid2op:{copy}")
+    assert not marker.exists()
+    shutil.copy(find_env(SMALL) / "grid.json", copy / "grid.json")
+    chronic = copy / "chronics" / "0000" / "load_p.csv.bz2"
+    text = bz2.decompress(chronic.read_bytes()).decode()
+    lines = text.splitlines()
+    lines[5] = "abc" + lines[5][lines[5].index(";") :]
+    chronic.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+    with pytest.raises(EnvOptionError, match="not a number"):
+        load_case(f"grid2op:{copy}")
+    chronic.write_bytes(bz2.compress(text.encode()))
+    monkeypatch.setattr(grid2op_data, "MAX_CHRONIC_CHARS", 1000)
+    with pytest.raises(EnvOptionError, match="once decompressed"):
+        load_case(f"grid2op:{copy}")
