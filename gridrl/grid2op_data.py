@@ -238,11 +238,11 @@ def _thermal_limits(path: Path) -> list[float] | None:
     return [float(x) for x in limits]
 
 
-def _names(table, prefix: str, bus_col: str = "bus") -> list[str]:
+def _names(table, prefix: str) -> list[str]:
     """Grid2Op's element names: the table's own, else ``<prefix>_<bus>_<i>`` as the
     pandapower backend names them."""
     names = table["name"].tolist() if "name" in table else [None] * len(table)
-    buses = table[bus_col].tolist()
+    buses = table["bus"].tolist()
     return [
         str(n) if isinstance(n, str) and n else f"{prefix}_{b}_{i}"
         for i, (n, b) in enumerate(zip(names, buses, strict=True))
