@@ -591,12 +591,19 @@ def as_indices(values: Any, size: int, what: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise NetworkError(f"{what} indices must be integers, got {values!r:.80} ({exc})") from None
     arr = arr.reshape(-1)
+    if arr.dtype.kind == "O":  # Python integers beyond int64 (2**70): out of range
+        huge = [v for v in arr if isinstance(v, int) and not isinstance(v, bool)]
+        if huge and len(huge) == arr.size:
+            raise NetworkError(f"{what} index {max(huge, key=abs)} is out of range 0..{size - 1}")
     if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
         raise NetworkError(f"{what} indices must be integers, got {values!r:.80}")
     if arr.dtype.kind == "f":
         odd = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
         if odd.size:
             raise NetworkError(f"{what} index {arr[odd[0]]!r} is not an integer")
+        far = np.flatnonzero(np.abs(arr) >= 2**63)  # would wrap when cast to int64
+        if far.size:
+            raise NetworkError(f"{what} index {arr[far[0]]:g} is out of range 0..{size - 1}")
     if arr.dtype.kind == "u" and arr.size and arr.max() >= 2**63:
         raise NetworkError(f"{what} index {arr.max()} is out of range 0..{size - 1}")
     idx = arr.astype(np.int64)

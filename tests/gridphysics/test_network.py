@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import jax
@@ -409,3 +410,14 @@ def test_a_reference_bus_whose_units_are_all_off_is_not_converged(method):
     assert int(net.topology.gen_bus[0]) in set(net.topology.ref_buses.tolist())
     assert not bool(gp.solve(off, method).converged)
     assert bool(gp.solve(net, method).converged)
+
+
+@pytest.mark.parametrize("bad", [[2**70], [-(2**70)], [1e30], [3, 2**64]])
+def test_indices_beyond_int64_are_out_of_range_with_the_number_given(bad):
+    """Hostile rerun 4: 2**70 was 'not an integer' and 1e30 wrapped to a negative
+    index in the message; the user's own number is named."""
+    from gridphysics.network import as_indices
+
+    shown = f"{max(bad, key=abs):g}" if isinstance(bad[0], float) else str(max(bad, key=abs))
+    with pytest.raises(gp.NetworkError, match=re.escape(f"index {shown} is out of range 0..19")):
+        as_indices(bad, 20, "outage branch")
