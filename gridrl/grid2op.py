@@ -82,6 +82,22 @@ class Grid2OpAgent(BaseAgent):
                 f"the Grid2Op action space has {cls.n_gen} generators and {cls.n_line} lines, "
                 f"the gridrl environment {env.n_gen} and {env.n_branch}: not the same grid"
             )
+        for kind, theirs in (
+            ("loads", cls.name_load),
+            ("prods", cls.name_gen),
+            ("lines", cls.name_line),
+        ):  # same counts but other elements, or the same in another order
+            ours = env.recorded.names.get(kind)
+            theirs = [str(n) for n in theirs]
+            if ours is not None and list(ours) != theirs:
+                pairs = enumerate(zip(ours, theirs, strict=False))
+                i = next((i for i, (a, b) in pairs if a != b), min(len(ours), len(theirs)))
+                raise EnvOptionError(
+                    f"the Grid2Op environment's {kind} are not the gridrl environment's: "
+                    f"{len(theirs)} against {len(ours)}, first difference at {i} "
+                    f"({theirs[i] if i < len(theirs) else None!r} against "
+                    f"{ours[i] if i < len(ours) else None!r}); not the same grid"
+                )
         self.env = env
         # Grid2Op's own thermal limits: the curriculum's rating scale stays at 1
         self.params = replace(params, level=jnp.int32(0))

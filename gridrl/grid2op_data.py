@@ -19,16 +19,26 @@ an environment with a single chronic is split by day within it instead, and says
 
 Element order: generators, lines (pandapower lines, then transformers) and buses follow
 the Grid2Op order. gridphysics has one load per bus, so the Grid2Op loads of a bus are
-summed (``load_map``).
+summed (``load_map``). The chronics' columns (maintenance and hazards included) are
+matched by the names Grid2Op's pandapower backend gives the elements, after
+``config.py``'s ``names_chronics_to_grid``; ``config.py`` is read as Python would bind
+its statements one after the other, and an entry that only running it would give is
+said in :attr:`Grid2OpCase.assumed`. Every number is checked: a value that is not a
+finite number, a power beyond :data:`MAX_MW` (or a load beyond the whole generation
+fleet), a cost beyond :data:`MAX_COST`, a rating that is not positive, an element out
+of service or a unit type Grid2Op does not know is an :class:`EnvOptionError` that
+names the file, the element and the value.
 """
 
 from __future__ import annotations
 
 import ast
 import bz2
+import contextlib
 import datetime as dt
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +60,17 @@ MAX_CHRONIC_BYTES = 512 * 2**20
 #: The largest chronic text once decompressed (characters): a year at 5 minutes of a
 #: 118-bus grid's loads is about 60 MB of text.
 MAX_CHRONIC_CHARS = 512 * 2**20
+#: The largest ``config.py``, ``prods_charac.csv`` or ``*.info`` file read (bytes).
+MAX_INFO_BYTES = 16 * 2**20
+#: The largest magnitude of a power (MW) in the chronics and ``prods_charac.csv``: ten
+#: terawatts is more than the world's installed capacity, so a larger number is corrupt
+#: (and overflows the costs and normalisers downstream).
+MAX_MW = 1e7
+#: The largest marginal cost accepted ($/MWh): two orders above the highest price caps
+#: of electricity markets (about 10,000 EUR/MWh), so a larger one is corrupt.
+MAX_COST = 1e6
+#: Unit types Grid2Op knows (``prods_charac.csv`` column ``type``).
+UNIT_TYPES = ("thermal", "nuclear", "hydro", "wind", "solar")
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,8 @@ class Grid2OpCase:
         eval_days: (n_days,) bool, held out for evaluation.
         load_map: (n_grid2op_load,) the gridphysics load of each Grid2Op load.
         rating_source: where the thermal limits come from.
+        names: Grid2Op's names of the ``"loads"``, ``"prods"`` and ``"lines"``, in
+            Grid2Op's order (the order of ``load_map``, the generators and branches).
         assumed: what had to be assumed, one sentence each.
     """
 
@@ -84,6 +107,7 @@ class Grid2OpCase:
     eval_days: np.ndarray
     load_map: np.ndarray
     rating_source: str
+    names: dict = field(default_factory=dict)
     assumed: tuple[str, ...] = field(default=())
 
     @property
@@ -101,12 +125,15 @@ def find_env(spec: str) -> Path:
     spec = spec.removeprefix(PREFIX)
     if not spec:
         raise EnvOptionError('a Grid2Op case is "grid2op:<environment name or directory>"')
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return _check_env_dir(path)
-    shipped = _shipped_dir()
-    if shipped is not None and "/" not in spec and (shipped / spec).is_dir():
-        return _check_env_dir(shipped / spec)
+    try:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            return _check_env_dir(path)
+        shipped = _shipped_dir()
+        if shipped is not None and "/" not in spec and (shipped / spec).is_dir():
+            return _check_env_dir(shipped / spec)
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+        raise EnvOptionError(f"no Grid2Op environment {spec[:200]!r}: {exc}") from None
     names = (
         sorted(p.name for p in shipped.iterdir() if (p / "grid.json").is_file()) if shipped else []
     )
@@ -115,7 +142,7 @@ def find_env(spec: str) -> Path:
         if names
         else "grid2op is not installed (pip install '.[grid2op]'), so only directories work"
     )
-    raise EnvOptionError(f"no Grid2Op environment {spec!r}: not a directory; {where}")
+    raise EnvOptionError(f"no Grid2Op environment {spec[:200]!r}: not a directory; {where}")
 
 
 def _shipped_dir() -> Path | None:
@@ -133,26 +160,49 @@ def _check_env_dir(path: Path) -> Path:
         raise EnvOptionError(
             f"{path} is not a Grid2Op environment: it has no {' or '.join(missing)}"
         )
+    if not (path / "chronics").is_dir():
+        raise EnvOptionError(f"{path / 'chronics'} is not a directory of chronic folders")
+    if not (path / "grid.json").is_file():
+        raise EnvOptionError(f"{path / 'grid.json'} is not a file")
     return path.resolve()
 
 
 # -- reading ------------------------------------------------------------------------
-def _read_csv(path: Path):
-    import pandas as pd
-
-    if path.stat().st_size > MAX_CHRONIC_BYTES:
-        raise EnvOptionError(f"{path}: larger than {MAX_CHRONIC_BYTES:,} bytes")
+def _read_text(path: Path, max_bytes: int, max_chars: int | None = None) -> str:
+    """The UTF-8 text of ``path`` (bz2-compressed if it ends in .bz2), bounded in size
+    on disk and once decompressed; any failure is an :class:`EnvOptionError`."""
+    what = "a Grid2Op chronic" if path.name.endswith((".csv", ".csv.bz2")) else "UTF-8 text"
     try:
+        if not path.is_file():
+            raise EnvOptionError(f"{path}: not a file")
+        if path.stat().st_size > max_bytes:
+            raise EnvOptionError(f"{path}: larger than {max_bytes:,} bytes")
+        max_chars = max_bytes if max_chars is None else max_chars
         opener = bz2.open if path.suffix == ".bz2" else open
         with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read(MAX_CHRONIC_CHARS + 1)  # 8 KB of bz2 expanded to 160 MB
-        if len(text) > MAX_CHRONIC_CHARS:
-            raise EnvOptionError(
-                f"{path}: more than {MAX_CHRONIC_CHARS:,} characters once decompressed"
-            )
-        return pd.read_csv(io.StringIO(text), sep=";")
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
-        raise EnvOptionError(f"{path}: cannot read it as a Grid2Op chronic ({exc})") from None
+            text = f.read(max_chars + 1)  # 8 KB of bz2 expanded to 160 MB
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, MemoryError) as exc:
+        raise EnvOptionError(f"{path}: cannot read it as {what} ({exc})") from None
+    if len(text) > max_chars:
+        raise EnvOptionError(f"{path}: more than {max_chars:,} characters once decompressed")
+    return text
+
+
+def _read_csv(path: Path, sep: str = ";"):
+    import pandas as pd
+
+    text = _read_text(path, MAX_CHRONIC_BYTES, MAX_CHRONIC_CHARS)
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep)
+    except (ValueError, MemoryError) as exc:  # pandas' parser and empty-data errors
+        raise EnvOptionError(f"{path}: cannot read it as a Grid2Op table ({exc})") from None
+
+
+def _read_info(path: Path) -> str | None:
+    """The stripped text of a small ``*.info`` file, None where there is none."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    return _read_text(path, MAX_INFO_BYTES).strip()
 
 
 def _chronic_file(folder: Path, stem: str) -> Path | None:
@@ -164,14 +214,15 @@ def _chronic_file(folder: Path, stem: str) -> Path | None:
 
 def _interval_minutes(folder: Path) -> int:
     info = folder / "time_interval.info"
-    if not info.is_file():
+    text = _read_info(info)
+    if text is None:
         return 5  # Grid2Op's default
-    text = info.read_text().strip()
-    try:
-        hours, minutes = (int(x) for x in text.split(":")[:2])
-    except ValueError:
-        raise EnvOptionError(f"{info}: expected HH:MM, got {text!r}") from None
-    step = 60 * hours + minutes
+    # Grid2Op reads it with strptime("%H:%M"); seconds other than :00 would not divide
+    # the environment's step
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})(?::00)?", text)
+    if match is None:
+        raise EnvOptionError(f"{info}: expected HH:MM, got {text[:40]!r}")
+    step = 60 * int(match[1]) + int(match[2])
     if step <= 0 or scenarios.STEP_MINUTES % step:
         raise EnvOptionError(
             f"{info}: a step of {step} min does not divide the environment's "
@@ -182,15 +233,15 @@ def _interval_minutes(folder: Path) -> int:
 
 def _start(folder: Path) -> dt.datetime:
     info = folder / "start_datetime.info"
-    if not info.is_file():
+    text = _read_info(info)
+    if text is None:
         return dt.datetime(2000, 1, 1)
-    text = info.read_text().strip()
     for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
         try:
             return dt.datetime.strptime(text, fmt)
         except ValueError:
             continue
-    raise EnvOptionError(f"{info}: expected 'YYYY-MM-DD HH:MM', got {text!r}")
+    raise EnvOptionError(f"{info}: expected 'YYYY-MM-DD HH:MM', got {text[:40]!r}")
 
 
 def _days(values: np.ndarray, first: int, per_step: int) -> np.ndarray:
@@ -203,83 +254,175 @@ def _days(values: np.ndarray, first: int, per_step: int) -> np.ndarray:
     return cut.reshape(n_days, scenarios.STEPS_PER_DAY, per_step, -1).mean(axis=2)
 
 
-def _thermal_limits(path: Path) -> list[float] | None:
-    """The literal ``thermal_limits`` of ``config.py`` (read with ast, never run)."""
+#: A ``config.py`` entry that only running the file would give.
+UNREADABLE = object()
+#: The entries of ``config.py``'s ``config`` dict that are read.
+CONFIG_KEYS = ("thermal_limits", "names_chronics_to_grid")
+
+
+def _config(path: Path) -> tuple[dict, str]:
+    """The literal values of the :data:`CONFIG_KEYS` of ``config.py``'s ``config`` dict
+    (read with ast, never run), as Python would bind them statement by statement: a key
+    that is absent is missing from the result, one that only running the file would
+    give is :data:`UNREADABLE`. Also why the file could not be read at all ("" if it
+    could)."""
     config = path / "config.py"
-    if not config.is_file():
-        return None
+    if not config.exists():
+        return {}, "there is no config.py"
+    text = _read_text(config, MAX_INFO_BYTES)
     try:
-        tree = ast.parse(config.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    names: dict[str, ast.expr] = {}
-    value = None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-            if isinstance(target, ast.Name):
-                names[target.id] = node.value
-                if target.id == "config" and isinstance(node.value, ast.Dict):
-                    for k, v in zip(node.value.keys, node.value.values, strict=True):
-                        if isinstance(k, ast.Constant) and k.value == "thermal_limits":
-                            value = v
-    if isinstance(value, ast.Name):
-        value = names.get(value.id)
-    if value is None:
-        return None
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return {}, f"config.py cannot be parsed ({type(exc).__name__})"
+    unknown = dict.fromkeys(CONFIG_KEYS, UNREADABLE)
+    bindings: dict[str, ast.expr] = {}  # module-level names bound to an expression
+    entries: dict = {}
+
+    def literal(node: ast.expr):
+        if isinstance(node, ast.Name):  # a name bound earlier in the file
+            node = bindings.get(node.id)
+            if node is None:
+                return UNREADABLE
+        try:
+            return ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            return UNREADABLE
+
+    def mentions_config(node: ast.AST) -> bool:
+        return any(isinstance(n, ast.Name) and n.id == "config" for n in ast.walk(node))
+
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and all(
+            isinstance(t, (ast.Name, ast.Subscript)) for t in stmt.targets
+        ):
+            for target in stmt.targets:
+                if (
+                    isinstance(target, ast.Subscript)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id != "config"
+                ):  # th_lim[3] = ...: no longer the literal it was bound to
+                    bindings.pop(target.value.id, None)
+                    continue
+                if isinstance(target, ast.Name) and target.id == "config":
+                    if not isinstance(stmt.value, ast.Dict) or None in stmt.value.keys:
+                        entries = dict(unknown)  # dict(...), a call, ** unpacking
+                        continue
+                    entries = {}
+                    for key, value in zip(stmt.value.keys, stmt.value.values, strict=True):
+                        if not isinstance(key, ast.Constant):
+                            entries = dict(unknown)
+                            break
+                        if key.value in CONFIG_KEYS:
+                            entries[key.value] = literal(value)
+                elif isinstance(target, ast.Name):
+                    bindings[target.id] = stmt.value
+                elif isinstance(target.value, ast.Name):  # config[...] = ...
+                    key = target.slice  # config["thermal_limits"] = ...
+                    if not isinstance(key, ast.Constant):
+                        entries = dict(unknown)
+                    elif key.value in CONFIG_KEYS:
+                        entries[key.value] = literal(stmt.value)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                bindings.pop((alias.asname or alias.name).split(".")[0], None)
+        else:  # config.update(...), config |= ..., a loop or a def: only running tells
+            if mentions_config(stmt):
+                entries = dict(unknown)
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                    bindings.pop(node.id, None)
+    return entries, ""
+
+
+def _grid2op_names(table, prefix: str) -> list[str]:
+    """Grid2Op's names of a pandapower table's elements, as its pandapower backend gives
+    them: the table's ``name`` column when no name is missing, else
+    ``<prefix>_<bus>_<i>``."""
+    if "name" in table.columns and not table["name"].isnull().any():
+        return [str(n) for n in table["name"]]
+    return [f"{prefix}_{row['bus']}_{i}" for i, (_, row) in enumerate(table.iterrows())]
+
+
+def _line_names(net) -> list[str]:
+    """Grid2Op's names of the lines then the transformers (``<from>_<to>_<i>``; a
+    transformer's two buses in string order), as its pandapower backend gives them."""
+    if "name" in net.line.columns and not net.line["name"].isnull().any():
+        names = [str(n) for n in net.line["name"]]
+    else:
+        names = [
+            f"{row['from_bus']}_{row['to_bus']}_{i}"
+            for i, (_, row) in enumerate(net.line.iterrows())
+        ]
+    if "name" in net.trafo.columns and not net.trafo["name"].isnull().any():
+        return names + [str(n) for n in net.trafo["name"]]
+    n_line = len(net.line)
+    for i, (_, row) in enumerate(net.trafo.iterrows()):
+        ends = sorted((f"{row['hv_bus']}", f"{row['lv_bus']}"))
+        names.append(f"{ends[0]}_{ends[1]}_{i + n_line}")
+    return names
+
+
+def _check_unique(names: list[str], what: str, where: Path) -> None:
+    seen: set[str] = set()
+    twice = [n for n in names if n in seen or seen.add(n)]
+    if twice:
+        raise EnvOptionError(
+            f"{where}: {what} names {sorted(set(twice))[:3]} occur twice; Grid2Op matches "
+            "the chronics' columns by name"
+        )
+
+
+def _columns(frame, names: list[str], file: Path, rename: dict) -> np.ndarray:
+    """The columns ``names`` of a chronic table (after Grid2Op's renaming of
+    ``names_chronics_to_grid``) as finite float64 within :data:`MAX_MW`."""
+    if rename:
+        frame = frame.rename(columns=rename)
+    if frame.columns.duplicated().any():
+        twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise EnvOptionError(f"{file}: columns {twice[:3]} occur twice")
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise EnvOptionError(
+            f"{file}: no column for {missing[:3]} ({len(missing)} of the grid's "
+            f"elements); its columns are named {[str(c) for c in frame.columns[:3]]}, ..."
+        )
     try:
-        limits = ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError, RecursionError):
-        return None
-    if not isinstance(limits, (list, tuple)) or not all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in limits
-    ):
-        return None
-    return [float(x) for x in limits]
+        values = frame[names].to_numpy(np.float64)
+    except (TypeError, ValueError) as exc:  # a cell that is not a number
+        raise EnvOptionError(f"{file}: a value is not a number ({exc})") from None
+    bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values)) > MAX_MW)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise EnvOptionError(
+            f"{file}: row {row + 1}, column {names[col]!r} is {float(values[row, col])}, not a "
+            f"finite number within {MAX_MW:g}"
+        )
+    return values
 
 
-def _names(table, prefix: str) -> list[str]:
-    """Grid2Op's element names: the table's own, else ``<prefix>_<bus>_<i>`` as the
-    pandapower backend names them."""
-    names = table["name"].tolist() if "name" in table else [None] * len(table)
-    buses = table["bus"].tolist()
-    return [
-        str(n) if isinstance(n, str) and n else f"{prefix}_{b}_{i}"
-        for i, (n, b) in enumerate(zip(names, buses, strict=True))
-    ]
-
-
-def _read_chronic(folder: Path, load_names, gen_names, n_lines: int, assumed: list[str]):
+def _read_chronic(folder: Path, names: dict, n_lines: int, rename: dict, assumed: list[str]):
     """``({"load_p", "load_q", "prod_p": (days, steps, n)}, line_out (days, steps,
-    n_lines))`` of one chronic folder, in whole days at the env's step."""
+    n_lines))`` of one chronic folder, in whole days at the env's step. ``names`` holds
+    the Grid2Op names of the loads, generators and lines; ``rename`` maps the chronics'
+    column names to them (``names_chronics_to_grid``)."""
     step = _interval_minutes(folder)
     per_step = scenarios.STEP_MINUTES // step
     # Grid2Op's first row is one step after start_datetime (23:55 -> 00:00); a day
     # starts at the first row less than one env step past midnight
-    first_row = _start(folder) + dt.timedelta(minutes=step)
+    try:
+        first_row = _start(folder) + dt.timedelta(minutes=step)
+    except OverflowError:
+        raise EnvOptionError(
+            f"{folder}: its start_datetime.info is the last date there is"
+        ) from None
     past = first_row.hour * 60 + first_row.minute
     first = 0 if past < scenarios.STEP_MINUTES else math.ceil((24 * 60 - past) / step)
     tables = {}
-    for stem, names in (("load_p", load_names), ("load_q", load_names), ("prod_p", gen_names)):
+    for stem, kind in (("load_p", "loads"), ("load_q", "loads"), ("prod_p", "prods")):
         file = _chronic_file(folder, stem)
         if file is None:
             raise EnvOptionError(f"{folder}: no {stem}.csv(.bz2)")
-        frame = _read_csv(file)
-        missing = [n for n in names if n not in frame.columns]
-        if missing:
-            raise EnvOptionError(
-                f"{file}: no column for {missing[:3]} ({len(missing)} of the grid's "
-                f"elements); its columns are named {list(frame.columns[:3])}, ..."
-            )
-        try:
-            values = frame[names].to_numpy(np.float64)
-        except (TypeError, ValueError) as exc:  # a cell that is not a number
-            raise EnvOptionError(f"{file}: a value is not a number ({exc})") from None
-        if not np.isfinite(values).all():
-            bad = np.argwhere(~np.isfinite(values))[0]
-            raise EnvOptionError(
-                f"{file}: row {bad[0] + 1}, column {names[bad[1]]!r} is not a finite number"
-            )
+        values = _columns(_read_csv(file), names[kind], file, rename.get(kind, {}))
         tables[stem] = _days(values, first, per_step)
     if tables["load_p"].shape[0] == 0:
         raise EnvOptionError(f"{folder}: shorter than one whole day from midnight")
@@ -288,13 +431,7 @@ def _read_chronic(folder: Path, load_names, gen_names, n_lines: int, assumed: li
         file = _chronic_file(folder, stem)
         if file is None:
             continue
-        frame = _read_csv(file)
-        if frame.shape[1] != n_lines:
-            raise EnvOptionError(f"{file}: {frame.shape[1]} columns for {n_lines} lines")
-        try:
-            flags = frame.to_numpy(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise EnvOptionError(f"{file}: a value is not a number ({exc})") from None
+        flags = _columns(_read_csv(file), names["lines"], file, rename.get("lines", {}))
         flags = _days(flags, first, per_step) > 0
         if flags.shape[0] < out.shape[0]:  # broadcasting copied a short file over the days
             raise EnvOptionError(f"{file}: shorter than the chronic's {out.shape[0]} day(s)")
@@ -309,17 +446,40 @@ def _read_chronic(folder: Path, load_names, gen_names, n_lines: int, assumed: li
     return tables, out
 
 
-def _ratings(net, path: Path, assumed: list[str]) -> tuple[np.ndarray, str]:
-    """(n_branch,) MVA ratings: Grid2Op's thermal limits (A) of ``config.py`` at the
-    origin bus's nominal voltage, else the grid's own limits as Grid2Op's pandapower
-    backend reads them; and where they come from."""
+def _ratings(net, path: Path, names: list[str], entry, why: str, assumed: list[str]):
+    """(n_branch,) MVA ratings: Grid2Op's thermal limits (A) of ``config.py`` (a list in
+    line order or a dict by line name) at the origin bus's nominal voltage, else the
+    grid's own limits as Grid2Op's pandapower backend reads them; and where they come
+    from."""
     kv = net.bus.loc[net.line.from_bus, "vn_kv"].to_numpy(float)
     kv_t = net.bus.loc[net.trafo.hv_bus, "vn_kv"].to_numpy(float)
-    limits = _thermal_limits(path)
-    if limits is not None and len(limits) == len(net.line) + len(net.trafo):
-        amps = np.asarray(limits)
+    config = path / "config.py"
+    if isinstance(entry, dict):
+        unknown = sorted(set(map(str, entry)) - set(names))
+        missing = [n for n in names if n not in entry]
+        if unknown or missing:
+            raise EnvOptionError(
+                f"{config}: thermal_limits names lines the grid lacks ({unknown[:3]}) or "
+                f"misses some of its lines ({missing[:3]})"
+            )
+        entry = [entry[n] for n in names]
+    if isinstance(entry, (list, tuple)):
+        if len(entry) != len(names):
+            raise EnvOptionError(
+                f"{config}: {len(entry)} thermal limits for the grid's {len(names)} lines"
+            )
+        amps = np.full(len(names), np.nan)
+        for i, x in enumerate(entry):
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                with contextlib.suppress(OverflowError):  # a 400-digit integer stays NaN
+                    amps[i] = float(x)
         source = "the thermal limits of config.py (A), at the origin bus's nominal voltage"
+        where = f"{config}: thermal_limits"
     else:
+        if entry is UNREADABLE:
+            why = "config.py sets thermal_limits in a way only running it would show"
+        elif entry is not None and not why:
+            why = f"config.py's thermal_limits is a {type(entry).__name__}"
         amps = np.concatenate(
             [
                 net.line["max_i_ka"].to_numpy(float) * 1000 * net.line["parallel"].to_numpy(float),
@@ -327,11 +487,92 @@ def _ratings(net, path: Path, assumed: list[str]) -> tuple[np.ndarray, str]:
             ]
         )
         source = "the grid's own limits (lines max_i_ka, transformers sn_mva)"
+        where = f"{path / 'grid.json'}: the limit (max_i_ka, sn_mva)"
         assumed.append(
-            "config.py gives no thermal limits: " + source + ", as Grid2Op's pandapower backend"
+            f"{why or 'config.py gives no thermal limits'}: {source}, as Grid2Op's "
+            "pandapower backend"
         )
     rate = math.sqrt(3) * np.concatenate([kv, kv_t]) * amps / 1000
+    # a 0 rating reads as unlimited downstream and Grid2Op divides by it; a huge one is
+    # pandapower's way of saying unlimited (rte_case118_example's lines: 99,999 kA)
+    bad = ~np.isfinite(rate) | (rate <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise EnvOptionError(
+            f"{where} of line {names[i]!r} gives {float(rate[i])!r} MVA, not a positive "
+            f"finite rating ({int(bad.sum())} such lines)"
+        )
     return rate, source
+
+
+def _read_prods(path: Path, gen_names: list[str], assumed: list[str]):
+    """``prods_charac.csv``'s rows of the grid's generators, in the grid's order, with
+    the numbers checked: Pmax, Pmin finite and ordered, ramps non-negative or blank,
+    marginal costs finite within :data:`MAX_COST` or blank, types Grid2Op knows."""
+    import pandas as pd
+
+    charac = path / "prods_charac.csv"
+    if not charac.exists():
+        raise EnvOptionError(f"{path}: no prods_charac.csv (generator limits and types)")
+    text = _read_text(charac, MAX_INFO_BYTES)
+    try:
+        prods = pd.read_csv(io.StringIO(text), sep=",", dtype={"name": str, "type": str})
+    except (ValueError, MemoryError) as exc:
+        raise EnvOptionError(
+            f"{charac}: cannot read it as a comma-separated table ({exc})"
+        ) from None
+    required = ("name", "Pmax", "Pmin", "type")
+    missing = [c for c in required if c not in prods.columns]
+    if missing:
+        raise EnvOptionError(
+            f"{charac}: no column {missing} (it needs {', '.join(required)}, comma-separated; "
+            f"its first columns are {[str(c) for c in prods.columns[:4]]})"
+        )
+    _check_unique(prods["name"].astype(str).tolist(), "generator", charac)
+    prods = prods.set_index(prods["name"].astype(str))
+    absent = [n for n in gen_names if n not in prods.index]
+    if absent:
+        raise EnvOptionError(f"{charac}: no row for generator(s) {absent[:3]}")
+    prods = prods.loc[gen_names].copy()
+    for column in ("Pmax", "Pmin", "max_ramp_up", "marginal_cost"):
+        if column not in prods.columns:
+            continue
+        raw = prods[column]
+        values = pd.to_numeric(raw, errors="coerce")
+        wrong = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        if wrong.any():
+            name = wrong.index[np.flatnonzero(wrong.to_numpy())[0]]
+            raise EnvOptionError(f"{charac}: {column} of {name!r} is {raw[name]!r}, not a number")
+        prods[column] = values.astype(float)
+    p_max, p_min = prods["Pmax"].to_numpy(), prods["Pmin"].to_numpy()
+    bad = ~np.isfinite(p_max) | ~np.isfinite(p_min) | (p_max < p_min) | (p_max < 0)
+    bad |= (np.abs(np.nan_to_num(p_max)) > MAX_MW) | (np.abs(np.nan_to_num(p_min)) > MAX_MW)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise EnvOptionError(
+            f"{charac}: {gen_names[i]!r} has Pmin {float(p_min[i])}, Pmax {float(p_max[i])}: they must "
+            f"be finite, within {MAX_MW:g} MW, with 0 <= Pmax and Pmin <= Pmax"
+        )
+    if "max_ramp_up" in prods.columns and (prods["max_ramp_up"] < 0).any():
+        name = prods.index[np.flatnonzero((prods["max_ramp_up"] < 0).to_numpy())[0]]
+        raise EnvOptionError(f"{charac}: max_ramp_up of {name!r} is negative")
+    if "marginal_cost" in prods.columns:
+        cost = prods["marginal_cost"].to_numpy()
+        bad = np.isinf(cost) | (np.abs(np.nan_to_num(cost)) > MAX_COST)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise EnvOptionError(
+                f"{charac}: marginal_cost of {gen_names[i]!r} is {float(cost[i])}, not a finite "
+                f"cost within {MAX_COST:g} $/MWh"
+            )
+    kinds = prods["type"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(kinds) - set(UNIT_TYPES))
+    if unknown:
+        raise EnvOptionError(
+            f"{charac}: unit type(s) {unknown[:3]}; Grid2Op knows {', '.join(UNIT_TYPES)}"
+        )
+    prods["type"] = kinds
+    return prods
 
 
 def _split_days(per_chronic, assumed: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -377,18 +618,58 @@ def load_case(spec: str) -> Grid2OpCase:
             f"{path}: the grid has an ext_grid; Grid2Op's generators are the pandapower "
             "gen table only, so the orders would not match"
         )
+    for table, what in ((net.load, "load"), (net.gen, "generator")):
+        if not len(table):
+            raise EnvOptionError(f"{path / 'grid.json'}: the grid has no {what}")
+        off = ~table["in_service"].fillna(False).astype(bool).to_numpy()
+        if off.any():  # Grid2Op ends an episode whose load or generator is disconnected
+            raise EnvOptionError(
+                f"{path / 'grid.json'}: {int(off.sum())} {what}(s) out of service, e.g. "
+                f"index {table.index[np.flatnonzero(off)[0]]}; a Grid2Op environment starts "
+                "with every load and generator connected"
+            )
     bus_pos = {int(b): i for i, b in enumerate(net.bus.index)}
-    load_names = _names(net.load, "load")
-    gen_names = _names(net.gen, "gen")
+    names = {
+        "loads": _grid2op_names(net.load, "load"),
+        "prods": _grid2op_names(net.gen, "gen"),
+        "lines": _line_names(net),
+    }
+    for kind, what in (("loads", "load"), ("prods", "generator"), ("lines", "line")):
+        _check_unique(names[kind], what, path / "grid.json")
+    load_names, gen_names = names["loads"], names["prods"]
+    entries, why = _config(path)
+    rename = entries.get("names_chronics_to_grid") or {}
+    if rename is UNREADABLE:
+        rename = {}
+        assumed.append(
+            "config.py sets names_chronics_to_grid in a way only running it would show: "
+            "the chronics' columns are taken to carry the grid's names"
+        )
+    if not (
+        isinstance(rename, dict)
+        and all(isinstance(v, dict) for v in rename.values())
+        and all(
+            isinstance(k, str) and isinstance(x, str) for v in rename.values() for k, x in v.items()
+        )
+    ):
+        raise EnvOptionError(
+            f"{path / 'config.py'}: names_chronics_to_grid is not a literal dict of "
+            "{'loads'|'prods'|'lines': {chronic column: grid name}}"
+        )
 
     # the chronics (read before the grid is converted: they decide which buses carry load)
     folders = sorted(p for p in (path / "chronics").iterdir() if p.is_dir())
     if not folders:
         raise EnvOptionError(f"{path / 'chronics'} holds no chronic folder")
+    step_minutes = {f.name: _interval_minutes(f) for f in folders}
+    if len(set(step_minutes.values())) > 1:
+        raise EnvOptionError(
+            f"{path / 'chronics'}: the chronics' steps differ ({step_minutes}); Grid2Op's "
+            "ramps are per step, so they must be one"
+        )
     n_lines = len(net.line) + len(net.trafo)
     per_chronic = [
-        (folder.name, *_read_chronic(folder, load_names, gen_names, n_lines, assumed))
-        for folder in folders
+        (folder.name, *_read_chronic(folder, names, n_lines, rename, assumed)) for folder in folders
     ]
 
     # the grid: every Grid2Op load's bus gets a gridphysics load; storage is idle
@@ -400,16 +681,15 @@ def load_case(spec: str) -> Grid2OpCase:
         assumed.append(
             f"{len(net.storage)} storage units are held at 0 MW (not yet modelled as controllable)"
         )
-    charac = path / "prods_charac.csv"
-    if not charac.is_file():
-        raise EnvOptionError(f"{path}: no prods_charac.csv (generator limits and types)")
-    import pandas as pd
-
-    prods = pd.read_csv(charac).set_index("name")
-    missing = [n for n in gen_names if n not in prods.index]
-    if missing:
-        raise EnvOptionError(f"{charac}: no row for generator(s) {missing[:3]}")
-    prods = prods.loc[gen_names]
+    prods = _read_prods(path, gen_names, assumed)
+    fleet = float(prods["Pmax"].sum())
+    worst = np.abs(recorded).max(axis=0)
+    if (worst > fleet).any():  # no dispatch can serve or absorb it: a corrupt number
+        i = int(np.argmax(worst))
+        raise EnvOptionError(
+            f"{path / 'chronics'}: load {load_names[i]!r} reaches {float(worst[i]):g} MW in "
+            f"load_p, beyond the {fleet:g} MW of all the grid's generators together"
+        )
     net.gen["max_p_mw"] = prods["Pmax"].to_numpy(float)
     net.gen["min_p_mw"] = prods["Pmin"].to_numpy(float)
     network = gp.from_pandapower(net, name=path.name)
@@ -423,16 +703,22 @@ def load_case(spec: str) -> Grid2OpCase:
     # loads: the gridphysics load at the bus of each Grid2Op load
     load_bus = np.asarray(network.topology.load_bus)
     at_bus = {int(b): i for i, b in enumerate(load_bus)}
+    lost = [
+        n for n, b in zip(load_names, net.load.bus, strict=True) if bus_pos[int(b)] not in at_bus
+    ]
+    if lost:
+        raise EnvOptionError(
+            f"{path}: load(s) {lost[:3]} could not be placed on the converted grid"
+        )
     load_map = np.array([at_bus[bus_pos[int(b)]] for b in net.load.bus], np.int64)
 
     def per_bus(values: np.ndarray) -> np.ndarray:
         out = np.zeros((*values.shape[:-1], network.n_load))
-        np.add.at(out, (..., load_map), values * net.load["in_service"].to_numpy(float))
+        np.add.at(out, (..., load_map), values)
         return out
 
     # limits, ramps and costs of prods_charac; ratings from the thermal limits (amps)
-    step_minutes = _interval_minutes(folders[0])
-    ramp = prods["max_ramp_up"].to_numpy(float) / step_minutes
+    ramp = prods["max_ramp_up"].to_numpy(float) / step_minutes[folders[0].name]
     no_ramp = ~np.isfinite(ramp) | (ramp <= 0)
     if no_ramp.any():
         assumed.append(
@@ -445,7 +731,7 @@ def load_case(spec: str) -> Grid2OpCase:
     if cost is None or not np.isfinite(cost).all():
         assumed.append("marginal costs missing in prods_charac.csv: 0 $/MWh")
         cost = np.nan_to_num(cost if cost is not None else np.zeros(len(p_max)))
-    rate, source = _ratings(net, path, assumed)
+    rate, source = _ratings(net, path, names["lines"], entries.get("thermal_limits"), why, assumed)
     gen = network.gen.replace(
         ramp_mw_per_min=np.asarray(ramp, network.dtype),
         cost_c2=np.zeros(network.n_gen, network.dtype),
@@ -470,5 +756,6 @@ def load_case(spec: str) -> Grid2OpCase:
         eval_days=eval_days,
         load_map=load_map,
         rating_source=source,
+        names={kind: tuple(v) for kind, v in names.items()},
         assumed=tuple(assumed),
     )

@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--env",
         help="Grid2Op environment (name shipped with grid2op, or a "
-        "directory); default: the checkpoint's case",
+        "directory); default: the checkpoint's case. Grid2Op itself loads it, and "
+        "grid2op.make imports the directory's config.py (runs its code): use only "
+        "environments you trust (gridrl.make reads them without running anything)",
     )
     parser.add_argument(
         "--chronics",

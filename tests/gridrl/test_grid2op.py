@@ -273,3 +273,219 @@ def test_a_grid_json_naming_a_module_runs_nothing_and_bad_chronics_are_typed(tmp
     monkeypatch.setattr(grid2op_data, "MAX_CHRONIC_CHARS", 1000)
     with pytest.raises(EnvOptionError, match="once decompressed"):
         load_case(f"grid2op:{copy}")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A copy of the small environment that the hostile tests below alter one file at
+    a time (each restores what it altered)."""
+    copy = tmp_path_factory.mktemp("grid2op") / "env"
+    shutil.copytree(find_env(SMALL), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def _altered(root, relative, content):
+    """Write ``content`` (str or bytes) to ``root / relative``; return a function that
+    puts the original back."""
+    path = root / relative
+    before = path.read_bytes() if path.exists() else None
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def restore():
+        if before is None:
+            path.unlink()
+        else:
+            path.write_bytes(before)
+
+    return restore
+
+
+def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine):
+    """Hostile rerun 4: prods_charac.csv with a missing column, another separator, a
+    duplicate row or a non-number raised KeyError/ValueError; NaN Pmax became 1e9 MW;
+    an infinite cost gave NaN rewards; a 400-digit limit raised OverflowError; limits of
+    0 or below passed; config.py was read by its last binding, not as Python runs it."""
+    spec = f"grid2op:{pristine}"
+    charac = (pristine / "prods_charac.csv").read_text()
+    header, *rows = charac.strip().splitlines()
+    cols = header.split(",")
+
+    def with_cell(row, column, value):
+        cells = rows[row].split(",")
+        cells[cols.index(column)] = value
+        return "\n".join([header, *rows[:row], ",".join(cells), *rows[row + 1 :]]) + "\n"
+
+    bad_charac = {
+        "no column": (charac.replace("Pmax", "P_max", 1), r"no column \['Pmax'\]"),
+        "semicolons": (charac.replace(",", ";"), "comma-separated"),
+        "twice": (charac + rows[0] + "\n", "occur twice"),
+        "not a number": (with_cell(1, "Pmax", "abc"), "Pmax of 'gen_2_1' is 'abc'"),
+        "NaN Pmax": (with_cell(0, "Pmax", "nan"), "gen_1_0.*Pmax nan"),
+        "Pmin above Pmax": (with_cell(0, "Pmin", "500"), "Pmin <= Pmax"),
+        "infinite cost": (with_cell(0, "marginal_cost", "inf"), "marginal_cost of 'gen_1_0'"),
+        "huge cost": (with_cell(0, "marginal_cost", "1e300"), "within"),
+        "negative ramp": (with_cell(0, "max_ramp_up", "-5"), "negative"),
+        "unknown type": (with_cell(0, "type", "fusion"), "fusion"),
+        "empty": ("", "comma-separated"),
+    }
+    for text, message in bad_charac.values():
+        restore = _altered(pristine, "prods_charac.csv", text)
+        with pytest.raises(EnvOptionError, match=message):
+            load_case(spec)
+        restore()
+    restore = _altered(pristine, "prods_charac.csv", with_cell(2, "type", " Wind "))
+    assert load_case(spec).renewable[2]  # Grid2Op's types, whatever their case and spaces
+    restore()
+
+    reference = _case(SMALL)
+    kv = np.asarray(reference.network.bus.base_kv)[
+        np.asarray(reference.network.topology.branch_from)
+    ]
+    n = reference.network.n_branch
+    amps = [100.0 + i for i in range(n)]
+    bad_config = {
+        "a 400-digit limit": (f"config = {{'thermal_limits': [{'9' * 400}] + {amps[1:]}}}", ""),
+        "zero": ("config = {'thermal_limits': " + str([0.0, *amps[1:]]) + "}", "positive"),
+        "negative": ("config = {'thermal_limits': " + str([-5, *amps[1:]]) + "}", "positive"),
+        "too few": ("config = {'thermal_limits': " + str(amps[1:]) + "}", f"{n - 1} thermal"),
+        "not UTF-8": (b"config = {'thermal_limits': [1.0]} # \xff\xfe", "UTF-8"),
+    }
+    for what, (text, message) in bad_config.items():
+        restore = _altered(pristine, "config.py", text)
+        if what == "a 400-digit limit":  # a list expression, not a literal: unreadable
+            assert any("only running" in a for a in load_case(spec).assumed)
+        else:
+            with pytest.raises(EnvOptionError, match=message):
+                load_case(spec)
+        restore()
+
+    def ratings(text):
+        restore = _altered(pristine, "config.py", text)
+        try:
+            case = load_case(spec)
+        finally:
+            restore()
+        return np.asarray(case.network.branch.rate_a_mva), case.assumed
+
+    expected = np.sqrt(3) * kv * np.array(amps) / 1000
+    other = [a + 50 for a in amps]
+    # Python binds the name when config is built: a later rebinding changes nothing
+    rate, _ = ratings(f"lim = {amps}\nconfig = {{'thermal_limits': lim}}\nlim = {other}\n")
+    np.testing.assert_allclose(rate, expected)
+    # the last assignment to config wins, and config["thermal_limits"] = ... binds
+    rate, _ = ratings(
+        f"config = {{'thermal_limits': {other}}}\nconfig = {{'thermal_limits': {amps}}}\n"
+    )
+    np.testing.assert_allclose(rate, expected)
+    rate, _ = ratings(f"config = {{'thermal_limits': None}}\nconfig['thermal_limits'] = {amps}\n")
+    np.testing.assert_allclose(rate, expected)
+    # by line name, in any order
+    names = reference.names["lines"]
+    by_name = dict(reversed(list(zip(names, amps, strict=True))))
+    rate, _ = ratings(f"config = {{'thermal_limits': {by_name!r}}}\n")
+    np.testing.assert_allclose(rate, expected)
+    # changed in a way only running it would show: said, and the grid's limits used
+    _, assumed = ratings(f"config = {{'thermal_limits': {amps}}}\nconfig.update(x=1)\n")
+    assert any("only running" in a for a in assumed)
+    _, assumed = ratings("config = {'thermal_limits': " + "[" * 500 + "]" * 500 + "}\n")
+    assert any("config.py" in a for a in assumed)  # nested too deep for the parser
+
+
+def test_chronic_and_grid_faults_are_typed_and_maintenance_is_matched_by_name(pristine):
+    """Hostile rerun 4: a start date of 9999-12-31 raised OverflowError, non-UTF-8 info
+    files UnicodeDecodeError, a chronics file NotADirectoryError, an over-long name
+    OSError, a load out of service KeyError, a load of 1e300 MW KeyError; time
+    intervals such as '+0:05' or '0:05:30' were accepted; maintenance columns were
+    matched by position, not by line name."""
+    import bz2
+    import json
+
+    spec = f"grid2op:{pristine}"
+    folder = "chronics/0000"
+    for relative, content, message in (
+        (f"{folder}/start_datetime.info", "9999-12-31 23:55", "last date"),
+        (f"{folder}/start_datetime.info", b"\xff\xfe2019", "UTF-8"),
+        (f"{folder}/time_interval.info", "+0:05", "HH:MM"),
+        (f"{folder}/time_interval.info", "00:05:30", "HH:MM"),
+        (f"{folder}/time_interval.info", "0_0:5", "HH:MM"),
+    ):
+        restore = _altered(pristine, relative, content)
+        with pytest.raises(EnvOptionError, match=message):
+            load_case(spec)
+        restore()
+    with pytest.raises(EnvOptionError, match="no Grid2Op environment"):
+        load_case("grid2op:" + "x" * 5000)
+
+    grid = (pristine / "grid.json").read_text()
+    data = json.loads(grid)
+    load = json.loads(data["_object"]["load"]["_object"])
+    load["data"][0][load["columns"].index("in_service")] = False
+    data["_object"]["load"]["_object"] = json.dumps(load)
+    restore = _altered(pristine, "grid.json", json.dumps(data))
+    with pytest.raises(EnvOptionError, match="out of service"):
+        load_case(spec)
+    restore()
+
+    chronic = pristine / folder / "load_p.csv.bz2"
+    text = bz2.decompress(chronic.read_bytes()).decode()
+    lines = text.splitlines()
+    lines[3] = "1e300" + lines[3][lines[3].index(";") :]
+    restore = _altered(
+        pristine, f"{folder}/load_p.csv.bz2", bz2.compress("\n".join(lines).encode())
+    )
+    with pytest.raises(EnvOptionError, match=r"row 3.*within"):
+        load_case(spec)
+    restore()
+    lines[3] = "-1e6" + lines[3][lines[3].index(";") :]  # passed make, then stepped on
+    restore = _altered(
+        pristine, f"{folder}/load_p.csv.bz2", bz2.compress("\n".join(lines).encode())
+    )
+    with pytest.raises(EnvOptionError, match=r"beyond the .* MW of all the grid's generators"):
+        load_case(spec)
+    restore()
+
+    # maintenance by line name: the same file with its columns reversed gives the same
+    # outages; a file naming a line the grid lacks is refused
+    names = list(_case(SMALL).names["lines"])
+    steps = len(lines) - 1
+    rows = np.zeros((steps, len(names)))
+    rows[30:60, 2] = 1.0  # line 2 out from row 30 to 59
+
+    def table(columns, values):
+        body = "\n".join(";".join(f"{v:g}" for v in row) for row in values)
+        return bz2.compress((";".join(columns) + "\n" + body + "\n").encode())
+
+    restore = _altered(pristine, f"{folder}/maintenance.csv.bz2", table(names[::-1], rows[:, ::-1]))
+    out = load_case(spec).line_out
+    restore()
+    first_day = out[0]
+    assert first_day[:, 2].any() and not np.delete(first_day, 2, axis=1).any()
+    renamed = ["no_such_line", *names[1:]]
+    restore = _altered(pristine, f"{folder}/maintenance.csv.bz2", table(renamed, rows))
+    with pytest.raises(EnvOptionError, match=r"no_such_line|no column"):
+        load_case(spec)
+    restore()
+
+    shutil.move(pristine / "chronics", pristine / "chronics_dir")
+    (pristine / "chronics").write_text("not a folder")
+    try:
+        with pytest.raises(EnvOptionError, match="not a directory"):
+            load_case(spec)
+    finally:
+        (pristine / "chronics").unlink()
+        shutil.move(pristine / "chronics_dir", pristine / "chronics")
+
+
+def test_grid2op_agent_refuses_an_action_space_of_other_elements_with_the_same_counts():
+    from dataclasses import replace
+
+    from gridrl.baselines import make_policy
+    from gridrl.grid2op import Grid2OpAgent
+
+    env, params = make(f"grid2op:{SMALL}", n_areas=2)
+    names = dict(env.recorded.names)
+    names["prods"] = names["prods"][::-1]  # same generators, another order
+    env.recorded = replace(env.recorded, names=names)
+    g2o = _grid2op_env(SMALL)
+    with pytest.raises(EnvOptionError, match=r"prods are not.*not the same grid"):
+        Grid2OpAgent(make_policy("greedy", env), g2o.action_space, env, params)
