@@ -64,6 +64,7 @@ class TrainConfig:
     case: str = "ieee118"
     method: str = "dc"
     n_areas: int = 4
+    replay_noise: float = 0.0
     # scale
     total_steps: int = 8_000_000
     num_envs: int | None = None  # None: SCALE_DEFAULTS[backend].num_envs
@@ -247,6 +248,18 @@ class TrainConfig:
         need(  # inf: no clipping
             self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}"
         )
+        from gridrl.env import MAX_REPLAY_NOISE
+
+        need(
+            0 <= self.replay_noise <= MAX_REPLAY_NOISE,  # NaN fails both comparisons
+            "replay_noise",
+            f"must be a number in 0..{MAX_REPLAY_NOISE:g}, got {self.replay_noise}",
+        )
+        need(
+            not self.replay_noise or self.case.startswith("grid2op:"),
+            "replay_noise",
+            f"applies to recorded days (--case grid2op:...), not to {self.case!r}",
+        )
         for name in ("start_level", "max_level", "eval_level"):
             v = getattr(self, name)
             need(0 <= v <= TOP_LEVEL, name, f"must be a curriculum level 0..{TOP_LEVEL}, got {v}")
@@ -290,6 +303,9 @@ HELP = {
     "environments shipped with grid2op need the [grid2op] extra)",
     "method": "physics of the environment: dc (fast) or ac",
     "n_areas": "operational areas, one operational agent each",
+    "replay_noise": "grid2op: cases: multiply the training days' recorded loads by 1 + this "
+    "times the curriculum level's AR(1) load noise (3-4 %% std at levels 2-4); 0 replays them "
+    "exactly; evaluation never adds noise",
     "total_steps": "environment steps to train for (all environments together)",
     "num_envs": "parallel environments (all devices and processes together); the default "
     "depends on the backend",

@@ -54,6 +54,9 @@ MAX_CORRECTIVE_ROUNDS = 8
 #: The most last-resort shedding steps the safety filter may take per step (each one
 #: is a sensitivity row and a flow update in every environment step).
 MAX_SHED_STEPS = 64
+#: The largest EnvConfig.replay_noise: ten times the top level's 4 % noise already moves
+#: a recorded load by 40 % (one standard deviation) from its record.
+MAX_REPLAY_NOISE = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ class EnvConfig:
             that relieves it most), keeping every load's shedding, the agents' included,
             within ``max_shed_share``; counted as deliberate shedding. 0 (default): none;
             at most MAX_SHED_STEPS.
+        replay_noise: recorded (``grid2op:``) days only: the training days' loads are
+            multiplied by ``1 + replay_noise * noise``, ``noise`` being the curriculum
+            level's AR(1) load noise (standard deviation 0 at levels 0-1, 3-4 % above).
+            0 (default) replays the days exactly; evaluation always does. At most
+            MAX_REPLAY_NOISE.
         method: physics: "dc" (default) or "ac".
         dtype: "float32" (default, fast) or "float64".
     """
@@ -113,6 +121,7 @@ class EnvConfig:
     schedule_range: float = 0.1
     corrective_rounds: int = 0
     shed_steps: int = 0
+    replay_noise: float = 0.0
     method: Literal["dc", "ac"] = "dc"
     dtype: Literal["float32", "float64"] = "float32"
 
@@ -151,6 +160,7 @@ class EnvConfig:
             ("renewable_share", 0.0, 1.0),
             ("max_shed_share", 0.0, 1.0),
             ("schedule_range", 0.0, 1.0),
+            ("replay_noise", 0.0, MAX_REPLAY_NOISE),
         ):
             v = getattr(self, name)
             if (
@@ -198,6 +208,7 @@ class Replay:
     line_out: jax.Array  # (n_days, steps, n_branch) 0/1
     day_weight: jax.Array  # (n_days,) 1: an episode may draw this day
     eval_days: jax.Array  # (n_days,) 1: held out for evaluation
+    noise_scale: jax.Array  # () EnvConfig.replay_noise; 0 in evaluation_params
 
 
 @jax.tree_util.register_dataclass
@@ -560,7 +571,11 @@ class GridEnv:
         """(n_load,) demand at step ``t``: the recorded day's, or the case's loads times
         the synthetic profile, scale and noise."""
         if params.replay is not None:
-            return params.replay.load_mw[day, t % params.replay.load_mw.shape[1]]
+            r = params.replay
+            # the level's noise as an option (training only): a multiplier that never
+            # turns a load's sign (recorded loads may be negative: embedded generation)
+            factor = jnp.maximum(1.0 + r.noise_scale * noise, 0.0)
+            return r.load_mw[day, t % r.load_mw.shape[1]] * factor
         net = params.network
         return (
             net.load.p_mw
@@ -854,6 +869,11 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     if not 0 <= level <= scenarios.TOP_LEVEL:
         raise EnvOptionError(f"level must be 0..{scenarios.TOP_LEVEL}, got {level}")
     recorded = None
+    if config.replay_noise and not grid2op_data.is_grid2op(case):
+        raise EnvOptionError(
+            f"replay_noise applies to recorded days (grid2op: cases); {case!r} draws its "
+            "days with the curriculum's own noise"
+        )
     if grid2op_data.is_grid2op(case):
         recorded = grid2op_data.load_case(case)
         network = recorded.network
@@ -889,6 +909,7 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
             line_out=jnp.asarray(recorded.line_out, dtype),
             day_weight=jnp.asarray(~recorded.eval_days | recorded.eval_days.all(), dtype),
             eval_days=jnp.asarray(recorded.eval_days, dtype),
+            noise_scale=jnp.asarray(config.replay_noise, dtype),
         )
     params = EnvParams(
         network=network.astype(dtype),
@@ -913,4 +934,6 @@ def evaluation_params(params: EnvParams) -> EnvParams:
     if params.replay is None:
         return params
     r = params.replay
-    return replace(params, replay=replace(r, day_weight=r.eval_days))
+    return replace(
+        params, replay=replace(r, day_weight=r.eval_days, noise_scale=jnp.zeros_like(r.noise_scale))
+    )

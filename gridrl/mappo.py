@@ -664,7 +664,11 @@ class Trainer:
         self.devices = list(devices)
         self.mesh = Mesh(np.array(self.devices), (AXIS,))
         self.env, params = make(
-            config.case, n_areas=config.n_areas, method=config.method, level=config.start_level
+            config.case,
+            n_areas=config.n_areas,
+            method=config.method,
+            level=config.start_level,
+            replay_noise=config.replay_noise,
         )
         if env_params is not None:
             params = env_params

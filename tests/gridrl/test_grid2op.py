@@ -489,3 +489,32 @@ def test_grid2op_agent_refuses_an_action_space_of_other_elements_with_the_same_c
     g2o = _grid2op_env(SMALL)
     with pytest.raises(EnvOptionError, match=r"prods are not.*not the same grid"):
         Grid2OpAgent(make_policy("greedy", env), g2o.action_space, env, params)
+
+
+def test_replay_noise_is_an_option_for_training_days_and_never_in_evaluation():
+    """Issue 13: noise on the recorded days only as an option. With replay_noise=1 at
+    level 2 the loads a step later are the record times 1 + the env's AR(1) noise
+    (hand-computed from the state's noise), and evaluation replays the record."""
+    from gridrl.config import ConfigError, TrainConfig
+
+    env, params = make(f"grid2op:{SMALL}", n_areas=2, level=2, replay_noise=1.0)
+    case = env.recorded
+    zero = {a: jnp.zeros(env.action_space(a).shape, env.dtype) for a in env.agents}
+    step = jax.jit(env.step)
+    for p, noisy in ((params, True), (evaluation_params(params), False)):
+        _, state = env.reset(jax.random.key(3), p)
+        day = int(state.day)
+        for k in range(3):
+            _, state, _, _, _ = step(jax.random.key(10 + k), state, zero, p)
+        record = case.load_mw[day, 3]
+        noise = np.asarray(state.noise, np.float64)
+        assert np.abs(noise).max() > 1e-3  # level 2: the AR(1) noise moves
+        expected = record * np.maximum(1 + noise, 0) if noisy else record
+        np.testing.assert_allclose(np.asarray(state.load_mw), expected, rtol=1e-5, atol=1e-4)
+        assert noisy == (np.abs(np.asarray(state.load_mw) - record).max() > 1e-2)
+    with pytest.raises(EnvOptionError, match="replay_noise applies to recorded days"):
+        make("ieee14", replay_noise=1.0)
+    with pytest.raises(EnvOptionError, match="replay_noise"):
+        make(f"grid2op:{SMALL}", replay_noise=float("nan"))
+    with pytest.raises(ConfigError, match="--replay-noise"):
+        TrainConfig(case="ieee14", replay_noise=0.5).validate()
