@@ -159,7 +159,7 @@ class Grid2OpAgent(BaseAgent):
         cooldown = np.asarray(getattr(obs, "time_before_cooldown_line", np.zeros(env.n_branch)))
         state = EnvState(
             t=jnp.int32(t % steps_per_day),
-            day=jnp.int32(0),
+            day=jnp.int32(self.recorded_day(load, t % steps_per_day)),
             draw=scenarios.EpisodeDraw(
                 scale=jnp.asarray(1.0, dtype), cloud=jnp.asarray(1.0, dtype)
             ),
@@ -192,6 +192,13 @@ class Grid2OpAgent(BaseAgent):
             base_mw=jnp.zeros(env.n_gen, dtype),  # set by the decider from the schedule
         )
         return state, x, planned
+
+    def recorded_day(self, load: np.ndarray, t: int) -> int:
+        """The recorded day whose demand at step ``t`` is nearest ``load`` (per bus): the
+        day Grid2Op is replaying when it is one gridrl read, so that the observation's
+        next-hour demand feature comes from the same day."""
+        days = np.asarray(self.env.recorded.load_mw[:, t], float)
+        return int(np.argmin(np.abs(days - load).sum(axis=1)))
 
     def effective_rating(self, obs) -> np.ndarray:
         """(n_branch,) MW ratings that make the DC loading |P| / rating equal Grid2Op's

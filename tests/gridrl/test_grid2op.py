@@ -518,3 +518,27 @@ def test_replay_noise_is_an_option_for_training_days_and_never_in_evaluation():
         make(f"grid2op:{SMALL}", replay_noise=float("nan"))
     with pytest.raises(ConfigError, match="--replay-noise"):
         TrainConfig(case="ieee14", replay_noise=0.5).validate()
+
+
+def test_grid2op_agent_observes_the_recorded_day_grid2op_is_replaying():
+    """The next-hour demand feature read recorded day 0 whatever chronic Grid2Op played;
+    the agent now finds the day by its demand: the chronic Grid2Op reports."""
+    from pathlib import Path
+
+    from gridrl.baselines import make_policy
+    from gridrl.grid2op import Grid2OpAgent
+
+    env, params = _small_env()
+    g2o = _grid2op_env(SMALL)
+    agent = Grid2OpAgent(make_policy("greedy", env), g2o.action_space, env, params)
+    case = env.recorded
+    seen = set()
+    for chronic in range(3):
+        obs = g2o.reset(options={"time serie id": chronic})
+        for _ in range(4):
+            obs, *_ = g2o.step(g2o.action_space({}))
+        state = agent.gridrl_inputs(obs)[0]
+        name = Path(g2o.chronics_handler.get_name()).name
+        assert case.day_chronic[int(state.day)] == name
+        seen.add(name)
+    assert len(seen) == 3
