@@ -7,6 +7,14 @@ Grid2Op's cumulative reward, the operational cost (the units' output at their ma
 cost, over the steps survived) and the actions Grid2Op declared illegal or ambiguous,
 as a markdown table (``report.md``) and JSON (``grid2op_eval.json``) in ``--out``.
 Grid2Op's L2RPN score is not computed (it needs the competition's reference runs).
+
+No agent of ``l2rpn-baselines`` runs next to them: of its newest release on PyPI
+(0.8.0), the agents that need neither training nor downloads fail on the shipped
+environments with today's libraries. ``OptimCVXPY`` imports
+``lightsim2grid.gridmodel.init`` (gone in lightsim2grid 1.x), uses ``np.NaN`` (gone in
+NumPy 2) and, with both patched, fails inside cvxpy 1.9's indexing;
+``PandapowerOPFAgent`` asserts an ``ext_grid``, which none of the environments gridrl
+reads has. The others need training or downloaded weights.
 """
 
 from __future__ import annotations
