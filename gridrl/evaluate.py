@@ -253,11 +253,15 @@ def _plots(out_dir: Path, log: list[dict], results, score, loadings: dict) -> li
     return files
 
 
-def training_summary(log: list[dict], max_level: int, eval_level: int) -> dict | None:
+def training_summary(
+    log: list[dict], max_level: int, eval_level: int, min_updates: int = 1
+) -> dict | None:
     """What the report says about training, from the run's metrics log (None without
     one): ``updates``, ``env_steps``, ``minutes``, ``final_level``, ``stalled`` (the
     curriculum ended below ``max_level``) and ``text``. A stalled curriculum, or an
-    evaluation above the last level trained on, is said in words."""
+    evaluation above the last level trained on, is said in words, with why it stalled:
+    training ended before ``min_updates`` (``--min-updates-per-level``) at its last
+    level, or the violation rate stayed too high."""
     if not log:
         return None
     last = log[-1]
@@ -270,9 +274,25 @@ def training_summary(log: list[dict], max_level: int, eval_level: int) -> dict |
         f"throughput {last['steps_per_s']:,.0f} steps/s."
     )
     if stalled:
+        at_final = 0  # updates logged at the last level, counted from the end
+        for row in reversed(log):
+            if int(row["level"]) != final:
+                break
+            at_final += 1
+        if at_final < min_updates:
+            why = (
+                f"training ended after {at_final} update(s) at that level, before the "
+                f"{min_updates} a level takes before it may advance (--min-updates-per-level; "
+                "train longer with --total-steps)"
+            )
+        else:
+            rate = last.get("violation_rate")
+            why = "the violation rate never fell far enough to advance" + (
+                f" (last update: {100 * rate:.1f} % of steps)" if rate is not None else ""
+            )
         text += (
             f" **The curriculum stalled at level {final}**, below its last level "
-            f"({max_level}): the violation rate never fell far enough to advance"
+            f"({max_level}): {why}"
         )
         text += (
             f", so the policy is evaluated at level {eval_level} without having trained there."
@@ -417,7 +437,9 @@ def write_report(
         )
     lines += ["", verdict, ""]
     # without a curriculum the run stays at its start level: nothing to stall
-    training = training_summary(log, c.max_level if c.curriculum else c.start_level, level)
+    training = training_summary(
+        log, c.max_level if c.curriculum else c.start_level, level, c.min_updates_per_level
+    )
     if training is not None:
         lines += ["## Training", "", training["text"], ""]
     lines += [f"![{f}]({f})" for f in files]

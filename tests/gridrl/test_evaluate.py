@@ -86,3 +86,13 @@ def test_training_summary_says_when_the_curriculum_stalled():
     capped = training_summary(_log([0, 1, 2]), max_level=2, eval_level=2)
     assert not capped["stalled"]
     assert training_summary([], max_level=4, eval_level=4) is None
+    # why it stalled: too few updates at the last level, or violations too high
+    short = training_summary(_log([0, 0, 1, 1, 2]), max_level=4, eval_level=4, min_updates=2)
+    assert "after 1 update(s) at that level, before the 2" in short["text"]
+    assert "violation rate" not in short["text"]
+    log = _log([0, 0, 1, 1, 1])
+    log[-1]["violation_rate"] = 0.25
+    high = training_summary(log, max_level=4, eval_level=4, min_updates=2)
+    assert (
+        "the violation rate never fell far enough to advance (last update: 25.0 %" in high["text"]
+    )
