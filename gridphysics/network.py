@@ -399,6 +399,9 @@ class Network:
         if key == "status" and not len(bad):
             bad = np.flatnonzero((arr < 0) | (arr > 1))
             rule = "a status is 0 (out), 1 (in service) or a fraction in between"
+        if group == "branch" and key == "tap" and not len(bad):
+            bad = np.flatnonzero(arr <= 0)
+            rule = "a ratio is > 0 (1.0 for a nominal ratio)"
         if key.startswith("rate_") and not len(bad):
             bad = np.flatnonzero(arr < 0)
             rule = "a rating is a number >= 0 (0 means unlimited, as in MATPOWER) or NaN for none"
@@ -544,10 +547,12 @@ class Network:
                 f"{id_of['branch'](i)} has series reactance x_pu = {x[i]:g}, outside the physical "
                 f"range ({X_MIN_PU:g} <= |x| <= {X_MAX_PU:g} p.u.)"
             )
-        bad = np.flatnonzero((status > 0) & (tap == 0))
-        if bad.size:
+        bad = np.flatnonzero((status > 0) & (tap <= 0))
+        if bad.size:  # a negative ratio is no transformer (DC flows changed by 23 %)
+            i = int(bad[0])
             raise InvalidValueError(
-                f"{id_of['branch'](int(bad[0]))} has tap ratio 0; use 1.0 for a nominal ratio"
+                f"{id_of['branch'](i)} has tap ratio {tap[i]:g}; a ratio is > 0 (1.0 for "
+                "a nominal ratio)"
             )
         from gridphysics.admittance import SHIFT_MAX_RAD
 

@@ -83,7 +83,7 @@ def pandapower_ppc(net: Any, model: Model = "runpp") -> tuple[dict, dict]:
                 "the pandapower net has no reference bus: add an ext_grid or a gen with slack=True"
             ) from None
         raise CaseFormatError(f"pandapower could not convert the net: {exc}") from None
-    except (KeyError, ValueError, IndexError, TypeError, AttributeError) as exc:
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError, ArithmeticError) as exc:
         raise CaseFormatError(
             f"pandapower could not convert the net ({type(exc).__name__}: {exc})"
         ) from None

@@ -318,6 +318,12 @@ def from_ppc(
             "BR_STATUS": BR_STATUS,
         },
     )
+    negative = np.flatnonzero(branch[:, TAP] < 0)
+    if negative.size:  # 0 means a line; below 0 is no transformer (flows changed 23 %)
+        i = int(negative[0])
+        raise CaseFormatError(
+            f"branch row {i + 1} has TAP = {branch[i, TAP]:g}; it must be >= 0 (0: a line)"
+        )
     _check_finite(gen, "gen", {"GEN_BUS": GEN_BUS, "PG": PG, "GEN_STATUS": GEN_STATUS})
     _check_range(
         bus,

@@ -277,3 +277,27 @@ def test_a_pandapower_in_service_of_nan_is_a_case_format_error():
     net.gen["in_service"] = np.nan
     with pytest.raises(gp.CaseFormatError, match="gen 0: in_service"):
         gp.from_pandapower(net)
+
+
+@pytest.mark.parametrize("sn_mva", [0.0, np.nan])
+def test_a_pandapower_base_power_of_zero_or_nan_is_a_case_format_error(sn_mva):
+    """pandapower's conversion raised a bare FloatingPointError (hostile rerun 5)."""
+    import pandapower.networks as pn
+
+    net = pn.case14()
+    net.sn_mva = sn_mva
+    with pytest.raises(gp.CaseFormatError, match="FloatingPointError"):
+        gp.from_pandapower(net)
+
+
+@pytest.mark.parametrize("tap", [-0.978, -1.0])
+def test_a_negative_tap_ratio_is_refused(case14, tap):
+    """A negative ratio changed DC flows by 23 % without a word (hostile rerun 5); 0
+    was refused already."""
+    branch = np.array(case14["branch"], float)
+    branch[7, 8] = tap  # case14's branch 7 is a transformer (4-7, ratio 0.978)
+    with pytest.raises(gp.CaseFormatError, match=f"row 8 has TAP = {tap:g}; it must be >= 0"):
+        gp.from_ppc(case14 | {"branch": branch})
+    net = gp.from_ppc(case14)
+    with pytest.raises(gp.InvalidValueError, match=f"branch.tap = {tap}; a ratio is > 0"):
+        net.with_branches(tap=np.where(np.arange(net.n_branch) == 7, tap, 1.0))
