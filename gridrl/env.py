@@ -897,7 +897,9 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
         + np.asarray(gen.cost_c1) * base
         + np.asarray(gen.cost_c0) * (base > 0)
     )
-    normalizer = max(float(np.sum(cost[~env.renewable])) * DT_HOURS, 1.0)
+    # the size of a step's cost: negative marginal costs (market bids) must neither flip
+    # the reward's sign nor drop its scale to the $1 floor
+    normalizer = max(float(np.sum(np.abs(cost[~env.renewable]))) * DT_HOURS, 1.0)
     p_max = np.asarray(gen.p_max_mw)
     capacity = np.where(env.renewable, np.minimum(p_max, 2 * np.maximum(base, 0.05 * p_max)), p_max)
     replay = None
