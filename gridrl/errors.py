@@ -27,3 +27,50 @@ class EnvInputError(GridRLError, TypeError):
 
 class EnvOptionError(GridRLError, ValueError):
     """An invalid option of :func:`gridrl.make` (unknown name, wrong type or range)."""
+
+
+class OutputPathError(GridRLError, ValueError):
+    """An output file or directory that cannot be written; raised before any work."""
+
+
+def writable_dir(path, flag: str):
+    """``path`` as a directory that can be made and takes a file, checked before a long
+    job writes there, so that it fails at once and not after the work. Directories the
+    check makes are removed again."""
+    from pathlib import Path
+
+    path = Path(path)
+    made = []  # the directories this check creates: removed again, the job makes them
+    try:
+        for parent in (path, *path.parents):
+            if parent.exists() or parent.is_symlink():
+                break
+            made.append(parent)
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(f"{flag} {path}: cannot write there ({exc})") from None
+    finally:
+        for directory in made:  # deepest first; only if still empty
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+    return path
+
+
+def writable_file(path, flag: str):
+    """``path`` as a file that can be written (its directory exists and takes a file,
+    and it is not itself a directory); checked before the work that produces it."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path}: is a directory, not a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"{flag} {path}: its directory {parent} does not exist")
+    writable_dir(parent, flag)
+    return path

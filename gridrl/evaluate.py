@@ -31,6 +31,7 @@ from gridrl.baselines import (
     run_episodes,
 )
 from gridrl.env import MAX_SHED_STEPS, evaluation_params
+from gridrl.errors import writable_dir
 from gridrl.metrics import metric
 
 #: The baselines of the report by default (``mpc`` and ``dc_opf`` plan every step outside
@@ -336,13 +337,8 @@ def write_report(
         )
     run_dir = policy.checkpoint.parent
     out_dir = Path(out_dir) if out_dir else run_dir
-    try:  # before the evaluation, not after it (a file there was a traceback at the end)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"--out {out_dir}: cannot write the report there ({exc})") from None
+    # before the evaluation, not after it (a file there was a traceback at the end)
+    writable_dir(out_dir, "--out").mkdir(parents=True, exist_ok=True)
     log_dir = Path(log_dir) if log_dir else run_dir / "logs"
     baselines = tuple(b for b in baselines if b != "policy")
     results = evaluate(

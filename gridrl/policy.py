@@ -51,9 +51,15 @@ def load_policy(checkpoint: str | Path, step: int | None = None) -> Policy:
     Raises :class:`gridrl.checkpoint.CheckpointError` for a missing, corrupt or
     incompatible checkpoint.
     """
+    import os
+
     from gridrl import checkpoint as ckpt
     from gridrl.mappo import Trainer
 
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ckpt.CheckpointError(
+            f"checkpoint must be a run directory or its checkpoints/ (a path), got {checkpoint!r:.80}"
+        )
     directory = ckpt.checkpoint_dir(checkpoint)
     step, meta = ckpt.read_meta(directory, step)
     try:

@@ -27,7 +27,7 @@ import numpy as np
 
 import gridphysics as gp
 from gridrl import scenarios
-from gridrl.errors import GridRLError
+from gridrl.errors import GridRLError, writable_file
 
 
 class SnapshotError(GridRLError, ValueError):
@@ -416,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.hour < 24:
         parser.error("--hour must be in [0, 24)")
+    if args.json_out:
+        try:  # before the work, not after it
+            writable_file(args.json_out, "--json")
+        except GridRLError as exc:
+            parser.error(str(exc))
     from gridrl.checkpoint import CheckpointError
     from gridrl.policy import load_policy
 

@@ -36,7 +36,7 @@ from gridrl.config import (
     backend_default_text,
     type_name,
 )
-from gridrl.errors import EnvOptionError, GridRLError
+from gridrl.errors import EnvOptionError, GridRLError, OutputPathError, writable_dir
 from gridrl.metrics import BY_NAME, LOG_FIELDS, METRICS
 
 
@@ -422,6 +422,11 @@ def init_distributed(args) -> None:
             raise ConfigError(
                 "--num-processes: needs --coordinator-address (host:port of process 0)"
             )
+        if args.process_id not in (None, 0):  # one process is process 0
+            raise ConfigError(
+                f"--process-id: a single process is process 0, got {args.process_id}; "
+                "several need --coordinator-address and --num-processes"
+            )
         return
     if args.num_processes is None or args.process_id is None:
         raise ConfigError(
@@ -575,6 +580,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"--case: unknown case {config.case!r}; named cases: {', '.join(case_names())} "
                 "(or a MATPOWER .m file, or grid2op:<environment>)"
             )
+        # the output directories take files: checked before training, not after it
+        for directory, flag in (
+            (run_dir, "--run-dir"),
+            (checkpoint_dir, "--checkpoint-dir"),
+            (args.log_dir, "--log-dir"),
+        ):
+            if directory:
+                writable_dir(directory, flag)
         init_distributed(args)
         import jax
 
@@ -589,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             report=not args.no_report,
         )
-    except (ConfigError, EnvOptionError) as exc:
+    except (ConfigError, EnvOptionError, OutputPathError) as exc:
         parser.error(str(exc))
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -363,7 +363,7 @@ def test_evaluate_cli_writes_report_and_plots(tiny_run, tmp_path, capsys):
     blocker.write_text("")
     with pytest.raises(SystemExit):  # a traceback after the whole evaluation
         evaluate_main(["--checkpoint", str(run_dir), "--out", str(blocker), "--episodes", "1"])
-    assert "cannot write the report" in capsys.readouterr().err
+    assert "--out" in (err := capsys.readouterr().err) and "cannot write there" in err
 
 
 def test_evaluation_env_adds_the_corrective_redispatch_to_the_same_grid(tiny_run):
@@ -501,6 +501,9 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
         (["--coordinator-address", "localhost:1"], "--coordinator-address"),
         (["--seed", str(2**70)], "--seed"),  # was an OverflowError traceback after 14 s
         (["--seed", "-1"], "--seed"),
+        (["--process-id", "5"], "--process-id"),  # silently ignored (hostile rerun 5)
+        (["--checkpoint-dir", "/proc/x"], "--checkpoint-dir"),  # a traceback after training
+        (["--replay-noise", "0.5"], "--replay-noise"),  # recorded days only
     ],
 )
 def test_bad_flags_fail_before_compiling_and_name_the_flag(argv, flag, capsys, tmp_path):
@@ -509,6 +512,28 @@ def test_bad_flags_fail_before_compiling_and_name_the_flag(argv, flag, capsys, t
     assert exc.value.code == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_output_paths_that_cannot_be_written_fail_before_the_work(capsys, tmp_path):
+    """Hostile rerun 5: a --run-dir that is a file failed after 25 s of work, a --json
+    in a missing directory after the recommendation; now both fail at once, and
+    load_policy of something that is not a path is a CheckpointError."""
+    from gridrl.checkpoint import CheckpointError
+    from gridrl.policy import load_policy
+    from gridrl.recommend import main as recommend_main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        main(["--case", "ieee14", "--run-dir", str(blocker), "--no-progress"])
+    assert "--run-dir" in capsys.readouterr().err
+    for target, message in ((tmp_path / "no" / "x.json", "does not exist"), (tmp_path, "is a dir")):
+        with pytest.raises(SystemExit):
+            recommend_main(["--checkpoint", "x", "--net", "y", "--json", str(target)])
+        assert message in capsys.readouterr().err
+    for bad in (None, 5):
+        with pytest.raises(CheckpointError, match="a path"):
+            load_policy(bad)
 
 
 def test_config_file_and_flags(tmp_path):
