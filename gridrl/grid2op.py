@@ -29,7 +29,7 @@ from grid2op.Agent import BaseAgent
 
 from gridrl import decisions, physics, scenarios
 from gridrl.env import EnvParams, EnvState, Exogenous, GridEnv
-from gridrl.errors import EnvOptionError
+from gridrl.errors import ActionError, EnvInputError, EnvOptionError, GridRLError
 
 #: A curtailment is lifted when the filtered output is within this of what the unit
 #: could produce (MW).
@@ -62,6 +62,15 @@ class Grid2OpAgent(BaseAgent):
         seed: int = 0,
         simulate: bool = True,
     ):
+        from grid2op.Action import ActionSpace
+
+        if not isinstance(action_space, ActionSpace):
+            raise EnvOptionError(
+                f"action_space must be a Grid2Op environment's action space "
+                f"(env.action_space), got {type(action_space).__name__}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise EnvOptionError(f"seed must be an integer >= 0, got {seed!r:.40}")
         super().__init__(action_space)
         if env is None and hasattr(policy, "env"):
             env, params = policy.env, policy.env_params
@@ -70,6 +79,20 @@ class Grid2OpAgent(BaseAgent):
             raise EnvOptionError(
                 "Grid2OpAgent needs the gridrl env and params of the Grid2Op environment "
                 "(gridrl.make('grid2op:<name>')) or a policy loaded with gridrl.load_policy"
+            )
+        if not callable(policy):
+            raise EnvOptionError(
+                f"policy must be a loaded policy or a (key, obs, state, params) -> actions "
+                f"function, got {type(policy).__name__}"
+            )
+        if not isinstance(params, EnvParams) or (
+            params.network.n_gen,
+            params.network.n_branch,
+            params.network.n_load,
+        ) != (env.n_gen, env.n_branch, env.n_load):
+            raise EnvOptionError(
+                "params must be the params that gridrl.make returned with env (the same "
+                "grid), got params of another grid or another kind"
             )
         if env.recorded is None:
             raise EnvOptionError(
@@ -142,9 +165,24 @@ class Grid2OpAgent(BaseAgent):
             obs.load_p, float
         )
 
+    def _check_observation(self, obs) -> None:
+        """``obs`` is an observation of this grid (an :class:`EnvInputError` if not)."""
+        sizes = {"gen_p": self.env.n_gen, "load_p": len(self.load_map), "rho": self.env.n_branch}
+        for name, size in sizes.items():
+            try:
+                got = np.shape(getattr(obs, name))
+            except Exception:
+                got = None
+            if got != (size,):
+                raise EnvInputError(
+                    f"expected a Grid2Op observation of this grid ({name} of shape ({size},)), "
+                    f"got {type(obs).__name__}" + (f" with {name} of shape {got}" if got else "")
+                )
+
     def gridrl_inputs(self, obs) -> tuple[EnvState, Exogenous, np.ndarray]:
         """The gridrl state of ``obs``, the conditions of the next step and Grid2Op's
         planned setpoints for it (before redispatch)."""
+        self._check_observation(obs)
         env, dtype = self.env, self.env.dtype
         steps_per_day = scenarios.STEPS_PER_DAY
         t = (int(obs.hour_of_day) * 60 + int(obs.minute_of_hour)) // scenarios.STEP_MINUTES
@@ -218,9 +256,17 @@ class Grid2OpAgent(BaseAgent):
         # doing nothing in Grid2Op: the planned setpoints plus the redispatch already asked
         idle = np.clip(planned + np.asarray(observation.target_dispatch, float), 0, self.p_max)
         dtype = self.env.dtype
-        target, offset, served, gen, worst, worst_idle = self._decide(
-            key, state, x, jnp.asarray(planned, dtype), jnp.asarray(idle, dtype), self.params
-        )
+        try:
+            target, offset, served, gen, worst, worst_idle = self._decide(
+                key, state, x, jnp.asarray(planned, dtype), jnp.asarray(idle, dtype), self.params
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # traced at the first call
+            if isinstance(exc, GridRLError):
+                raise
+            raise ActionError(
+                f"the policy's actions do not fit this environment's action spaces "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         if float(worst) > 100.0 and float(worst) > float(worst_idle):
             # do no harm: an action that would leave a line more overloaded than doing
             # nothing is not sent (the policy learned on another grid's limits)

@@ -36,7 +36,9 @@ import ast
 import bz2
 import contextlib
 import datetime as dt
+import gzip
 import io
+import lzma
 import math
 import re
 import warnings
@@ -59,7 +61,13 @@ RENEWABLE_TYPES = ("wind", "solar")
 MAX_CHRONIC_BYTES = 512 * 2**20
 #: The largest chronic text once decompressed (characters): a year at 5 minutes of a
 #: 118-bus grid's loads is about 60 MB of text.
-MAX_CHRONIC_CHARS = 512 * 2**20
+MAX_CHRONIC_CHARS = 128 * 2**20
+#: The most rows a chronic file may have: ten years at Grid2Op's 5-minute step (a 20 KB
+#: bz2 file of 19 million short rows grew the process to 6.5 GB).
+MAX_CHRONIC_ROWS = 10 * 366 * 24 * 12
+#: The smallest rating (MVA) a line may have: below a kilovolt-ampere the loadings of
+#: ordinary flows overflow float32 (a thermal limit of 1e-300 A made them NaN).
+MIN_RATING_MVA = 1e-3
 #: The largest ``config.py``, ``prods_charac.csv`` or ``*.info`` file read (bytes).
 MAX_INFO_BYTES = 16 * 2**20
 #: The largest magnitude of a power (MW) in the chronics and ``prods_charac.csv``: ten
@@ -69,6 +77,9 @@ MAX_MW = 1e7
 #: The largest marginal cost accepted ($/MWh): two orders above the highest price caps
 #: of electricity markets (about 10,000 EUR/MWh), so a larger one is corrupt.
 MAX_COST = 1e6
+#: Chronic file endings in Grid2Op's order of preference, and how each is opened.
+CHRONIC_SUFFIXES = (".csv", ".csv.bz2", ".csv.gzip", ".csv.xz")
+_OPENERS = {"bz2": bz2.open, "gzip": gzip.open, "xz": lzma.open}
 #: Unit types Grid2Op knows (``prods_charac.csv`` column ``type``).
 UNIT_TYPES = ("thermal", "nuclear", "hydro", "wind", "solar")
 
@@ -178,10 +189,10 @@ def _read_text(path: Path, max_bytes: int, max_chars: int | None = None) -> str:
         if path.stat().st_size > max_bytes:
             raise EnvOptionError(f"{path}: larger than {max_bytes:,} bytes")
         max_chars = max_bytes if max_chars is None else max_chars
-        opener = bz2.open if path.suffix == ".bz2" else open
+        opener = _OPENERS.get(path.name.rsplit(".", 1)[-1], open)
         with opener(path, "rt", encoding="utf-8") as f:
             text = f.read(max_chars + 1)  # 8 KB of bz2 expanded to 160 MB
-    except (OSError, EOFError, UnicodeDecodeError, ValueError, MemoryError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, MemoryError, lzma.LZMAError) as exc:
         raise EnvOptionError(f"{path}: cannot read it as {what} ({exc})") from None
     if len(text) > max_chars:
         raise EnvOptionError(f"{path}: more than {max_chars:,} characters once decompressed")
@@ -192,6 +203,8 @@ def _read_csv(path: Path, sep: str = ";"):
     import pandas as pd
 
     text = _read_text(path, MAX_CHRONIC_BYTES, MAX_CHRONIC_CHARS)
+    if text.count("\n") > MAX_CHRONIC_ROWS:
+        raise EnvOptionError(f"{path}: more than {MAX_CHRONIC_ROWS:,} rows")
     try:
         return pd.read_csv(io.StringIO(text), sep=sep)
     except (ValueError, MemoryError) as exc:  # pandas' parser and empty-data errors
@@ -206,9 +219,14 @@ def _read_info(path: Path) -> str | None:
 
 
 def _chronic_file(folder: Path, stem: str) -> Path | None:
-    for suffix in (".csv.bz2", ".csv"):
-        if (folder / f"{stem}{suffix}").is_file():
-            return folder / f"{stem}{suffix}"
+    """The file of ``stem`` in Grid2Op's order of preference (``.csv`` first, then the
+    compressed forms), None where there is none."""
+    for suffix in CHRONIC_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.exists() or path.is_symlink():
+            return path
+    if (folder / f"{stem}.zip").exists():
+        raise EnvOptionError(f"{folder / stem}.zip: zipped chronics are not read; unzip it")
     return None
 
 
@@ -288,50 +306,69 @@ def _config(path: Path) -> tuple[dict, str]:
         except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
             return UNREADABLE
 
-    def mentions_config(node: ast.AST) -> bool:
-        return any(isinstance(n, ast.Name) and n.id == "config" for n in ast.walk(node))
-
+    if any(isinstance(n, ast.Name) and n.id in _REFLECTIVE for n in ast.walk(tree)):
+        return dict(unknown), ""  # globals()["config"] = ...: only running tells
+    built = False  # config has been assigned: a later mutation changes what Grid2Op reads
     for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and all(
-            isinstance(t, (ast.Name, ast.Subscript)) for t in stmt.targets
-        ):
-            for target in stmt.targets:
-                if (
-                    isinstance(target, ast.Subscript)
-                    and isinstance(target.value, ast.Name)
-                    and target.value.id != "config"
-                ):  # th_lim[3] = ...: no longer the literal it was bound to
-                    bindings.pop(target.value.id, None)
-                    continue
-                if isinstance(target, ast.Name) and target.id == "config":
-                    if not isinstance(stmt.value, ast.Dict) or None in stmt.value.keys:
-                        entries = dict(unknown)  # dict(...), a call, ** unpacking
-                        continue
-                    entries = {}
-                    for key, value in zip(stmt.value.keys, stmt.value.values, strict=True):
-                        if not isinstance(key, ast.Constant):
-                            entries = dict(unknown)
-                            break
-                        if key.value in CONFIG_KEYS:
-                            entries[key.value] = literal(value)
-                elif isinstance(target, ast.Name):
-                    bindings[target.id] = stmt.value
-                elif isinstance(target.value, ast.Name):  # config[...] = ...
-                    key = target.slice  # config["thermal_limits"] = ...
-                    if not isinstance(key, ast.Constant):
-                        entries = dict(unknown)
-                    elif key.value in CONFIG_KEYS:
-                        entries[key.value] = literal(stmt.value)
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        calls = any(isinstance(n, ast.Call) for n in ast.walk(stmt))
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             for alias in stmt.names:
                 bindings.pop((alias.asname or alias.name).split(".")[0], None)
-        else:  # config.update(...), config |= ..., a loop or a def: only running tells
-            if mentions_config(stmt):
-                entries = dict(unknown)
-            for node in ast.walk(stmt):
-                if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-                    bindings.pop(node.id, None)
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # a docstring
+        if isinstance(stmt, ast.Assign) and not calls:
+            for target in stmt.targets:
+                if isinstance(target, ast.Name) and target.id == "config":
+                    entries, built = _config_dict(stmt.value, literal, unknown), True
+                elif isinstance(target, ast.Name):
+                    bindings[target.id] = stmt.value  # c2 = config aliases it: see below
+                elif (
+                    isinstance(target, ast.Subscript)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "config"
+                    and isinstance(target.slice, ast.Constant)
+                ):  # config["thermal_limits"] = ...
+                    if target.slice.value in CONFIG_KEYS:
+                        entries[target.slice.value] = literal(stmt.value)
+                elif built:  # TL[0] = ..., c2["x"] = ..., config["a"][0] = ...: a
+                    entries = dict(unknown)  # mutation of what config may hold
+                else:
+                    for node in ast.walk(target):
+                        if isinstance(node, ast.Name):
+                            bindings.pop(node.id, None)
+            continue
+        # anything else may change what config holds (a call such as TL.sort() or
+        # config.update(), an augmented assignment, a loop, a class body): once config
+        # is built only running tells; before, the names it touches are no longer literal
+        if built and not (isinstance(stmt, ast.FunctionDef) and not calls):
+            entries = dict(unknown)
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name):
+                bindings.pop(node.id, None)
+        if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+            bindings.pop(stmt.name, None)
     return entries, ""
+
+
+#: Names through which a file can bind or run anything: a config.py that uses one is
+#: read as unknown.
+_REFLECTIVE = frozenset(
+    {"globals", "locals", "vars", "exec", "eval", "setattr", "__import__", "__dict__"}
+)
+
+
+def _config_dict(value: ast.expr, literal, unknown: dict) -> dict:
+    """The :data:`CONFIG_KEYS` entries of ``config = <value>``."""
+    if not isinstance(value, ast.Dict) or None in value.keys:
+        return dict(unknown)  # dict(...), a comprehension, ** unpacking
+    entries = {}
+    for key, item in zip(value.keys, value.values, strict=True):
+        if not isinstance(key, ast.Constant):
+            return dict(unknown)
+        if key.value in CONFIG_KEYS:
+            entries[key.value] = literal(item)
+    return entries
 
 
 def _grid2op_names(table, prefix: str) -> list[str]:
@@ -418,11 +455,13 @@ def _read_chronic(folder: Path, names: dict, n_lines: int, rename: dict, assumed
     past = first_row.hour * 60 + first_row.minute
     first = 0 if past < scenarios.STEP_MINUTES else math.ceil((24 * 60 - past) / step)
     tables = {}
+    rows = None
     for stem, kind in (("load_p", "loads"), ("load_q", "loads"), ("prod_p", "prods")):
         file = _chronic_file(folder, stem)
         if file is None:
             raise EnvOptionError(f"{folder}: no {stem}.csv(.bz2)")
         values = _columns(_read_csv(file), names[kind], file, rename.get(kind, {}))
+        rows = _same_rows(file, values, rows)
         tables[stem] = _days(values, first, per_step)
     if tables["load_p"].shape[0] == 0:
         raise EnvOptionError(f"{folder}: shorter than one whole day from midnight")
@@ -432,10 +471,11 @@ def _read_chronic(folder: Path, names: dict, n_lines: int, rename: dict, assumed
         if file is None:
             continue
         flags = _columns(_read_csv(file), names["lines"], file, rename.get("lines", {}))
-        flags = _days(flags, first, per_step) > 0
-        if flags.shape[0] < out.shape[0]:  # broadcasting copied a short file over the days
-            raise EnvOptionError(f"{file}: shorter than the chronic's {out.shape[0]} day(s)")
-        out |= flags[: out.shape[0]]
+        _same_rows(file, flags, rows)
+        # Grid2Op: any value other than 0 is an outage (a negative one too); a step is
+        # out where any of its rows is
+        flags = _days((np.abs(flags) >= 1e-7).astype(float), first, per_step) > 0
+        out |= flags
     if (folder / "maintenance_meta.json").is_file() and _chronic_file(
         folder, "maintenance"
     ) is None:
@@ -444,6 +484,17 @@ def _read_chronic(folder: Path, names: dict, n_lines: int, rename: dict, assumed
             "(maintenance_meta.json) is not replayed"
         )
     return tables, out
+
+
+def _same_rows(file: Path, values: np.ndarray, rows: int | None) -> int:
+    """``values``' row count, which must be ``rows`` (the folder's first file's), as
+    Grid2Op requires: a short prod_p gave every later day the next day's schedule."""
+    if rows is not None and values.shape[0] != rows:
+        raise EnvOptionError(
+            f"{file}: {values.shape[0]} rows where the chronic's load_p has {rows}; every "
+            "file of a chronic has one row per step"
+        )
+    return values.shape[0]
 
 
 def _ratings(net, path: Path, names: list[str], entry, why: str, assumed: list[str]):
@@ -495,12 +546,12 @@ def _ratings(net, path: Path, names: list[str], entry, why: str, assumed: list[s
     rate = math.sqrt(3) * np.concatenate([kv, kv_t]) * amps / 1000
     # a 0 rating reads as unlimited downstream and Grid2Op divides by it; a huge one is
     # pandapower's way of saying unlimited (rte_case118_example's lines: 99,999 kA)
-    bad = ~np.isfinite(rate) | (rate <= 0)
+    bad = ~np.isfinite(rate) | (rate < MIN_RATING_MVA)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise EnvOptionError(
-            f"{where} of line {names[i]!r} gives {float(rate[i])!r} MVA, not a positive "
-            f"finite rating ({int(bad.sum())} such lines)"
+            f"{where} of line {names[i]!r} gives {float(rate[i])!r} MVA, not a finite "
+            f"rating of at least {MIN_RATING_MVA:g} MVA ({int(bad.sum())} such lines)"
         )
     return rate, source
 
@@ -533,6 +584,9 @@ def _read_prods(path: Path, gen_names: list[str], assumed: list[str]):
     absent = [n for n in gen_names if n not in prods.index]
     if absent:
         raise EnvOptionError(f"{charac}: no row for generator(s) {absent[:3]}")
+    extra = sorted(set(prods.index) - set(gen_names))
+    if extra:  # Grid2Op refuses them too
+        raise EnvOptionError(f"{charac}: rows for generator(s) the grid lacks: {extra[:3]}")
     prods = prods.loc[gen_names].copy()
     for column in ("Pmax", "Pmin", "max_ramp_up", "marginal_cost"):
         if column not in prods.columns:
@@ -553,9 +607,17 @@ def _read_prods(path: Path, gen_names: list[str], assumed: list[str]):
             f"{charac}: {gen_names[i]!r} has Pmin {float(p_min[i])}, Pmax {float(p_max[i])}: they must "
             f"be finite, within {MAX_MW:g} MW, with 0 <= Pmax and Pmin <= Pmax"
         )
-    if "max_ramp_up" in prods.columns and (prods["max_ramp_up"] < 0).any():
-        name = prods.index[np.flatnonzero((prods["max_ramp_up"] < 0).to_numpy())[0]]
-        raise EnvOptionError(f"{charac}: max_ramp_up of {name!r} is negative")
+    if "max_ramp_up" not in prods.columns:  # D10: the column itself may be missing
+        prods["max_ramp_up"] = np.nan
+        assumed.append("prods_charac.csv has no max_ramp_up column: every unit ramps freely")
+    ramps = prods["max_ramp_up"].to_numpy()
+    bad = (ramps < 0) | np.isinf(ramps) | (np.nan_to_num(ramps) > MAX_MW)
+    if bad.any():
+        name = prods.index[np.flatnonzero(bad)[0]]
+        raise EnvOptionError(
+            f"{charac}: max_ramp_up of {name!r} is {float(prods.loc[name, 'max_ramp_up'])}, "
+            f"not a ramp in 0..{MAX_MW:g} MW per step (blank: none)"
+        )
     if "marginal_cost" in prods.columns:
         cost = prods["marginal_cost"].to_numpy()
         bad = np.isinf(cost) | (np.abs(np.nan_to_num(cost)) > MAX_COST)
@@ -565,13 +627,13 @@ def _read_prods(path: Path, gen_names: list[str], assumed: list[str]):
                 f"{charac}: marginal_cost of {gen_names[i]!r} is {float(cost[i])}, not a finite "
                 f"cost within {MAX_COST:g} $/MWh"
             )
-    kinds = prods["type"].astype(str).str.strip().str.lower()
+    kinds = prods["type"].astype(str)
     unknown = sorted(set(kinds) - set(UNIT_TYPES))
-    if unknown:
+    if unknown:  # exactly as Grid2Op reads them (it refuses " WIND " too)
         raise EnvOptionError(
-            f"{charac}: unit type(s) {unknown[:3]}; Grid2Op knows {', '.join(UNIT_TYPES)}"
+            f"{charac}: unit type(s) {unknown[:3]}; Grid2Op knows {', '.join(UNIT_TYPES)} "
+            "(lower case, no spaces)"
         )
-    prods["type"] = kinds
     return prods
 
 
@@ -740,6 +802,32 @@ def load_case(spec: str) -> Grid2OpCase:
     )
     branch = network.branch.replace(rate_a_mva=np.asarray(rate, network.dtype))
     network = network.replace(gen=gen, branch=branch)
+    try:  # the grid must solve as it stands (a zero impedance, a shift of 1e300)
+        solved = gp.solve(network)
+        ok = bool(solved.converged)
+    except gp.GridPhysicsError as exc:
+        raise EnvOptionError(f"{path / 'grid.json'}: the grid cannot be solved ({exc})") from None
+    if not ok:
+        raise EnvOptionError(f"{path / 'grid.json'}: its DC power flow does not converge")
+
+    # the recorded schedules within the units' limits, as the environment runs them
+    gen_mw = np.concatenate([t["prod_p"] for _, t, _ in per_chronic])
+    absurd = (gen_mw > 2 * p_max + 1.0) | (gen_mw < -(0.5 * p_max + 1.0))
+    if absurd.any():
+        day, step, i = np.argwhere(absurd)[0]
+        raise EnvOptionError(
+            f"{path / 'chronics'}: prod_p of {gen_names[i]!r} reaches "
+            f"{float(gen_mw[day, step, i]):g} MW (its Pmax is {float(p_max[i]):g} MW)"
+        )
+    outside = (gen_mw > p_max + 1e-6) | (gen_mw < -1e-6)
+    if outside.any():
+        units = sorted({gen_names[i] for i in np.argwhere(outside)[:, 2]})
+        assumed.append(
+            f"prod_p leaves [0, Pmax] for {len(units)} unit(s) ({', '.join(units[:3])}; by up "
+            f"to {float(np.max(np.maximum(gen_mw - p_max, -gen_mw))):.3g} MW): the schedules "
+            "are held within it"
+        )
+        gen_mw = np.clip(gen_mw, 0.0, p_max)
 
     day_chronic, eval_days = _split_days(per_chronic, assumed)
     renewable = prods["type"].isin(RENEWABLE_TYPES).to_numpy()
@@ -749,7 +837,7 @@ def load_case(spec: str) -> Grid2OpCase:
         network=network,
         load_mw=np.concatenate([per_bus(t["load_p"]) for _, t, _ in per_chronic]),
         load_mvar=np.concatenate([per_bus(t["load_q"]) for _, t, _ in per_chronic]),
-        gen_mw=np.concatenate([t["prod_p"] for _, t, _ in per_chronic]),
+        gen_mw=gen_mw,
         line_out=np.concatenate([o for _, _, o in per_chronic]),
         renewable=renewable,
         day_chronic=day_chronic,

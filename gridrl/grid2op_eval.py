@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gridrl.errors import GridRLError
+from gridrl.errors import EnvOptionError, GridRLError, writable_dir
 
 #: Baselines run next to the policy: Grid2Op's own do-nothing agent and gridrl's.
 GRIDRL_BASELINES = ("do_nothing", "greedy")
@@ -40,13 +40,18 @@ def _grid2op_env(name: str):
     from gridrl.grid2op_data import find_env
 
     path = find_env(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return (
-            grid2op.make(str(path), test=True)
-            if path.parent.name == "data"
-            else grid2op.make(str(path))
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return (
+                grid2op.make(str(path), test=True)
+                if path.parent.name == "data"
+                else grid2op.make(str(path))
+            )
+    except Exception as exc:  # Grid2Op's own refusal (its config.py, its checks)
+        raise EnvOptionError(
+            f"Grid2Op cannot load {path} ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
 
 
 def run_agents(g2o_env, agents: dict, chronics: list[int], max_steps: int | None) -> dict:
@@ -161,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         parser.error("grid2op is not installed: pip install '.[grid2op]'")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {out} exists and is not a directory")
+    try:  # before the runs, not after them
+        writable_dir(out, "--out")
+    except GridRLError as exc:
+        parser.error(str(exc))
     try:
         return _run(args, parser, out)
     except GridRLError as exc:

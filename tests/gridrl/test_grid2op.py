@@ -324,7 +324,7 @@ def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine
         "Pmin above Pmax": (with_cell(0, "Pmin", "500"), "Pmin <= Pmax"),
         "infinite cost": (with_cell(0, "marginal_cost", "inf"), "marginal_cost of 'gen_1_0'"),
         "huge cost": (with_cell(0, "marginal_cost", "1e300"), "within"),
-        "negative ramp": (with_cell(0, "max_ramp_up", "-5"), "negative"),
+        "negative ramp": (with_cell(0, "max_ramp_up", "-5"), "is -5.0, not a ramp"),
         "unknown type": (with_cell(0, "type", "fusion"), "fusion"),
         "empty": ("", "comma-separated"),
     }
@@ -333,8 +333,23 @@ def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine
         with pytest.raises(EnvOptionError, match=message):
             load_case(spec)
         restore()
-    restore = _altered(pristine, "prods_charac.csv", with_cell(2, "type", " Wind "))
-    assert load_case(spec).renewable[2]  # Grid2Op's types, whatever their case and spaces
+    # as Grid2Op reads them: " Wind " is refused there too (rerun 5: it was accepted)
+    more = {
+        "type with spaces": (with_cell(2, "type", " Wind "), "lower case"),
+        "another generator": (charac + rows[0].replace("gen_1_0", "gen_99_9") + "\n", "lacks"),
+        "huge ramp": (with_cell(0, "max_ramp_up", "1e308"), "max_ramp_up of 'gen_1_0'"),
+    }
+    for text, message in more.values():
+        restore = _altered(pristine, "prods_charac.csv", text)
+        with pytest.raises(EnvOptionError, match=message):
+            load_case(spec)
+        restore()
+    no_ramp = "\n".join(
+        ",".join(c for j, c in enumerate(line.split(",")) if j != cols.index("max_ramp_up"))
+        for line in [header, *rows]
+    )
+    restore = _altered(pristine, "prods_charac.csv", no_ramp + "\n")
+    assert any("no max_ramp_up column" in a for a in load_case(spec).assumed)  # a KeyError
     restore()
 
     reference = _case(SMALL)
@@ -345,8 +360,6 @@ def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine
     amps = [100.0 + i for i in range(n)]
     bad_config = {
         "a 400-digit limit": (f"config = {{'thermal_limits': [{'9' * 400}] + {amps[1:]}}}", ""),
-        "zero": ("config = {'thermal_limits': " + str([0.0, *amps[1:]]) + "}", "positive"),
-        "negative": ("config = {'thermal_limits': " + str([-5, *amps[1:]]) + "}", "positive"),
         "too few": ("config = {'thermal_limits': " + str(amps[1:]) + "}", f"{n - 1} thermal"),
         "not UTF-8": (b"config = {'thermal_limits': [1.0]} # \xff\xfe", "UTF-8"),
     }
@@ -389,6 +402,27 @@ def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine
     assert any("only running" in a for a in assumed)
     _, assumed = ratings("config = {'thermal_limits': " + "[" * 500 + "]" * 500 + "}\n")
     assert any("config.py" in a for a in assumed)  # nested too deep for the parser
+    # rerun 5: mutations after config was built changed what Grid2Op reads, unseen
+    for later in (
+        "config['thermal_limits'][0] = 1.0",
+        "c2 = config\nc2['thermal_limits'] = [1.0] * 20",
+        "lim[0] = 1.0",
+        "lim.sort()",
+        "lim += [1.0]",
+    ):
+        _, assumed = ratings(f"lim = {amps}\nconfig = {{'thermal_limits': lim}}\n{later}\n")
+        assert any("only running" in a for a in assumed), later
+    _, assumed = ratings(f"globals()['config'] = {{'thermal_limits': {other}}}\n")
+    assert any("only running" in a for a in assumed)
+    rate, _ = ratings(f'"doc"\nimport os\nconfig = {{"thermal_limits": {amps}}}\nx = 3\n')
+    np.testing.assert_allclose(rate, expected)  # harmless statements keep it readable
+    for tiny in (1e-300, 0.0, -5.0):  # passed make, then a NaN loading blamed the state
+        restore = _altered(
+            pristine, "config.py", "config = {'thermal_limits': " + str([tiny, *amps[1:]]) + "}"
+        )
+        with pytest.raises(EnvOptionError, match="not a finite rating of at least"):
+            load_case(spec)
+        restore()
 
 
 def test_chronic_and_grid_faults_are_typed_and_maintenance_is_matched_by_name(pristine):
@@ -542,3 +576,138 @@ def test_grid2op_agent_observes_the_recorded_day_grid2op_is_replaying():
         assert case.day_chronic[int(state.day)] == name
         seen.add(name)
     assert len(seen) == 3
+
+
+def test_rerun_5_chronic_faults_grid2op_reads_otherwise_are_typed(pristine, monkeypatch):
+    """Hostile rerun 5: files of one chronic with different row counts were accepted
+    (every later day got the next day's schedule); prod_p of 9e6 MW for a 140 MW unit
+    shrank the reward by five orders; a line of zero impedance passed make and ended
+    every episode at once; load_p.csv.bz2 was read where Grid2Op reads load_p.csv; a
+    negative maintenance value was no outage; 19 million rows grew to 6.5 GB."""
+    import bz2
+
+    from gridrl import grid2op_data
+
+    spec = f"grid2op:{pristine}"
+    folder = pristine / "chronics" / "0000"
+
+    def table(stem):
+        return bz2.decompress((folder / f"{stem}.csv.bz2").read_bytes()).decode().splitlines()
+
+    prod = table("prod_p")
+    short = bz2.compress(("\n".join(prod[:300]) + "\n").encode())
+    restore = _altered(pristine, "chronics/0000/prod_p.csv.bz2", short)
+    with pytest.raises(EnvOptionError, match="299 rows where the chronic's load_p has"):
+        load_case(spec)
+    restore()
+
+    def with_gen0(value, rows=None):
+        out = [prod[0]] + [
+            (f"{value}" + r[r.index(";") :]) if rows is None or k in rows else r
+            for k, r in enumerate(prod[1:])
+        ]
+        return bz2.compress(("\n".join(out) + "\n").encode())
+
+    first = prod[0].split(";")[0]  # the file's first column
+    unit = list(_case(SMALL).names["prods"]).index(first)
+    restore = _altered(pristine, "chronics/0000/prod_p.csv.bz2", with_gen0(9e6))
+    with pytest.raises(EnvOptionError, match=rf"prod_p of '{first}' reaches 9e\+06 MW"):
+        load_case(spec)
+    restore()
+    p_max = float(np.asarray(_case(SMALL).network.gen.p_max_mw)[unit])
+    restore = _altered(
+        pristine, "chronics/0000/prod_p.csv.bz2", with_gen0(p_max + 6, rows=range(0, 12))
+    )
+    case = load_case(spec)  # a little above Pmax: said, and held at Pmax
+    restore()
+    assert any("prod_p leaves [0, Pmax]" in a and first in a for a in case.assumed)
+    assert case.gen_mw[0, :4, unit].max() == pytest.approx(p_max)
+
+    # Grid2Op's order: the plain .csv first
+    loads = table("load_p")
+    doubled = [loads[0]] + [";".join(str(2 * float(v)) for v in r.split(";")) for r in loads[1:]]
+    restore = _altered(pristine, "chronics/0000/load_p.csv", "\n".join(doubled) + "\n")
+    case = load_case(spec)
+    restore()
+    np.testing.assert_allclose(case.load_mw[0], 2 * _case(SMALL).load_mw[0], rtol=1e-9)
+
+    # a negative maintenance value is an outage, as Grid2Op reads it
+    names = list(_case(SMALL).names["lines"])
+    flags = np.zeros((len(loads) - 1, len(names)))
+    flags[3:6, 4] = -1.0
+    text = ";".join(names) + "\n" + "\n".join(";".join(f"{v:g}" for v in r) for r in flags)
+    restore = _altered(pristine, "chronics/0000/maintenance.csv.bz2", bz2.compress(text.encode()))
+    out = load_case(spec).line_out
+    restore()
+    assert out[0, 1, 4] and out.sum() == 1  # rows 3-5: the second 15-minute step
+
+    monkeypatch.setattr(grid2op_data, "MAX_CHRONIC_ROWS", 100)
+    with pytest.raises(EnvOptionError, match="more than 100 rows"):
+        load_case(spec)
+    monkeypatch.undo()
+
+    grid = (pristine / "grid.json").read_text()
+    import json
+
+    data = json.loads(grid)
+    line = json.loads(data["_object"]["line"]["_object"])
+    for column in ("r_ohm_per_km", "x_ohm_per_km"):
+        line["data"][2][line["columns"].index(column)] = 0.0
+    data["_object"]["line"]["_object"] = json.dumps(line)
+    restore = _altered(pristine, "grid.json", json.dumps(data))
+    with pytest.raises(EnvOptionError, match="cannot be solved"):
+        load_case(spec)
+    restore()
+
+
+def test_negative_marginal_costs_keep_the_reward_s_scale_and_sign():
+    """Rerun 5: all marginal costs at -10 $/MWh clamped the normalizer to $1 (reward
+    +605 per step); it is the size of the dispatch's cost whatever its sign."""
+    from gridrl.env import DT_HOURS
+
+    env, params = _small_env()
+    base = np.asarray(params.base_gen_mw, np.float64)
+    cost = np.asarray(params.network.gen.cost_c1, np.float64)
+    thermal = ~env.renewable
+    expected = max(np.sum(np.abs(cost * base)[thermal]) * DT_HOURS, 1.0)  # by hand
+    assert float(params.reward.normalizer) == pytest.approx(expected, rel=1e-5)
+
+
+def test_rerun_5_agent_and_grid2op_eval_misuse_is_typed(pristine, tmp_path, capsys):
+    """Hostile rerun 5: Grid2OpAgent took a string as action space, a bad seed, a
+    non-callable policy or another grid's params and failed later with AttributeError
+    or TypeError; act() on another grid's observation raised a broadcast ValueError;
+    grid2op_eval printed Grid2Op's own tracebacks and wrote --out only after the run."""
+    from gridrl.baselines import make_policy
+    from gridrl.errors import EnvInputError
+    from gridrl.grid2op import Grid2OpAgent
+    from gridrl.grid2op_eval import main
+
+    env, params = _small_env()
+    g2o = _grid2op_env(SMALL)
+    greedy = make_policy("greedy", env)
+    other_params = make("ieee14", n_areas=2)[1]
+    for args, kwargs, message in (
+        ((greedy, "x", env, params), {}, "action_space must be"),
+        ((greedy, g2o.action_space, env, params), {"seed": "abc"}, "seed must be"),
+        ((None, g2o.action_space, env, params), {}, "policy must be"),
+        ((greedy, g2o.action_space, env, other_params), {}, "params must be"),
+    ):
+        with pytest.raises(EnvOptionError, match=message):
+            Grid2OpAgent(*args, **kwargs)
+    agent = Grid2OpAgent(greedy, g2o.action_space, env, params, simulate=False)
+    for obs in (None, "obs", _grid2op_env("rte_case5_example").reset()):
+        with pytest.raises(EnvInputError, match="a Grid2Op observation of this grid"):
+            agent.act(obs, 0.0, False)
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        main(["--env", SMALL, "--out", str(blocker)])
+    assert "--out" in capsys.readouterr().err
+    restore = _altered(pristine, "config.py", "config = {\n")  # Grid2Op's SyntaxError
+    try:
+        assert main(["--env", str(pristine), "--out", str(tmp_path / "o")]) == 1
+    finally:
+        restore()
+    assert "error: Grid2Op cannot load" in capsys.readouterr().err
