@@ -32,6 +32,12 @@ Z_MAX_PU = 1e6
 #: it the angle carries no meaning a shifter has, and at 1e20 degrees the solve lost
 #: every digit (483,368 MW of generation for 259 MW of load, converged=True).
 SHIFT_MAX_RAD = 2 * math.pi
+#: Physical range of an in-service branch's off-nominal tap ratio. Real transformers sit
+#: within a few tens of percent of 1 (0.79 to 1.58 across the MATPOWER cases shipped
+#: here); beyond 100:1 either way the ratio is a data error (1e300 silently opened the
+#: branch, 147.8 MW to 0 MW with converged=True).
+TAP_MIN = 1e-2
+TAP_MAX = 1e2
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +97,7 @@ def unphysical_branches(network: Network) -> jax.Array:
         & jnp.isfinite(br.shift_rad)
     )
     z = jnp.hypot(jnp.where(finite, br.r_pu, 1.0), jnp.where(finite, br.x_pu, 1.0))
-    ok = finite & (br.tap != 0) & (z >= Z_MIN_PU) & (z <= Z_MAX_PU)
+    ok = finite & (br.tap >= TAP_MIN) & (br.tap <= TAP_MAX) & (z >= Z_MIN_PU) & (z <= Z_MAX_PU)
     ok = ok & (jnp.abs(jnp.where(finite, br.shift_rad, 0.0)) <= SHIFT_MAX_RAD)
     return ((br.status > 0) & ~ok) | ~((br.status >= 0) & (br.status <= 1))  # NaN too
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gridphysics import admittance, islands, linalg
-from gridphysics.admittance import SHIFT_MAX_RAD, Z_MAX_PU, Z_MIN_PU
+from gridphysics.admittance import SHIFT_MAX_RAD, TAP_MAX, TAP_MIN, Z_MAX_PU, Z_MIN_PU
 from gridphysics.network import REF, Network, Topology
 from gridphysics.results import PowerFlowResult, loading_percent, slack_share
 
@@ -153,8 +153,8 @@ def susceptance_system(network: Network) -> SusceptanceSystem:
     x = jnp.where(live, br.x_pu, 1.0)
     unphysical = live & ~((jnp.abs(x) >= X_MIN_PU) & (jnp.abs(x) <= X_MAX_PU))
     unphysical = unphysical | (live & ~(jnp.abs(br.shift_rad) <= SHIFT_MAX_RAD))
-    # a tap of inf opened the branch silently (b = 0), 0 shorted it
-    unphysical = unphysical | (live & ~(jnp.isfinite(br.tap) & (br.tap != 0)))
+    # a tap of inf opened the branch silently (b = 0), 0 shorted it; 1e300 and 1e-9 too
+    unphysical = unphysical | (live & ~((br.tap >= TAP_MIN) & (br.tap <= TAP_MAX)))
     b = jnp.where(live, br.status / (jnp.where(unphysical, 1.0, x) * br.tap), 0.0)
     b = jnp.where(unphysical, jnp.inf, b)
     free_isolated = ~reach[s.free]

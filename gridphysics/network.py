@@ -400,8 +400,17 @@ class Network:
             bad = np.flatnonzero((arr < 0) | (arr > 1))
             rule = "a status is 0 (out), 1 (in service) or a fraction in between"
         if group == "branch" and key == "tap" and not len(bad):
+            from gridphysics.admittance import TAP_MAX, TAP_MIN
+
+            bad = (
+                np.flatnonzero(arr <= 0)
+                if (arr <= 0).any()
+                else np.flatnonzero((arr < TAP_MIN) | (arr > TAP_MAX))
+            )
+            rule = f"a ratio is > 0 (1.0 for a nominal ratio), within {TAP_MIN:g}..{TAP_MAX:g}"
+        if group == "gen" and key == "vm_pu" and not len(bad):
             bad = np.flatnonzero(arr <= 0)
-            rule = "a ratio is > 0 (1.0 for a nominal ratio)"
+            rule = "a voltage setpoint is > 0 p.u."
         if key.startswith("rate_") and not len(bad):
             bad = np.flatnonzero(arr < 0)
             rule = "a rating is a number >= 0 (0 means unlimited, as in MATPOWER) or NaN for none"

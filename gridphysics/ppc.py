@@ -325,6 +325,14 @@ def from_ppc(
             f"branch row {i + 1} has TAP = {branch[i, TAP]:g}; it must be >= 0 (0: a line)"
         )
     _check_finite(gen, "gen", {"GEN_BUS": GEN_BUS, "PG": PG, "GEN_STATUS": GEN_STATUS})
+    if gen.shape[1] > VG:  # an in-service unit's voltage setpoint (-1.0 converged in AC)
+        low = np.flatnonzero((gen[:, GEN_STATUS] > 0) & ~(gen[:, VG] > 0))
+        if low.size:
+            i = int(low[0])
+            raise CaseFormatError(
+                f"gen row {i + 1} is in service with VG = {gen[i, VG]:g}; a voltage "
+                "setpoint is > 0 p.u."
+            )
     _check_range(
         bus,
         "bus",

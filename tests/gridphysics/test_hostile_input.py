@@ -301,3 +301,30 @@ def test_a_negative_tap_ratio_is_refused(case14, tap):
     net = gp.from_ppc(case14)
     with pytest.raises(gp.InvalidValueError, match=f"branch.tap = {tap}; a ratio is > 0"):
         net.with_branches(tap=np.where(np.arange(net.n_branch) == 7, tap, 1.0))
+
+
+@pytest.mark.parametrize("tap", [1e300, 1e-9])
+def test_a_tap_ratio_beyond_100_to_1_is_not_a_transformer(case14, tap):
+    """A ratio of 1e300 opened branch 0 silently (147.8 MW to 0 MW, converged=True;
+    hostile rerun 6): from a case file it is not converged, through with_branches an
+    InvalidValueError."""
+    branch = np.array(case14["branch"], float)
+    branch[0, 8] = tap
+    net = gp.from_ppc(case14 | {"branch": branch})
+    for method in ("dc", "ac"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert not bool(gp.solve(net, method).converged)
+    base = gp.from_ppc(case14)
+    with pytest.raises(gp.InvalidValueError, match=r"within 0\.01\.\.100"):
+        base.with_branches(tap=np.where(np.arange(base.n_branch) == 0, tap, 1.0))
+
+
+def test_a_voltage_setpoint_of_zero_or_below_is_refused(case14):
+    """VG = -1 on the slack unit converged in AC with vm = -1 (hostile rerun 6)."""
+    gen = np.array(case14["gen"], float)
+    gen[0, 5] = -1.0
+    with pytest.raises(gp.CaseFormatError, match="gen row 1 is in service with VG = -1"):
+        gp.from_ppc(case14 | {"gen": gen})
+    with pytest.raises(gp.InvalidValueError, match="a voltage setpoint is > 0"):
+        gp.from_ppc(case14).with_gens(vm_pu=-1.0)
