@@ -453,16 +453,13 @@ class GridEnv:
                 "come from reset() or step()"
             )
 
-    def reset(self, key: jax.Array, params: EnvParams):
-        self._check_key(key)
-        self._check_params(params)
-        state = self._initial_state(key, params)
-        return self._observe(state, params), state
-
-    def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
-        self._check_key(key)
-        self._check_params(params)
-        self._check_state(state)
+    def checked_actions(self, actions) -> tuple[dict, jax.Array]:
+        """``actions`` checked as :meth:`step` takes them: a dict with one real array of
+        the action space's shape per agent (else an :class:`ActionError` or
+        :class:`EnvInputError`; shapes are static, so this holds under jit and vmap);
+        returns them in the env's dtype with a non-finite action replaced by no change
+        (zeros: keep the schedule and the redispatch, shed nothing), and how many were
+        replaced (``info["invalid_actions"]``)."""
         if not isinstance(actions, Mapping):
             raise EnvInputError(
                 f"actions must be a dict of arrays, one per agent {self.agents}, got "
@@ -504,6 +501,19 @@ class GridEnv:
         finite = {a: jnp.all(jnp.isfinite(v)) for a, v in actions.items()}
         actions = {a: jnp.where(finite[a], v, 0.0) for a, v in actions.items()}
         invalid = sum(jnp.int32(1) - f.astype(jnp.int32) for f in finite.values())
+        return actions, invalid
+
+    def reset(self, key: jax.Array, params: EnvParams):
+        self._check_key(key)
+        self._check_params(params)
+        state = self._initial_state(key, params)
+        return self._observe(state, params), state
+
+    def step(self, key: jax.Array, state: EnvState, actions: dict, params: EnvParams):
+        self._check_key(key)
+        self._check_params(params)
+        self._check_state(state)
+        actions, invalid = self.checked_actions(actions)
         k_step, k_reset = jax.random.split(key)
         reset_state = self._initial_state(k_reset, params)
         # A state with NaN or Inf (edited or damaged; under jit it cannot be refused) is

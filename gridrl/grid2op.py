@@ -139,6 +139,7 @@ class Grid2OpAgent(BaseAgent):
         self._decide = jax.jit(_decider(env, policy))
         self.unserved_requests_mw = 0.0
         self.held_back = 0  # actions not sent: they would overload more than doing nothing
+        self.invalid_actions = 0  # agents' actions that were not finite (no change instead)
         self.reset(None)
 
     def reset(self, obs) -> None:
@@ -257,7 +258,7 @@ class Grid2OpAgent(BaseAgent):
         idle = np.clip(planned + np.asarray(observation.target_dispatch, float), 0, self.p_max)
         dtype = self.env.dtype
         try:
-            target, offset, served, gen, worst, worst_idle = self._decide(
+            target, offset, served, gen, worst, worst_idle, invalid = self._decide(
                 key, state, x, jnp.asarray(planned, dtype), jnp.asarray(idle, dtype), self.params
             )
         except (KeyError, TypeError, ValueError) as exc:  # traced at the first call
@@ -267,6 +268,7 @@ class Grid2OpAgent(BaseAgent):
                 f"the policy's actions do not fit this environment's action spaces "
                 f"({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
+        self.invalid_actions += int(invalid)
         if float(worst) > 100.0 and float(worst) > float(worst_idle):
             # do no harm: an action that would leave a line more overloaded than doing
             # nothing is not sent (the policy learned on another grid's limits)
@@ -334,7 +336,7 @@ class Grid2OpAgent(BaseAgent):
 
 def _decider(env: GridEnv, policy):
     """``(key, state, x, planned, idle, params) -> (targets, offset, served, gen, worst,
-    worst_idle)``: the policy's actions on ``state``, the env's decisions on ``x``, and
+    worst_idle, invalid)``: the policy's actions on ``state``, the env's decisions on ``x``, and
     the highest DC loading (percent, at ``x``'s ratings) that ``gen`` and the idle
     dispatch ``idle`` would give on the grid as it is (jittable)."""
     from gridrl.observation import observe
@@ -348,7 +350,8 @@ def _decider(env: GridEnv, policy):
         x = replace(x, base_mw=env._base_dispatch(x.load_mw, x.avail_mw, params, planned))
         system = params.grid.system(x.branch_on)  # factored once: the filter and both checks
         obs = observe(env, state, params)
-        actions = policy(key, obs, state, params)
+        # checked as env.step checks them: wrong shapes are ActionErrors, NaN is no change
+        actions, invalid = env.checked_actions(policy(key, obs, state, params))
         targets, offset, served, gen, _ = decisions.decide(env, state, actions, params, x, system)
         return (
             targets,
@@ -357,6 +360,7 @@ def _decider(env: GridEnv, policy):
             gen,
             worst(gen, served, params, x, system),
             worst(idle, x.load_mw, params, x, system),
+            invalid,
         )
 
     return run
