@@ -4,6 +4,9 @@ working), with a message that names the element, the index and the value."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 
 class GridRLError(Exception):
     """Base class of gridrl's errors."""
@@ -47,10 +50,11 @@ def writable_dir(path, flag: str):
                 break
             made.append(parent)
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
+        # a name of its own: a user's file is never overwritten or removed
+        handle, probe = tempfile.mkstemp(prefix=".gridrl-write-test-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise OutputPathError(f"{flag} {path}: cannot write there ({exc})") from None
     finally:
         for directory in made:  # deepest first; only if still empty
@@ -67,8 +71,17 @@ def writable_file(path, flag: str):
     from pathlib import Path
 
     path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"{flag} {path}: is a directory, not a file")
+    try:
+        if path.is_dir():
+            raise OutputPathError(f"{flag} {path}: is a directory, not a file")
+        if path.is_symlink() and not path.exists():
+            raise OutputPathError(f"{flag} {path}: a symbolic link to nothing")
+        if path.exists() and not path.is_file():  # a FIFO waits for a reader for ever
+            raise OutputPathError(f"{flag} {path}: exists and is not a regular file")
+    except OutputPathError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise OutputPathError(f"{flag} {path}: cannot write there ({exc})") from None
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputPathError(f"{flag} {path}: its directory {parent} does not exist")
