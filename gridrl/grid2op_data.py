@@ -42,6 +42,7 @@ import lzma
 import math
 import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,20 @@ MAX_MW = 1e7
 #: The largest marginal cost accepted ($/MWh): two orders above the highest price caps
 #: of electricity markets (about 10,000 EUR/MWh), so a larger one is corrupt.
 MAX_COST = 1e6
+#: pandapower tables a Grid2Op grid may hold that the replayed days cannot carry (their
+#: injections are not in the chronics): refused when in service (an open switch too).
+UNMODELLED_TABLES = (
+    "sgen",
+    "ward",
+    "xward",
+    "dcline",
+    "trafo3w",
+    "impedance",
+    "switch",
+    "motor",
+    "asymmetric_load",
+    "asymmetric_sgen",
+)
 #: Chronic file endings in Grid2Op's order of preference, and how each is opened.
 CHRONIC_SUFFIXES = (".csv", ".csv.bz2", ".csv.gzip", ".csv.xz")
 _OPENERS = {"bz2": bz2.open, "gzip": gzip.open, "xz": lzma.open}
@@ -143,7 +158,7 @@ def find_env(spec: str) -> Path:
         shipped = _shipped_dir()
         if shipped is not None and "/" not in spec and (shipped / spec).is_dir():
             return _check_env_dir(shipped / spec)
-    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, NUL, ~nosuchuser
         raise EnvOptionError(f"no Grid2Op environment {spec[:200]!r}: {exc}") from None
     names = (
         sorted(p.name for p in shipped.iterdir() if (p / "grid.json").is_file()) if shipped else []
@@ -192,19 +207,43 @@ def _read_text(path: Path, max_bytes: int, max_chars: int | None = None) -> str:
         opener = _OPENERS.get(path.name.rsplit(".", 1)[-1], open)
         with opener(path, "rt", encoding="utf-8") as f:
             text = f.read(max_chars + 1)  # 8 KB of bz2 expanded to 160 MB
-    except (OSError, EOFError, UnicodeDecodeError, ValueError, MemoryError, lzma.LZMAError) as exc:
+    except (
+        OSError,
+        EOFError,
+        UnicodeDecodeError,
+        ValueError,
+        MemoryError,
+        lzma.LZMAError,
+        zlib.error,  # a corrupt gzip stream (bz2 and lzma raise OSError or LZMAError)
+    ) as exc:
         raise EnvOptionError(f"{path}: cannot read it as {what} ({exc})") from None
     if len(text) > max_chars:
         raise EnvOptionError(f"{path}: more than {max_chars:,} characters once decompressed")
     return text
 
 
-def _read_csv(path: Path, sep: str = ";"):
+def _read_csv(path: Path, sep: str = ";", names: list[str] | None = None, rename=None):
+    """The table of a chronic file. With ``names`` (the grid's elements) its header is
+    checked first, as Grid2Op does: a column for an element the grid lacks is an error,
+    before the body is parsed (600,000 columns of 100 rows grew to 4.4 GB)."""
     import pandas as pd
 
     text = _read_text(path, MAX_CHRONIC_BYTES, MAX_CHRONIC_CHARS)
     if text.count("\n") > MAX_CHRONIC_ROWS:
         raise EnvOptionError(f"{path}: more than {MAX_CHRONIC_ROWS:,} rows")
+    if names is not None:
+        header = text[: text.find("\n") if "\n" in text else len(text)]
+        try:
+            columns = [str(c) for c in pd.read_csv(io.StringIO(header), sep=sep, nrows=0).columns]
+        except (ValueError, MemoryError) as exc:
+            raise EnvOptionError(f"{path}: cannot read its header ({exc})") from None
+        columns = [(rename or {}).get(c, c) for c in columns]
+        extra = sorted(set(columns) - set(names))
+        if extra:
+            raise EnvOptionError(
+                f"{path}: {len(extra)} column(s) for elements the grid lacks, e.g. "
+                f"{[c[:40] for c in extra[:3]]} (Grid2Op refuses them too)"
+            )
     try:
         return pd.read_csv(io.StringIO(text), sep=sep)
     except (ValueError, MemoryError) as exc:  # pandas' parser and empty-data errors
@@ -254,7 +293,7 @@ def _start(folder: Path) -> dt.datetime:
     text = _read_info(info)
     if text is None:
         return dt.datetime(2000, 1, 1)
-    for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+    for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d"):  # Grid2Op's two formats
         try:
             return dt.datetime.strptime(text, fmt)
         except ValueError:
@@ -313,16 +352,26 @@ def _config(path: Path) -> tuple[dict, str]:
         calls = any(isinstance(n, ast.Call) for n in ast.walk(stmt))
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             for alias in stmt.names:
-                bindings.pop((alias.asname or alias.name).split(".")[0], None)
+                bound = (alias.asname or alias.name).split(".")[0]
+                bindings.pop(bound, None)
+                if bound in ("config", "*"):  # from elsewhere import config: unknown
+                    entries, built = dict(unknown), True
             continue
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring
-        if isinstance(stmt, ast.Assign) and not calls:
+        if isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            stmt = ast.Assign(targets=[stmt.target], value=stmt.value)  # config: dict = {...}
+        if isinstance(stmt, ast.Assign):
             for target in stmt.targets:
                 if isinstance(target, ast.Name) and target.id == "config":
-                    entries, built = _config_dict(stmt.value, literal, unknown), True
+                    # a call in the same statement may change a name the dict reads
+                    read = literal if not calls else _inline_only(literal)
+                    entries, built = _config_dict(stmt.value, read, unknown), True
                 elif isinstance(target, ast.Name):
-                    bindings[target.id] = stmt.value  # c2 = config aliases it: see below
+                    if calls:
+                        bindings.pop(target.id, None)
+                    else:
+                        bindings[target.id] = stmt.value  # c2 = config aliases it: see below
                 elif (
                     isinstance(target, ast.Subscript)
                     and isinstance(target.value, ast.Name)
@@ -331,17 +380,28 @@ def _config(path: Path) -> tuple[dict, str]:
                 ):  # config["thermal_limits"] = ...
                     if target.slice.value in CONFIG_KEYS:
                         entries[target.slice.value] = literal(stmt.value)
+                elif _stores_config(target):  # config, x = ...: only running tells
+                    entries, built = dict(unknown), True
                 elif built:  # TL[0] = ..., c2["x"] = ..., config["a"][0] = ...: a
                     entries = dict(unknown)  # mutation of what config may hold
                 else:
                     for node in ast.walk(target):
                         if isinstance(node, ast.Name):
                             bindings.pop(node.id, None)
+            if (
+                calls
+                and built
+                and not any(isinstance(t, ast.Name) and t.id == "config" for t in stmt.targets)
+            ):  # x = f(): the call may change what config holds
+                entries = dict(unknown)
             continue
-        # anything else may change what config holds (a call such as TL.sort() or
-        # config.update(), an augmented assignment, a loop, a class body): once config
-        # is built only running tells; before, the names it touches are no longer literal
-        if built and not (isinstance(stmt, ast.FunctionDef) and not calls):
+        # anything else may bind or change config (if/try/with/for around it, a walrus,
+        # a call such as TL.sort() or config.update(), an augmented assignment, a class
+        # body): only running tells; before config, the names it touches are no longer
+        # literal
+        if _stores_config(stmt):
+            entries, built = dict(unknown), True
+        elif built and not (isinstance(stmt, ast.FunctionDef) and not calls):
             entries = dict(unknown)
         for node in ast.walk(stmt):
             if isinstance(node, ast.Name):
@@ -356,6 +416,25 @@ def _config(path: Path) -> tuple[dict, str]:
 _REFLECTIVE = frozenset(
     {"globals", "locals", "vars", "exec", "eval", "setattr", "__import__", "__dict__"}
 )
+
+
+def _stores_config(node: ast.AST) -> bool:
+    """``node`` binds the name ``config`` somewhere (a tuple target, a walrus, a loop
+    variable, a with ... as, an assignment inside if/try/with/for)."""
+    return any(
+        isinstance(n, ast.Name) and n.id == "config" and isinstance(n.ctx, ast.Store)
+        for n in ast.walk(node)
+    )
+
+
+def _inline_only(literal):
+    """``literal`` for values written inline; a name (which a call in the same statement
+    might change first) is unreadable."""
+
+    def read(node: ast.expr):
+        return UNREADABLE if isinstance(node, ast.Name) else literal(node)
+
+    return read
 
 
 def _config_dict(value: ast.expr, literal, unknown: dict) -> dict:
@@ -460,7 +539,8 @@ def _read_chronic(folder: Path, names: dict, n_lines: int, rename: dict, assumed
         file = _chronic_file(folder, stem)
         if file is None:
             raise EnvOptionError(f"{folder}: no {stem}.csv(.bz2)")
-        values = _columns(_read_csv(file), names[kind], file, rename.get(kind, {}))
+        table = _read_csv(file, names=names[kind], rename=rename.get(kind))
+        values = _columns(table, names[kind], file, rename.get(kind, {}))
         rows = _same_rows(file, values, rows)
         tables[stem] = _days(values, first, per_step)
     if tables["load_p"].shape[0] == 0:
@@ -470,7 +550,8 @@ def _read_chronic(folder: Path, names: dict, n_lines: int, rename: dict, assumed
         file = _chronic_file(folder, stem)
         if file is None:
             continue
-        flags = _columns(_read_csv(file), names["lines"], file, rename.get("lines", {}))
+        table = _read_csv(file, names=names["lines"], rename=rename.get("lines"))
+        flags = _columns(table, names["lines"], file, rename.get("lines", {}))
         _same_rows(file, flags, rows)
         # Grid2Op: any value other than 0 is an outage (a negative one too); a step is
         # out where any of its rows is
@@ -599,13 +680,14 @@ def _read_prods(path: Path, gen_names: list[str], assumed: list[str]):
             raise EnvOptionError(f"{charac}: {column} of {name!r} is {raw[name]!r}, not a number")
         prods[column] = values.astype(float)
     p_max, p_min = prods["Pmax"].to_numpy(), prods["Pmin"].to_numpy()
-    bad = ~np.isfinite(p_max) | ~np.isfinite(p_min) | (p_max < p_min) | (p_max < 0)
+    bad = ~np.isfinite(p_max) | ~np.isfinite(p_min) | (p_max < p_min) | (p_min < 0)
     bad |= (np.abs(np.nan_to_num(p_max)) > MAX_MW) | (np.abs(np.nan_to_num(p_min)) > MAX_MW)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise EnvOptionError(
-            f"{charac}: {gen_names[i]!r} has Pmin {float(p_min[i])}, Pmax {float(p_max[i])}: they must "
-            f"be finite, within {MAX_MW:g} MW, with 0 <= Pmax and Pmin <= Pmax"
+            f"{charac}: {gen_names[i]!r} has Pmin {float(p_min[i])}, Pmax {float(p_max[i])}: "
+            f"they must be finite, within {MAX_MW:g} MW, with 0 <= Pmin <= Pmax (Grid2Op "
+            "refuses a negative Pmin)"
         )
     if "max_ramp_up" not in prods.columns:  # D10: the column itself may be missing
         prods["max_ramp_up"] = np.nan
@@ -680,6 +762,22 @@ def load_case(spec: str) -> Grid2OpCase:
             f"{path}: the grid has an ext_grid; Grid2Op's generators are the pandapower "
             "gen table only, so the orders would not match"
         )
+    for table in UNMODELLED_TABLES:  # replayed days would leave their injections out
+        frame = getattr(net, table, None)
+        if hasattr(frame, "columns") and len(frame):
+            on = (
+                frame["in_service"].fillna(True).astype(bool)
+                if "in_service" in frame
+                else frame.index == frame.index
+            )
+            if table == "switch":
+                on = ~frame["closed"].fillna(True).astype(bool)  # an open switch
+            if on.any():
+                raise EnvOptionError(
+                    f"{path / 'grid.json'}: {int(on.sum())} {table} element(s); gridrl replays "
+                    "Grid2Op days on lines, transformers, loads, generators, shunts and storage "
+                    f"only ({', '.join(UNMODELLED_TABLES)} are not read)"
+                )
     for table, what in ((net.load, "load"), (net.gen, "generator")):
         if not len(table):
             raise EnvOptionError(f"{path / 'grid.json'}: the grid has no {what}")
@@ -752,9 +850,22 @@ def load_case(spec: str) -> Grid2OpCase:
             f"{path / 'chronics'}: load {load_names[i]!r} reaches {float(worst[i]):g} MW in "
             f"load_p, beyond the {fleet:g} MW of all the grid's generators together"
         )
+    total = recorded.sum(axis=1)
+    if (total <= 0).any():  # Grid2Op's power flow diverges; gridrl's ENS turned negative
+        row = int(np.flatnonzero(total <= 0)[0])
+        raise EnvOptionError(
+            f"{path / 'chronics'}: the loads sum to {float(total[row]):g} MW at step {row} "
+            "(counted over every chronic, at the environment's step); a grid's demand is > 0"
+        )
     net.gen["max_p_mw"] = prods["Pmax"].to_numpy(float)
     net.gen["min_p_mw"] = prods["Pmin"].to_numpy(float)
-    network = gp.from_pandapower(net, name=path.name)
+    try:
+        network = gp.from_pandapower(net, name=path.name)
+    except gp.GridPhysicsError as exc:  # rows are pandapower's internal (ppc) order
+        raise EnvOptionError(
+            f"{path / 'grid.json'}: pandapower's conversion of the grid fails ({exc}; branch "
+            "rows count the lines, then the transformers)"
+        ) from None
     if network.n_gen != len(net.gen) or network.n_bus != len(net.bus):
         raise EnvOptionError(f"{path}: the grid's generators or buses could not be kept in order")
     gen_bus = np.asarray(network.topology.gen_bus)

@@ -711,3 +711,144 @@ def test_rerun_5_agent_and_grid2op_eval_misuse_is_typed(pristine, tmp_path, caps
     finally:
         restore()
     assert "error: Grid2Op cannot load" in capsys.readouterr().err
+
+
+def test_rerun_6_grid2op_faults_are_typed_or_read_as_grid2op_reads(pristine, tmp_path):
+    """Hostile rerun 6: loads that sum to below zero gave +332 reward per step; config
+    bound by an annotated assignment, inside an if, or with a call in another entry lost
+    its limits and was said to have none; extra chronic columns, a negative Pmin, a
+    start time with seconds and an sgen were accepted though Grid2Op refuses or keeps
+    them; a corrupt gzip raised zlib.error and ~nosuchuser RuntimeError."""
+    import bz2
+    import gzip
+    import json
+
+    spec = f"grid2op:{pristine}"
+    folder = pristine / "chronics" / "0000"
+    loads = bz2.decompress((folder / "load_p.csv.bz2").read_bytes()).decode().splitlines()
+
+    def write(stem, lines):
+        return _altered(
+            pristine,
+            f"chronics/0000/{stem}.csv.bz2",
+            bz2.compress(("\n".join(lines) + "\n").encode()),
+        )
+
+    negative = [loads[0]] + [";".join(str(-float(v)) for v in r.split(";")) for r in loads[1:]]
+    restore = write("load_p", negative)
+    with pytest.raises(EnvOptionError, match="the loads sum to -"):
+        load_case(spec)
+    restore()
+    extra = [loads[0] + ";not_a_load"] + [r + ";1.0" for r in loads[1:]]
+    restore = write("load_p", extra)
+    with pytest.raises(EnvOptionError, match=r"elements the grid lacks.*not_a_load"):
+        load_case(spec)
+    restore()
+    restore = _altered(pristine, "chronics/0000/start_datetime.info", "2019-01-05 23:55:30")
+    with pytest.raises(EnvOptionError, match="YYYY-MM-DD HH:MM"):
+        load_case(spec)
+    restore()
+    # a corrupt gzip chronic (read when there is no .csv or .csv.bz2)
+    (folder / "load_p.csv.bz2").rename(tmp_path / "load_p.csv.bz2")
+    corrupt = bytearray(gzip.compress(("\n".join(loads) + "\n").encode()))
+    corrupt[20:60] = bytes(b ^ 0xFF for b in corrupt[20:60])
+    (folder / "load_p.csv.gzip").write_bytes(bytes(corrupt))
+    try:
+        with pytest.raises(EnvOptionError, match=r"load_p\.csv\.gzip"):
+            load_case(spec)
+    finally:
+        (folder / "load_p.csv.gzip").unlink()
+        (tmp_path / "load_p.csv.bz2").rename(folder / "load_p.csv.bz2")
+    with pytest.raises(EnvOptionError, match="no Grid2Op environment"):
+        load_case("grid2op:~nosuchuser_zz/env")
+
+    charac = (pristine / "prods_charac.csv").read_text()
+    header, *rows = charac.strip().splitlines()
+    cells = rows[0].split(",")
+    cells[header.split(",").index("Pmin")] = "-5"
+    restore = _altered(
+        pristine, "prods_charac.csv", "\n".join([header, ",".join(cells), *rows[1:]])
+    )
+    with pytest.raises(EnvOptionError, match="refuses a negative Pmin"):
+        load_case(spec)
+    restore()
+
+    reference = _case(SMALL)
+    kv = np.asarray(reference.network.bus.base_kv)[
+        np.asarray(reference.network.topology.branch_from)
+    ]
+    amps = [100.0 + i for i in range(reference.network.n_branch)]
+    expected = np.sqrt(3) * kv * np.array(amps) / 1000
+
+    def read(text):
+        restore = _altered(pristine, "config.py", text)
+        try:
+            case = load_case(spec)
+        finally:
+            restore()
+        return np.asarray(case.network.branch.rate_a_mva), case.assumed
+
+    for text in (
+        f"config: dict = {{'thermal_limits': {amps}}}\n",
+        f"config = {{'kwargs': dict(a=1), 'thermal_limits': {amps}}}\n",
+    ):
+        rate, _ = read(text)
+        np.testing.assert_allclose(rate, expected)
+    for text in (
+        f"if True:\n    config = {{'thermal_limits': {amps}}}\n",
+        f"(config := {{'thermal_limits': {amps}}})\n",
+        f"config, x = {{'thermal_limits': {amps}}}, 1\n",
+        f"config = {{'thermal_limits': set({amps})}}\n",
+    ):
+        _, assumed = read(text)
+        assert any("only running" in a for a in assumed), text
+
+    data = json.loads((pristine / "grid.json").read_text())
+    import pandapower as pp
+
+    net = pp.from_json_string(json.dumps(data))
+    pp.create_sgen(net, 3, p_mw=50.0)
+    restore = _altered(pristine, "grid.json", pp.to_json(net))
+    with pytest.raises(EnvOptionError, match="1 sgen element"):
+        load_case(spec)
+    restore()
+
+
+def test_rerun_6_agent_checks_actions_as_step_does_and_probes_keep_user_files(tmp_path):
+    """Hostile rerun 6: a policy returning scalars raised a bare IndexError in act(),
+    NaN actions made unserved_requests_mw NaN; the output-path probe overwrote and
+    removed a user's .write-test, and a dangling symlink passed the --json check."""
+    import os
+
+    from gridrl.errors import ActionError, OutputPathError, writable_dir, writable_file
+    from gridrl.grid2op import Grid2OpAgent
+
+    env, params = _small_env()
+    g2o = _grid2op_env(SMALL)
+    obs = g2o.reset(options={"time serie id": 0})
+
+    def scalars(key, o, state, p):
+        return {a: jnp.asarray(0.5, env.dtype) for a in env.agents}
+
+    with pytest.raises(ActionError, match="has shape"):
+        Grid2OpAgent(scalars, g2o.action_space, env, params, simulate=False).act(obs)
+
+    def nans(key, o, state, p):
+        return {a: jnp.full(env.action_space(a).shape, jnp.nan, env.dtype) for a in env.agents}
+
+    agent = Grid2OpAgent(nans, g2o.action_space, env, params, simulate=False)
+    agent.act(obs)
+    assert agent.invalid_actions == len(env.agents) and np.isfinite(agent.unserved_requests_mw)
+
+    precious = tmp_path / ".write-test"
+    precious.write_text("PRECIOUS")
+    writable_dir(tmp_path, "--out")
+    assert precious.read_text() == "PRECIOUS" and sorted(p.name for p in tmp_path.iterdir()) == [
+        ".write-test"
+    ]
+    os.symlink(tmp_path / "nowhere" / "x", tmp_path / "dangling.json")
+    with pytest.raises(OutputPathError, match="symbolic link to nothing"):
+        writable_file(tmp_path / "dangling.json", "--json")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OutputPathError, match="not a regular file"):
+        writable_file(tmp_path / "fifo", "--json")
