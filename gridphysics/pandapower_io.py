@@ -117,6 +117,14 @@ def from_pandapower(net: Any, *, name: str | None = None, model: Model = "runpp"
     zip_columns = [13, 14, 16, 17]  # pandapower's CID_P, CZD_P, CID_Q, CZD_Q
     if bus.shape[1] > 17 and np.any(np.real(bus[:, zip_columns]) != 0):
         _reject_zip_loads(net)
+    dcline = getattr(net, "dcline", None)
+    if hasattr(dcline, "columns") and len(dcline) and dcline.get("in_service", True).any():
+        # pandapower turns a DC line into a pair of generators with their own losses and
+        # voltage setpoints; read as plain generators its flows were 15 MW off
+        raise UnsupportedError(
+            "this pandapower net has dcline elements in service, which gridphysics does not "
+            "model yet"
+        )
     for key in ("bus_dc", "branch_dc", "vsc", "svc", "tcsc", "ssc"):
         if np.shape(ppc.get(key, np.zeros((0, 1))))[0] > 0:
             raise UnsupportedError(

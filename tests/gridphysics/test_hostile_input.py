@@ -328,3 +328,17 @@ def test_a_voltage_setpoint_of_zero_or_below_is_refused(case14):
         gp.from_ppc(case14 | {"gen": gen})
     with pytest.raises(gp.InvalidValueError, match="a voltage setpoint is > 0"):
         gp.from_ppc(case14).with_gens(vm_pu=-1.0)
+
+
+def test_an_in_service_dcline_is_unsupported_not_silently_misread():
+    """pandapower's DC line became two plain generators: flows 15 MW off pandapower's,
+    no warning (hostile rerun 7)."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    net = pn.case14()
+    pp.create_dcline(net, 9, 13, p_mw=20, loss_percent=1, loss_mw=0.5, vm_from_pu=1, vm_to_pu=1)
+    with pytest.raises(gp.UnsupportedError, match="dcline"):
+        gp.from_pandapower(net)
+    net.dcline["in_service"] = False  # out of service: nothing to model
+    assert gp.from_pandapower(net).n_bus == 14
