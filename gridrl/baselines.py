@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import gridphysics as gp
 from gridrl import scenarios
-from gridrl.env import EnvParams, EnvState, GridEnv, evaluation_params, make
+from gridrl.env import EnvConfig, EnvParams, EnvState, GridEnv, evaluation_params, make
+from gridrl.errors import GridRLError
 
 Policy = Callable[[jax.Array, dict, EnvState, EnvParams], dict]
 BASELINES = ("do_nothing", "greedy", "random", "dc_opf", "mpc", "day_ahead")
@@ -488,13 +490,39 @@ def main(argv: list[str] | None = None) -> int:
         description="Run every baseline (do-nothing, greedy, random, DC-OPF oracle) on the same seeded "
         "days and print cost, overload-step share, energy not served, trips, interventions and survival.",
     )
-    parser.add_argument("--case", default="ieee118", help="case name (default: ieee118)")
+    parser.add_argument(
+        "--case",
+        default="ieee118",
+        help="case name, MATPOWER .m path or grid2op:<environment> (default: ieee118)",
+    )
+    parser.add_argument(
+        "--n-areas",
+        type=int,
+        default=EnvConfig.n_areas,
+        help=f"operational areas, one agent each (default: {EnvConfig.n_areas}; a grid with "
+        "fewer generator buses needs fewer)",
+    )
+    parser.add_argument(
+        "--method", choices=("dc", "ac"), default="dc", help="physics (default: dc)"
+    )
     add_day_flags(parser, episodes=2, seed=0)
     args = parser.parse_args(argv)
     names = check_day_flags(parser, args)
-    results = evaluate_baselines(
-        args.case, episodes=args.episodes, seed=args.seed, level=args.level, baselines=names
-    )
+    import sys
+
+    try:
+        results = evaluate_baselines(
+            args.case,
+            episodes=args.episodes,
+            seed=args.seed,
+            level=args.level,
+            baselines=names,
+            n_areas=args.n_areas,
+            method=args.method,
+        )
+    except (GridRLError, gp.GridPhysicsError) as exc:  # a raw traceback before (rerun 7)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{args.case}, level {args.level}, {args.episodes} episode(s), seed {args.seed}")
     print(format_table(results))
     return 0

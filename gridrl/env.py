@@ -28,6 +28,7 @@ One step (15 minutes):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -890,7 +891,22 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     else:
         network, _ = gp.fill_missing_ratings(gp.load_case(case), RATING_RULE)
     _check_units(network)
+    demand = float(np.sum(np.asarray(network.load.p_mw) * np.asarray(network.load.status)))
+    if not demand > 0:  # NaN observations (Pd = 0) or a broken balance (Pd < 0)
+        raise EnvOptionError(
+            f"case {case!r}: its loads sum to {demand:g} MW; the environment needs a demand > 0"
+        )
     dtype = jnp.dtype(config.dtype)
+    if config.method == "ac":  # the env's AC runs in its dtype: it must converge there
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", gp.ConvergenceWarning)
+            ac = gp.solve(network.astype(dtype), "ac")
+        if not bool(ac.converged):
+            raise EnvOptionError(
+                f"case {case!r}: its AC power flow does not converge in {config.dtype} (a "
+                "small base MVA, such as Grid2Op's 1 MVA, leaves float32 too few digits); "
+                "use dtype='float64' or method='dc'"
+            )
     env = GridEnv(config, network, None if recorded is None else recorded.renewable)
     if recorded is None:
         solved = gp.solve(network)

@@ -836,6 +836,19 @@ def load_case(spec: str) -> Grid2OpCase:
     recorded = np.concatenate([t["load_p"].reshape(-1, len(load_names)) for _, t, _ in per_chronic])
     net.load["p_mw"] = np.where(np.abs(recorded).max(axis=0) > 0, recorded.mean(axis=0), 1.0)
     net.load["q_mvar"] = 0.0
+    assumed.append(
+        "load_q is read and checked but not replayed: the environment's loads draw no "
+        "reactive power (its AC physics too)"
+    )
+    for column in ("p_mw", "q_mvar"):  # a 1e9 MVAr shunt tripped every line at each step
+        values = net.shunt[column].to_numpy(float) if column in net.shunt else np.zeros(0)
+        bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values)) > MAX_MW)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise EnvOptionError(
+                f"{path / 'grid.json'}: shunt {net.shunt.index[i]} has {column} = "
+                f"{float(values[i]):g}, not a finite power within {MAX_MW:g}"
+            )
     if len(net.storage):
         net.storage["p_mw"] = 0.0
         assumed.append(

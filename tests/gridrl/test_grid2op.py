@@ -300,6 +300,17 @@ def _altered(root, relative, content):
     return restore
 
 
+def _ratings_with_config(root, text):
+    """The ratings and assumptions of the environment at ``root`` with ``config.py``
+    replaced by ``text`` (put back afterwards)."""
+    restore = _altered(root, "config.py", text)
+    try:
+        case = load_case(f"grid2op:{root}")
+    finally:
+        restore()
+    return np.asarray(case.network.branch.rate_a_mva), case.assumed
+
+
 def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine):
     """Hostile rerun 4: prods_charac.csv with a missing column, another separator, a
     duplicate row or a non-number raised KeyError/ValueError; NaN Pmax became 1e9 MW;
@@ -373,12 +384,7 @@ def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine
         restore()
 
     def ratings(text):
-        restore = _altered(pristine, "config.py", text)
-        try:
-            case = load_case(spec)
-        finally:
-            restore()
-        return np.asarray(case.network.branch.rate_a_mva), case.assumed
+        return _ratings_with_config(pristine, text)
 
     expected = np.sqrt(3) * kv * np.array(amps) / 1000
     other = [a + 50 for a in amps]
@@ -781,12 +787,7 @@ def test_rerun_6_grid2op_faults_are_typed_or_read_as_grid2op_reads(pristine, tmp
     expected = np.sqrt(3) * kv * np.array(amps) / 1000
 
     def read(text):
-        restore = _altered(pristine, "config.py", text)
-        try:
-            case = load_case(spec)
-        finally:
-            restore()
-        return np.asarray(case.network.branch.rate_a_mva), case.assumed
+        return _ratings_with_config(pristine, text)
 
     for text in (
         f"config: dict = {{'thermal_limits': {amps}}}\n",
@@ -852,3 +853,42 @@ def test_rerun_6_agent_checks_actions_as_step_does_and_probes_keep_user_files(tm
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(OutputPathError, match="not a regular file"):
         writable_file(tmp_path / "fifo", "--json")
+
+
+def test_rerun_7_make_and_cli_refuse_what_would_run_wrong(pristine, tmp_path, capsys):
+    """Hostile rerun 7: a float32 AC env on a 1 MVA grid blacked out at every step
+    without a word; a case whose loads sum to <= 0 gave NaN observations; a 1e9 MVAr
+    shunt passed load_case; python -m gridrl.baselines printed tracebacks and could not
+    run a grid with fewer than 4 generator buses."""
+    import json
+
+    import pandapower as pp
+
+    from gridrl.baselines import main as baselines_main
+
+    with pytest.raises(EnvOptionError, match="does not converge in float32"):
+        make("grid2op:rte_case5_example", n_areas=1, method="ac")
+    zero = tmp_path / "zero.m"
+    zero.write_text(
+        "function mpc = zero\nmpc.baseMVA = 100;\n"
+        "mpc.bus = [1 3 0 0 0 0 1 1 0 135 1 1.1 0.9; 2 1 0 0 0 0 1 1 0 135 1 1.1 0.9];\n"
+        "mpc.gen = [1 0 0 300 -300 1 100 1 250 10];\n"
+        "mpc.branch = [1 2 0.01 0.1 0 100 100 100 0 0 1 -360 360];\n"
+    )
+    with pytest.raises(EnvOptionError, match="loads sum to 0 MW"):
+        make(str(zero), n_areas=1)
+    assert any("load_q is read" in a for a in _case(SMALL).assumed)
+
+    net = pp.from_json_string((pristine / "grid.json").read_text())
+    pp.create_shunt(net, 3, p_mw=1e9, q_mvar=1e9)
+    restore = _altered(pristine, "grid.json", pp.to_json(net))
+    with pytest.raises(EnvOptionError, match=r"shunt \d+ has p_mw = 1e\+09"):
+        load_case(f"grid2op:{pristine}")
+    restore()
+    json.loads((pristine / "grid.json").read_text())  # put back intact
+
+    assert baselines_main(["--case", "nosuchcase"]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown case")
+    argv = ["--case", "grid2op:rte_case5_example", "--n-areas", "1", "--episodes", "1"]
+    assert baselines_main([*argv, "--baselines", "do_nothing"]) == 0
+    assert "do_nothing" in capsys.readouterr().out
