@@ -134,7 +134,8 @@ class OutageFlows:
         if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
             # int8 was accepted and gave all-zero flows with exact=True
             raise NetworkError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        h = np.asarray(_ptdf(network))
+        # cut-off buses' columns are NaN in ptdf(); here they carry no transfer (0)
+        h = np.nan_to_num(np.asarray(_ptdf(network)))
         status = np.asarray(network.branch.status) > 0
         reach = reachable_numpy(topo, status)
         if max_outages:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gridphysics import dc, linalg
+from gridphysics import dc, islands, linalg
 from gridphysics.errors import NetworkError
 from gridphysics.network import Network, as_indices, require_network
 
@@ -110,18 +110,29 @@ def ptdf(
         buses: columns to compute (default all), by one solve per column.
 
     Returns:
-        ``(len(branches), len(buses))`` array.
+        ``(len(branches), len(buses))`` array. Columns of buses that the branches in
+        service do not connect to the reference bus are NaN (an injection there has
+        nowhere to go); a slack bus, or slack weight, on such a bus is a NetworkError.
     """
     require_network(network, "ptdf()")
     topo = network.topology
     rows = _indices(branches, topo.n_branch, "branch")
     cols = _indices(buses, topo.n_bus, "bus")
+    status = network.branch.status
+    cut = None  # (n_bus,) buses cut off from the reference (concrete statuses only)
+    if not isinstance(status, jax.core.Tracer):
+        cut = ~islands.reachable_numpy(topo, np.asarray(status) > 0)
     weights = None
     slack_bus = None
     if slack is not None:
         arr = np.asarray(slack)
         if arr.ndim == 0:
             slack_bus = int(_indices(arr, topo.n_bus, "slack bus")[0])
+            if cut is not None and cut[slack_bus]:  # it was silently the reference bus
+                raise NetworkError(
+                    f"slack bus {slack_bus} is cut off from the reference bus by the branches "
+                    "out of service"
+                )
         else:
             rule = (
                 f"slack weights must be {topo.n_bus} finite real numbers with a finite non-zero sum"
@@ -136,6 +147,11 @@ def ptdf(
                 raise NetworkError(rule)
             if total == 0:
                 raise NetworkError(rule)
+            if cut is not None and (arr[cut] != 0).any():
+                raise NetworkError(
+                    f"slack weights on bus(es) {np.flatnonzero(cut & (arr != 0))[:5].tolist()}, "
+                    "which the branches out of service cut off from the reference bus"
+                )
             weights = jnp.asarray(arr / total, network.dtype)
     if branches is not None and buses is None:
         full_rows = _ptdf_rows(network, jnp.asarray(rows))
@@ -144,7 +160,7 @@ def ptdf(
             h = h - full_rows[:, [slack_bus]]
         if weights is not None:
             h = h - (full_rows @ weights)[:, None]
-        return h
+        return _nan_cut(h, cut, cols)
     extra = [slack_bus] if slack_bus is not None else []
     h = _ptdf_columns(network, jnp.asarray(np.concatenate([cols, np.asarray(extra, np.int64)])))[
         rows
@@ -153,7 +169,15 @@ def ptdf(
         h = h[:, :-1] - h[:, -1:]
     if weights is not None:
         h = h - _weighted_flows(network, weights)[rows][:, None]
-    return h
+    return _nan_cut(h, cut, cols)
+
+
+def _nan_cut(h: jax.Array, cut: np.ndarray | None, cols: np.ndarray) -> jax.Array:
+    """``h`` with the columns of cut-off buses NaN (they read 0: a transfer that cannot
+    happen looked like one that loads nothing; hostile rerun 7)."""
+    if cut is None or not cut[cols].any():
+        return h
+    return jnp.where(jnp.asarray(cut[cols])[None, :], jnp.nan, h)
 
 
 @jax.jit

@@ -230,7 +230,8 @@ def dc_opf(
         return _failure(
             n_gen, n_load, n_branch, "power flow failed", "the DC power flow of the grid failed"
         )
-    h = np.asarray(gp.ptdf(net), dtype=np.float64)  # (n_branch, n_bus)
+    # (n_branch, n_bus); cut-off buses' columns are NaN: no transfer (masked by live_bus)
+    h = np.nan_to_num(np.asarray(gp.ptdf(net), dtype=np.float64))
     live_bus = ~isolated
 
     # Fixed injections at energized buses: loads (before shedding) and shunts.

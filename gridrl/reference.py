@@ -174,7 +174,8 @@ class Planner:
         if key not in self._topologies:
             net = self.net.with_branches(status=jnp.asarray(branch_on > 0, jnp.float64))
             f0, isolated, _ = zero_injection_flows(net)
-            h = np.asarray(gp.ptdf(net), np.float64)
+            # cut-off buses' columns are NaN; they carry no transfer (masked by isolated)
+            h = np.nan_to_num(np.asarray(gp.ptdf(net), np.float64))
             t = self.topo
             f, to = np.asarray(t.branch_from), np.asarray(t.branch_to)
             phi = h[:, f] - h[:, to]  # flow on l per MW sent from k's from end to its to end

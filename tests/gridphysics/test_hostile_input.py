@@ -342,3 +342,22 @@ def test_an_in_service_dcline_is_unsupported_not_silently_misread():
         gp.from_pandapower(net)
     net.dcline["in_service"] = False  # out of service: nothing to model
     assert gp.from_pandapower(net).n_bus == 14
+
+
+def test_ptdf_columns_of_cut_off_buses_are_nan_and_a_cut_off_slack_is_refused(ieee14):
+    """With branch 13 out, bus 7 (0-based) hangs on nothing: its column read 0 and
+    slack=7 silently gave the reference-bus PTDF (hostile rerun 7). By hand: an
+    injection there cannot reach the reference, so its column is undefined."""
+    status = np.ones(ieee14.n_branch)
+    status[13] = 0
+    cut = ieee14.with_branches(status=status)
+    h = np.asarray(gp.ptdf(cut))
+    assert np.isnan(h[:, 7]).all() and np.isfinite(np.delete(h, 7, axis=1)).all()
+    with pytest.raises(gp.NetworkError, match="slack bus 7 is cut off"):
+        gp.ptdf(cut, slack=7)
+    weights = np.ones(ieee14.n_bus)
+    with pytest.raises(gp.NetworkError, match=r"slack weights on bus\(es\) \[7\]"):
+        gp.ptdf(cut, slack=weights)
+    np.testing.assert_allclose(  # the other columns are the ones of the grid as it is
+        np.delete(h, 7, axis=1), np.delete(np.asarray(gp.ptdf(cut, branches=range(20))), 7, 1)
+    )
