@@ -215,9 +215,14 @@ def check_impedances(train: gp.Network, snap: gp.Network, idx: dict) -> None:
                 f"bus {ids[i]}: the snapshot's shunt {quantity} {b[i]:.6g} differs from the "
                 f"training grid's {a[i]:.6g}; the policy's physics is the training grid's"
             )
+    # per-unit impedances on the training grid's base: a snapshot saved with another
+    # base MVA (pandapower's sn_mva) is the same grid (it was refused; hostile rerun 7)
+    to_train_base = {"x_pu": train.base_mva / snap.base_mva, "r_pu": train.base_mva / snap.base_mva}
+    to_train_base["b_pu"] = snap.base_mva / train.base_mva
     for field in ("x_pu", "r_pu", "b_pu", "tap", "shift_rad"):
         a = np.asarray(getattr(train.branch, field), np.float64)
         b = np.asarray(getattr(snap.branch, field), np.float64)[idx["branch"]]
+        b = b * to_train_base.get(field, 1.0)
         if field == "shift_rad":
             off = np.abs(b - a) > SHIFT_ATOL_RAD
         else:

@@ -156,3 +156,27 @@ def test_reads_in_several_threads_leave_pandapower_s_importer_as_it_was(tmp_path
         nets = list(pool.map(lambda _: read_snapshot(path), range(16)))
     assert all(net.bus.shape[0] == 14 for net in nets)
     assert io_utils.importlib is importlib
+
+
+def test_a_snapshot_saved_on_another_base_mva_is_the_same_grid():
+    """pandapower case14 with sn_mva = 1 instead of 100: DC flows equal to 1e-13, but
+    recommend refused it because per-unit reactances were compared unrebased (hostile
+    rerun 7). A line whose reactance really changed is still refused."""
+    import warnings
+
+    import pandapower.networks as pn
+
+    import gridphysics as gp
+    from gridrl.recommend import SnapshotError, check_impedances, match
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = gp.from_pandapower(pn.case14())
+        net = pn.case14()
+        net.sn_mva = 1.0
+        snap = gp.from_pandapower(net)
+        check_impedances(train, snap, match(train, snap))  # no error
+        net.line.loc[0, "x_ohm_per_km"] *= 10
+        changed = gp.from_pandapower(net)
+    with pytest.raises(SnapshotError, match="x_pu"):
+        check_impedances(train, changed, match(train, changed))
