@@ -20,6 +20,7 @@ overload-step share, energy not served, trips, safety interventions and survival
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -508,8 +509,6 @@ def main(argv: list[str] | None = None) -> int:
     add_day_flags(parser, episodes=2, seed=0)
     args = parser.parse_args(argv)
     names = check_day_flags(parser, args)
-    import sys
-
     try:
         results = evaluate_baselines(
             args.case,
@@ -529,6 +528,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

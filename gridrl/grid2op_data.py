@@ -765,13 +765,12 @@ def load_case(spec: str) -> Grid2OpCase:
     for table in UNMODELLED_TABLES:  # replayed days would leave their injections out
         frame = getattr(net, table, None)
         if hasattr(frame, "columns") and len(frame):
-            on = (
-                frame["in_service"].fillna(True).astype(bool)
-                if "in_service" in frame
-                else frame.index == frame.index
-            )
-            if table == "switch":
-                on = ~frame["closed"].fillna(True).astype(bool)  # an open switch
+            if table == "switch":  # an open switch
+                on = ~frame["closed"].fillna(True).astype(bool)
+            elif "in_service" in frame:
+                on = frame["in_service"].fillna(True).astype(bool)
+            else:  # a table without the column: every element counts
+                on = np.ones(len(frame), bool)
             if on.any():
                 raise EnvOptionError(
                     f"{path / 'grid.json'}: {int(on.sum())} {table} element(s); gridrl replays "
