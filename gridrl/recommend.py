@@ -263,6 +263,12 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
     status = np.asarray(snapshot.branch.status)[idx["branch"]]
     gen_status = np.asarray(snapshot.gen.status)[idx["gen"]]
     p_set = np.asarray(snapshot.gen.p_mw)[idx["gen"]]
+    # the snapshot's ratings where it has them (a halved rating was ignored), else the
+    # training grid's; they go into the network so DC and AC loadings use the same ones
+    own = np.asarray(snapshot.branch.rate_a_mva, np.float64)[idx["branch"]]
+    rate = np.where(
+        np.isfinite(own) & (own > 0), own, np.asarray(train.branch.rate_a_mva, np.float64)
+    )
     net = (
         train.astype(jnp.float64)
         .with_loads(
@@ -274,18 +280,12 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
             status=jnp.asarray(gen_status),
             vm_pu=jnp.asarray(np.asarray(snapshot.gen.vm_pu, np.float64)[idx["gen"]]),
         )
-        .with_branches(status=jnp.asarray(status))
+        .with_branches(status=jnp.asarray(status), rate_a_mva=jnp.asarray(rate))
     )
     before = gp.solve(net)
     if not bool(before.converged):
         raise SnapshotError("the snapshot's own DC power flow does not solve (islanded slack?)")
     gen_now = np.asarray(before.gen_p_mw)
-    # the snapshot's ratings where it has them (a halved rating was ignored), else the
-    # training grid's
-    own = np.asarray(snapshot.branch.rate_a_mva, np.float64)[idx["branch"]]
-    rate = np.where(
-        np.isfinite(own) & (own > 0), own, np.asarray(train.branch.rate_a_mva, np.float64)
-    )
     t = round(hour * scenarios.STEPS_PER_HOUR) % env.config.episode_steps
     key = jax.random.PRNGKey(0)
     _, state = env.reset(key, params)
