@@ -406,12 +406,26 @@ def config_from_args(args) -> TrainConfig:
     from gridrl.config import _coerce
 
     base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    # the options the file set (it can only set a default value to no effect), so that an
+    # error about one of them names the file, not a flag the user never gave
+    args.config_fields = {f.name for f in fields(TrainConfig) if getattr(base, f.name) != f.default}
     changes = {}
     for f in fields(TrainConfig):
         value = getattr(args, f.name)
         if value is not None:
             changes[f.name] = _coerce(f.name, value, f.type, "--" + f.name.replace("_", "-"))
     return base.replace(**changes)
+
+
+def _blame(message: str, args) -> str:
+    """A ``--flag: ...`` message about an option that came from ``--config`` (and not
+    from that flag) names the file and the option as the file spells it."""
+    flag, sep, rest = message.partition(":")
+    name = flag.removeprefix("--").replace("-", "_")
+    from_file = getattr(args, "config_fields", set())
+    if sep and flag.startswith("--") and name in from_file and getattr(args, name, None) is None:
+        return f"--config {args.config}: {name}{sep}{rest}"
+    return message
 
 
 def init_distributed(args) -> None:
@@ -574,11 +588,14 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 grid2op_data.find_env(config.case)
             except GridRLError as exc:
-                parser.error(f"--case: {exc}")
+                parser.error(_blame(f"--case: {exc}", args))
         elif not is_file and _resolve_name(config.case) is None:
             parser.error(
-                f"--case: unknown case {config.case!r}; named cases: {', '.join(case_names())} "
-                "(or a MATPOWER .m file, or grid2op:<environment>)"
+                _blame(
+                    f"--case: unknown case {config.case!r}; named cases: "
+                    f"{', '.join(case_names())} (or a MATPOWER .m file, or grid2op:<environment>)",
+                    args,
+                )
             )
         # the output directories take files: checked before training, not after it
         for directory, flag in (
@@ -603,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             report=not args.no_report,
         )
     except (ConfigError, EnvOptionError, OutputPathError) as exc:
-        parser.error(str(exc))
+        parser.error(_blame(str(exc), args))
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

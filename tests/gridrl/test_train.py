@@ -569,6 +569,25 @@ def test_config_file_and_flags(tmp_path):
         TrainConfig(num_envs=16).validate(3)
 
 
+def test_a_bad_value_from_the_config_file_names_the_file(tmp_path, capsys):
+    """A value from --config was reported under a flag the user never gave ('--gamma:
+    must be in (0, 1]', hostile rerun 7); the same value from the flag names the flag."""
+    path = tmp_path / "c.toml"
+    path.write_text("gamma = 1.5\ncase = 'ieee14'\n")
+    for argv, want in (
+        ([], f"--config {path}: gamma: must be in (0, 1]"),
+        (["--gamma", "2"], "error: --gamma: must be in (0, 1]"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["--config", str(path), *argv, "--run-dir", str(tmp_path / "r")])
+        assert want in capsys.readouterr().err
+    path.write_text("case = 'ieee9999'\n")
+    with pytest.raises(SystemExit):
+        main(["--config", str(path), "--run-dir", str(tmp_path / "r")])
+    assert f"--config {path}: case: unknown case 'ieee9999'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_backend_defaults_fill_only_what_the_user_left_unset(tmp_path):
     from gridrl.config import SCALE_DEFAULTS
     from gridrl.train import build_parser, config_from_args
