@@ -411,6 +411,11 @@ class Network:
         if group == "gen" and key == "vm_pu" and not len(bad):
             bad = np.flatnonzero(arr <= 0)
             rule = "a voltage setpoint is > 0 p.u."
+        if key in _POWER_FIELDS.get(group, ()) and not len(bad):
+            from gridphysics.ppc import MAX_POWER_MW
+
+            bad = np.flatnonzero(np.abs(arr) > MAX_POWER_MW)
+            rule = f"a power is within {MAX_POWER_MW:g} MW / MVAr in magnitude"
         if key.startswith("rate_") and not len(bad):
             bad = np.flatnonzero(arr < 0)
             rule = "a rating is a number >= 0 (0 means unlimited, as in MATPOWER) or NaN for none"
@@ -633,6 +638,13 @@ _FINITE_FIELDS = {
     "shunt": ("g_mw", "b_mvar", "status"),
     "branch": ("r_pu", "x_pu", "b_pu", "g_pu", "tap", "shift_rad", "status"),
     "bus": ("vm_pu", "va_rad"),
+}
+
+#: Fields that are powers (MW / MVAr), bounded by ``gridphysics.ppc.MAX_POWER_MW``.
+_POWER_FIELDS = {
+    "load": ("p_mw", "q_mvar"),
+    "gen": ("p_mw", "q_mvar"),
+    "shunt": ("g_mw", "b_mvar"),
 }
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from gridphysics.errors import CaseFormatError, NoSlackError, UnsupportedError
 from gridphysics.network import Network
-from gridphysics.ppc import from_ppc
+from gridphysics.ppc import MAX_BASE_MVA, MIN_BASE_MVA, from_ppc
 
 Model = Literal["runpp", "rundcpp"]
 
@@ -61,6 +61,21 @@ def _check_in_service(net: Any) -> None:
             )
 
 
+def _check_base(net: Any) -> None:
+    """``net.sn_mva`` is the system base: a number within the range :func:`from_ppc`
+    accepts, named as pandapower names it (1e-9 was blamed on a branch's reactance)."""
+    sn = getattr(net, "sn_mva", 1.0)
+    try:
+        ok = not isinstance(sn, bool | str | bytes) and MIN_BASE_MVA <= float(sn) <= MAX_BASE_MVA
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise CaseFormatError(
+            f"the pandapower net's sn_mva is {sn!r}; the system base must be a number from "
+            f"{MIN_BASE_MVA:g} to {MAX_BASE_MVA:g} MVA (pandapower's default is 1)"
+        )
+
+
 def pandapower_ppc(net: Any, model: Model = "runpp") -> tuple[dict, dict]:
     """pandapower's internal ``(ppc, ppci)`` for ``net`` with ``runpp``'s or ``rundcpp``'s
     default options. Works on a copy: ``net`` itself is not modified."""
@@ -70,6 +85,7 @@ def pandapower_ppc(net: Any, model: Model = "runpp") -> tuple[dict, dict]:
         raise UnsupportedError(f"from_pandapower needs pandapower: {exc}") from None
     if model not in ("runpp", "rundcpp"):
         raise UnsupportedError(f"model must be 'runpp' or 'rundcpp', got {model!r}")
+    _check_base(net)
     net = copy.deepcopy(net)
     _check_in_service(net)
     level = logging.getLogger("pandapower").level

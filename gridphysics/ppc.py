@@ -43,6 +43,13 @@ MIN_COLS = {"bus": 13, "gen": 10, "branch": 11}
 
 #: Largest system base accepted (MVA): real cases use 100; 1e300 overflows every flow.
 MAX_BASE_MVA = 1e6
+#: Smallest system base accepted (MVA), 1 VA: pandapower's low-voltage nets use 1 MVA, and
+#: a base of 1e-9 MVA turns every real line into a reactance below the physical range.
+MIN_BASE_MVA = 1e-6
+#: Largest load, generation or shunt power accepted (MW / MVAr): ten terawatts is more
+#: than the world's installed capacity, so a larger number is corrupt (1e300 MW of load
+#: "converged" with 1e300 MW on the slack).
+MAX_POWER_MW = 1e7
 
 
 def _move_reference(
@@ -107,6 +114,20 @@ def _check_finite(arr: np.ndarray, table: str, cols: dict[str, int]) -> None:
         if bad.size:
             raise CaseFormatError(
                 f"{table} row {bad[0] + 1} has a non-finite {name} ({arr[bad[0], col]})"
+            )
+
+
+def _check_power(arr: np.ndarray, table: str, cols: dict[str, int]) -> None:
+    """Powers (MW, MVAr) beyond :data:`MAX_POWER_MW` are corrupt; NaN is left to the
+    finiteness checks. Columns the table does not have are skipped."""
+    for name, col in cols.items():
+        if col >= arr.shape[1]:
+            continue
+        bad = np.flatnonzero(np.abs(np.nan_to_num(arr[:, col])) > MAX_POWER_MW)
+        if bad.size:
+            raise CaseFormatError(
+                f"{table} row {bad[0] + 1} has {name} = {arr[bad[0], col]:g}, beyond "
+                f"{MAX_POWER_MW:g} MW / MVAr in magnitude"
             )
 
 
@@ -249,9 +270,10 @@ def from_ppc(
         raise CaseFormatError("case has no 'baseMVA'") from None
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         raise CaseFormatError(f"case['baseMVA'] is not a number: {case['baseMVA']!r}") from None
-    if not np.isfinite(base_mva) or base_mva <= 0 or base_mva > MAX_BASE_MVA:
+    if not np.isfinite(base_mva) or not MIN_BASE_MVA <= base_mva <= MAX_BASE_MVA:
         raise CaseFormatError(
-            f"case['baseMVA'] must be a positive number up to {MAX_BASE_MVA:g} MVA, got {base_mva}"
+            f"case['baseMVA'] must be a number from {MIN_BASE_MVA:g} to {MAX_BASE_MVA:g} MVA, "
+            f"got {base_mva}"
         )
     bus, gen, branch = _table(case, "bus"), _table(case, "gen"), _table(case, "branch")
     gencost = _table(case, "gencost") if case.get("gencost") is not None else None
@@ -325,6 +347,8 @@ def from_ppc(
             f"branch row {i + 1} has TAP = {branch[i, TAP]:g}; it must be >= 0 (0: a line)"
         )
     _check_finite(gen, "gen", {"GEN_BUS": GEN_BUS, "PG": PG, "GEN_STATUS": GEN_STATUS})
+    _check_power(bus, "bus", {"PD": PD, "QD": QD, "GS": GS, "BS": BS})
+    _check_power(gen, "gen", {"PG": PG, "QG": QG})
     if gen.shape[1] > VG:  # an in-service unit's voltage setpoint (-1.0 converged in AC)
         low = np.flatnonzero((gen[:, GEN_STATUS] > 0) & ~(gen[:, VG] > 0))
         if low.size:

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 import gridphysics as gp
+from gridphysics.ppc import MAX_POWER_MW
 from gridrl import scenarios
 from gridrl.errors import EnvOptionError
 
@@ -71,10 +72,10 @@ MAX_CHRONIC_ROWS = 10 * 366 * 24 * 12
 MIN_RATING_MVA = 1e-3
 #: The largest ``config.py``, ``prods_charac.csv`` or ``*.info`` file read (bytes).
 MAX_INFO_BYTES = 16 * 2**20
-#: The largest magnitude of a power (MW) in the chronics and ``prods_charac.csv``: ten
-#: terawatts is more than the world's installed capacity, so a larger number is corrupt
-#: (and overflows the costs and normalisers downstream).
-MAX_MW = 1e7
+#: The largest magnitude of a power (MW) in the chronics and ``prods_charac.csv``: the
+#: same bound as a case file's powers (gridphysics), which overflow costs and normalisers
+#: downstream beyond it.
+MAX_MW = MAX_POWER_MW
 #: The largest marginal cost accepted ($/MWh): two orders above the highest price caps
 #: of electricity markets (about 10,000 EUR/MWh), so a larger one is corrupt.
 MAX_COST = 1e6

@@ -279,15 +279,19 @@ def test_a_pandapower_in_service_of_nan_is_a_case_format_error():
         gp.from_pandapower(net)
 
 
-@pytest.mark.parametrize("sn_mva", [0.0, np.nan])
-def test_a_pandapower_base_power_of_zero_or_nan_is_a_case_format_error(sn_mva):
-    """pandapower's conversion raised a bare FloatingPointError (hostile rerun 5)."""
+@pytest.mark.parametrize("sn_mva", [0.0, np.nan, 1e-9, "1"])
+def test_a_pandapower_base_power_out_of_range_is_a_case_format_error(sn_mva):
+    """pandapower's conversion raised a bare FloatingPointError for 0 and NaN (hostile
+    rerun 5); 1e-9 MVA was blamed on branch 0's reactance (rerun 7). A small but real
+    base (1 kVA) still gives case14's 259 MW."""
     import pandapower.networks as pn
 
     net = pn.case14()
     net.sn_mva = sn_mva
-    with pytest.raises(gp.CaseFormatError, match="FloatingPointError"):
+    with pytest.raises(gp.CaseFormatError, match=f"sn_mva is {sn_mva!r}"):
         gp.from_pandapower(net)
+    net.sn_mva = 1e-3
+    assert abs(float(gp.solve(gp.from_pandapower(net)).gen_p_mw.sum()) - 259.0) < 1e-6
 
 
 @pytest.mark.parametrize("tap", [-0.978, -1.0])

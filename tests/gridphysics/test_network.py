@@ -92,7 +92,11 @@ def test_updaters_check_shapes_and_broadcast(ieee14):
         (lambda c: c["bus"].__setitem__((4, 1), 7), gp.CaseFormatError, "bus 5 has type 7"),
         (lambda c: c.pop("branch"), gp.CaseFormatError, "no 'branch' table"),
         (lambda c: c.__setitem__("gen", c["gen"][:, :5]), gp.CaseFormatError, "needs at least 10"),
-        (lambda c: c.__setitem__("baseMVA", -1), gp.CaseFormatError, "positive"),
+        (
+            lambda c: c.__setitem__("baseMVA", -1),
+            gp.CaseFormatError,
+            "baseMVA.*from 1e-06 to 1e\\+06 MVA",
+        ),
         (lambda c: c["bus"].__setitem__((2, 0), np.nan), gp.CaseFormatError, "non-finite BUS_I"),
         # hostile values that were accepted or reinterpreted before (issue 14)
         (lambda c: c["bus"].__setitem__((4, 1), 2.5), gp.CaseFormatError, "bus 5 has type 2.5"),
@@ -340,11 +344,27 @@ def test_singular_matrix_test_catches_zero_rows_and_columns_only():
     assert got == [False, True, True, True, True, False]
 
 
-def test_base_mva_out_of_range_is_refused():
+@pytest.mark.parametrize("base", [1e300, 1e-300, 1e-9])
+def test_base_mva_out_of_range_is_refused(base):
+    """1e-300 and 1e-9 MVA were accepted (hostile rerun 7); at 1e-9 every line of case14
+    fell below the reactance range and the error blamed branch 0."""
     case = _case14()
-    case["baseMVA"] = 1e300
+    case["baseMVA"] = base
     with pytest.raises(gp.CaseFormatError, match="baseMVA"):
         gp.from_ppc(case)
+
+
+@pytest.mark.parametrize(("table", "col"), [("bus", 2), ("bus", 3), ("bus", 4), ("gen", 1)])
+def test_powers_beyond_ten_terawatts_are_refused(table, col):
+    """Pd = 1e300 MW 'converged' with 1e300 MW on the slack (hostile rerun 7)."""
+    case = _case14()
+    case[table] = case[table].copy()
+    case[table][1, col] = 1e300
+    with pytest.raises(gp.CaseFormatError, match=f"{table} row 2 has .* = 1e\\+300"):
+        gp.from_ppc(case)
+    net = gp.from_ppc(_case14())
+    with pytest.raises(gp.InvalidValueError, match="within 1e\\+07 MW"):
+        net.with_loads(p_mw=np.full(len(net.load.p_mw), -1e8))
 
 
 def test_reference_without_a_live_unit_moves_as_pypower_does():
