@@ -6,7 +6,16 @@ It reports, per policy and chronic, the steps survived out of the chronic's leng
 Grid2Op's cumulative reward, the operational cost (the units' output at their marginal
 cost, over the steps survived) and the actions Grid2Op declared illegal or ambiguous,
 as a markdown table (``report.md``) and JSON (``grid2op_eval.json``) in ``--out``.
-Grid2Op's L2RPN score is not computed (it needs the competition's reference runs).
+With ``--score`` (the default) it also computes Grid2Op's own L2RPN score of each agent
+on the same chronics (:func:`l2rpn_score`: ``grid2op.utils.ScoreL2RPN2020``, or
+``ScoreL2RPN2022`` on the WCCI 2022 environments), offline: Grid2Op runs its reference
+agents (do-nothing, and line reconnection without overflow disconnections) itself, on a
+private copy of the environment that holds only the chronics evaluated, so nothing is
+written into the installed environment. Per chronic, Grid2Op interpolates an agent's
+cost (losses and redispatch at marginal cost, and the load of the steps not survived at
+the highest marginal cost): 0 is do-nothing's cost, 100 is 80 % of the losses, -100 is
+the whole chronic's load lost, and where do-nothing fails, 80 is line reconnection
+without overflow trips.
 
 No agent of ``l2rpn-baselines`` runs next to them: of its newest release on PyPI
 (0.8.0), the agents that need neither training nor downloads fail on the shipped
@@ -101,7 +110,66 @@ def run_agents(g2o_env, agents: dict, chronics: list[int], max_steps: int | None
     return out
 
 
-def format_report(env_name: str, results: dict, note: str) -> str:
+def l2rpn_score(
+    path: Path, chronic_names: list[str], make_agents, max_steps: int | None, seed: int = 0
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Grid2Op's L2RPN score of each agent on the chronics ``chronic_names`` of the
+    environment folder ``path``: ``(score name, {agent: {chronic: score}})``.
+    ``make_agents(action_space)`` gives fresh agents
+    for the scoring runs. Grid2Op caches its reference runs in the environment's folder,
+    so they run on a temporary copy holding only these chronics (it is removed after)."""
+    import shutil
+    import tempfile
+
+    import grid2op
+    from grid2op.utils import ScoreL2RPN2020, ScoreL2RPN2022
+
+    wcci = "wcci_2022" in path.name
+    score_class, label = (
+        (ScoreL2RPN2022, "L2RPN 2022 (WCCI) score")
+        if wcci
+        else (ScoreL2RPN2020, "L2RPN 2020 score")
+    )
+    with tempfile.TemporaryDirectory(prefix="gridrl-score-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copytree(path, copy, ignore=shutil.ignore_patterns("chronics", "_statistics_*"))
+        source = path / "chronics"
+        for name in chronic_names:
+            if not (source / name).is_dir():
+                raise EnvOptionError(
+                    f"the L2RPN score needs one folder per chronic; {source / name} is not one "
+                    "(use --no-score)"
+                )
+            shutil.copytree(source / name, copy / "chronics" / name)
+        n = len(chronic_names)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g2o = grid2op.make(str(copy))
+                score = score_class(
+                    g2o,
+                    nb_scenario=n,
+                    env_seeds=[seed] * n,
+                    agent_seeds=[seed] * n,
+                    max_step=max_steps if max_steps is not None else -1,
+                )
+                meta = score.stat_dn.get_metadata()
+                order = [Path(meta[str(i)]["scenario_name"]).name for i in range(n)]
+                out = {
+                    name: dict(zip(order, map(float, score.get(agent)[0]), strict=True))
+                    for name, agent in make_agents(g2o.action_space).items()
+                }
+        except GridRLError:
+            raise
+        except Exception as exc:  # Grid2Op's own refusal of the copy or of the runs
+            raise EnvOptionError(
+                f"Grid2Op could not compute the {label} ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); use --no-score"
+            ) from None
+    return label, out
+
+
+def format_report(env_name: str, results: dict, note: str, score=None) -> str:
     lines = [
         f"# gridrl in Grid2Op: {env_name}",
         "",
@@ -117,6 +185,23 @@ def format_report(env_name: str, results: dict, note: str) -> str:
                 f"{'yes' if r['survived_all_steps'] else 'no'} | {r['cumulative_reward']:,.1f} | "
                 f"{r['operational_cost']:,.0f} | {r['illegal_actions']} | {r['ambiguous_actions']} |"
             )
+    if score is not None:
+        label, per_agent = score
+        lines += [
+            "",
+            f"## Grid2Op's {label}",
+            "",
+            "Computed by grid2op.utils on the same chronics and steps: per chronic, 0 = "
+            "do-nothing's cost, 100 = 80 % of the losses, -100 = the whole load lost (steps "
+            "not survived count their load at the highest marginal cost); where do-nothing "
+            "fails, 80 = line reconnection without overflow trips.",
+            "",
+            "| policy | mean score | per chronic |",
+            "|---|---:|---|",
+        ]
+        for name, values in per_agent.items():
+            each = ", ".join(f"{c}: {v:.2f}" for c, v in values.items())
+            lines.append(f"| {name} | {np.mean(list(values.values())):.2f} | {each} |")
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(GRIDRL_BASELINES),
         help=f"gridrl baselines to run too (default: {','.join(GRIDRL_BASELINES)}; "
         "'' for none); Grid2Op's DoNothingAgent always runs",
+    )
+    parser.add_argument(
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also compute Grid2Op's L2RPN score of every agent on the same chronics "
+        "(default; Grid2Op runs its two reference agents on each chronic first, on a "
+        "temporary copy of the environment); --no-score skips it",
     )
     parser.add_argument("--out", default=".", help="directory for report.md and grid2op_eval.json")
     args = parser.parse_args(argv)
@@ -221,17 +314,30 @@ def _run(args, parser, out: Path) -> int:
         bad = [c for c in chronics if not 0 <= c < len(names)]
         if bad:
             parser.error(f"--chronics: {bad} out of range 0..{len(names) - 1}")
-    agents = {"grid2op DoNothingAgent": DoNothingAgent(g2o.action_space)}
-    if policy is not None:
-        agents = {"policy": Grid2OpAgent(policy, g2o.action_space), **agents}
+    baselines = {}
     for name in [b for b in args.baselines.split(",") if b]:
         try:
-            fn = make_policy(name, env)
+            baselines[f"gridrl {name}"] = make_policy(name, env)
         except ValueError as exc:
             parser.error(f"--baselines: {exc}")
-        agents[f"gridrl {name}"] = Grid2OpAgent(fn, g2o.action_space, env, params)
+
+    def make_agents(action_space) -> dict:
+        agents = {"grid2op DoNothingAgent": DoNothingAgent(action_space)}
+        if policy is not None:
+            agents = {"policy": Grid2OpAgent(policy, action_space), **agents}
+        for name, fn in baselines.items():
+            agents[name] = Grid2OpAgent(fn, action_space, env, params)
+        return agents
+
+    agents = make_agents(g2o.action_space)
     print(f"running {len(agents)} agent(s) on {len(chronics)} chronic(s) of {spec} ...", flush=True)
     results = run_agents(g2o, agents, chronics, args.max_steps)
+    score = None
+    if args.score:
+        print("computing Grid2Op's L2RPN score (its reference runs first) ...", flush=True)
+        score = l2rpn_score(
+            Path(g2o.get_path_env()), [names[c] for c in chronics], make_agents, args.max_steps
+        )
     note = (
         f"Grid2Op's Runner on chronic(s) {', '.join(names[c] for c in chronics)} "
         f"({args.chronics}); {g2o.delta_time_seconds / 60:g}-minute steps. Operational "
@@ -241,9 +347,17 @@ def _run(args, parser, out: Path) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid2op_eval.json").write_text(
-        json.dumps({"env": spec, "chronics": chronics, "results": results}, indent=2)
+        json.dumps(
+            {
+                "env": spec,
+                "chronics": chronics,
+                "results": results,
+                "score": None if score is None else {"name": score[0], "per_agent": score[1]},
+            },
+            indent=2,
+        )
     )
-    report = format_report(spec, results, note)
+    report = format_report(spec, results, note, score)
     (out / "report.md").write_text(report)
     print(report)
     return 0

@@ -216,7 +216,7 @@ def test_grid2op_eval_runs_grid2op_s_runner_and_counts_refused_actions(tmp_path)
 
     from grid2op.Agent import BaseAgent
 
-    from gridrl.grid2op_eval import main, run_agents
+    from gridrl.grid2op_eval import l2rpn_score, main, run_agents
 
     assert (
         main(["--env", SMALL, "--max-steps", "8", "--baselines", "greedy", "--out", str(tmp_path)])
@@ -229,6 +229,29 @@ def test_grid2op_eval_runs_grid2op_s_runner_and_counts_refused_actions(tmp_path)
         assert record["chronic"] in held and record["steps_survived"] == 8
         assert (record["illegal_actions"], record["ambiguous_actions"]) == (0, 0)
     assert "| gridrl greedy |" in (tmp_path / "report.md").read_text()
+    # Grid2Op's own L2RPN score on the same chronic: do-nothing is its zero by definition,
+    # and its reference runs went to a copy, not into the installed environment
+    assert out["score"]["name"] == "L2RPN 2020 score"
+    scores = out["score"]["per_agent"]
+    assert set(scores) == {"grid2op DoNothingAgent", "gridrl greedy"}
+    assert scores["grid2op DoNothingAgent"] == {record["chronic"]: 0.0}
+    assert set(scores["gridrl greedy"]) == {record["chronic"]}
+    assert -100 <= scores["gridrl greedy"][record["chronic"]] <= 100
+    assert not list(find_env(SMALL).glob("_statistics_*"))
+    assert "L2RPN 2020 score" in (tmp_path / "report.md").read_text()
+
+    class DropsALoad(BaseAgent):  # a load cut off is a game over at the first step
+        def act(self, obs, reward, done=False):
+            return self.action_space({"set_bus": {"loads_id": [(0, -1)]}})
+
+    label, cut = l2rpn_score(
+        find_env(SMALL), [record["chronic"]], lambda space: {"cut": DropsALoad(space)}, 4
+    )
+    # Grid2Op counts the failing step as played: the load of the other 3 of 4 steps (about
+    # equal over 15 minutes) is lost at the highest marginal cost, 3/4 of the way from
+    # do-nothing's cost (0, small next to it) to the whole load's (-100)
+    assert label == "L2RPN 2020 score"
+    assert cut["cut"][record["chronic"]] == pytest.approx(-75, abs=2)
 
     class TooFast(BaseAgent):
         def act(self, obs, reward, done=False):
