@@ -201,6 +201,15 @@ def _voltage(x: jax.Array, n: int) -> jax.Array:
     return x[n:] * jnp.exp(1j * x[:n])
 
 
+def _physical(x: jax.Array, n: int, reach: jax.Array) -> jax.Array:
+    """A state the iterations may stop at: finite, and a positive voltage magnitude on
+    every energized bus. A negative magnitude also solves the power-flow equations (it
+    is the same phasor turned by 180 degrees) but is no operating point: a case
+    stored with VM = -1.036 "converged" to it, 140 MW off (hostile rerun 8), so such an
+    attempt gives way to the next start."""
+    return jnp.all(jnp.isfinite(x)) & jnp.all(jnp.where(reach, x[n:] > 0, True))
+
+
 class _Model:
     """Everything the iterations need that does not change between them."""
 
@@ -245,7 +254,7 @@ class _Model:
             jnp.max(jnp.where(r.p_active, jnp.abs(mis.real), 0.0)),
             jnp.max(jnp.where(r.q_active, jnp.abs(mis.imag), 0.0)),
         )
-        return jnp.where(jnp.all(jnp.isfinite(x)), worst, jnp.inf)
+        return jnp.where(_physical(x, n, r.reach), worst, jnp.inf)
 
     def jacobian(self, x: jax.Array) -> jax.Array:
         """Values of dF/dx on :attr:`ACStructure.jacobian`'s pattern."""
@@ -453,7 +462,7 @@ def _fast_decoupled(model: _Model, settings: ACSettings, usable, start_at):
             jnp.max(jnp.where(r.p_active, jnp.abs(mis.real), 0.0)),
             jnp.max(jnp.where(r.q_active, jnp.abs(mis.imag), 0.0)),
         )
-        return jnp.where(jnp.all(jnp.isfinite(x)), err, jnp.inf)
+        return jnp.where(_physical(x, n, r.reach), err, jnp.inf)
 
     def first(x):
         mis = mismatch(x)
@@ -712,7 +721,8 @@ def solve_ac(network: Network, settings: ACSettings) -> PowerFlowResult:
     gen_p = gen.p_mw * gen.status + share * mismatch_p[topo.gen_bus]
     gen_q = _gen_q(network, s, roles, s_bus.imag)
 
-    converged = ok & jnp.all(jnp.isfinite(x)) & ~jnp.any(admittance.unphysical_branches(network))
+    converged = ok & _physical(x, n, roles.reach)
+    converged = converged & ~jnp.any(admittance.unphysical_branches(network))
     converged = converged & ~admittance.invalid_injections(network)
     # A reference bus whose imbalance no in-service slack unit takes (its only unit was
     # switched off) balanced power from nowhere with converged=True: not converged, as

@@ -47,6 +47,21 @@ class Scenarios:
     load_q_mvar: np.ndarray | jax.Array | None = None
     gen_p_mw: np.ndarray | jax.Array | None = None
 
+    def check(self, network: Network) -> int:
+        """The number of scenarios, once every array is ``(n_scenarios, n_elements)``
+        for ``network``: a 1-D array of the 11 loads was 11 scenarios of one scalar each
+        (hostile rerun 8); one scenario is a row, shape ``(1, n_load)``."""
+        width = {"load_p_mw": network.n_load, "load_q_mvar": network.n_load}
+        width["gen_p_mw"] = network.n_gen
+        for name, n in width.items():
+            a = getattr(self, name)
+            if a is not None and (np.ndim(a) != 2 or np.shape(a)[1] != n):
+                raise NetworkError(
+                    f"scenarios.{name} has shape {np.shape(a)}; it must be (n_scenarios, {n}) "
+                    "(one scenario is one row)"
+                )
+        return self.size()
+
     def size(self) -> int:
         sizes = {
             np.shape(a)[0]
@@ -384,7 +399,7 @@ def contingencies(
     network, ratings = fill_missing_ratings(network, rating_rule)
     sets = _outage_sets(network, outages)
     islanding = _islanding(network, sets)
-    n_scen = None if scenarios is None else scenarios.size()
+    n_scen = None if scenarios is None else scenarios.check(network)
     rate = jnp.asarray(ratings.rate_mva, network.dtype)
 
     def batched(fn):
@@ -411,8 +426,11 @@ def contingencies(
     flows_out = np.empty((*lead, len(sets), network.n_branch)) if keep_flows else None
     for idx, flows, loading, ok, extra in chunks:
         stats = _summarize(flows, loading, rate, limit_percent)
-        max_loading[..., idx] = np.asarray(stats[0])
-        worst[..., idx] = np.asarray(stats[1])
+        # a contingency whose flows are not all finite has no worst loading: its
+        # out-of-service branches' 0 MW read 0 % in a failed DC scenario (NaN loads),
+        # which looked secure (hostile rerun 8)
+        max_loading[..., idx] = np.where(np.asarray(ok), np.asarray(stats[0]), np.nan)
+        worst[..., idx] = np.where(np.asarray(ok), np.asarray(stats[1]), -1)
         n_over[..., idx] = np.asarray(stats[2])
         converged[..., idx] = np.asarray(ok)
         if flows_out is not None:

@@ -411,6 +411,9 @@ class Network:
         if group == "gen" and key == "vm_pu" and not len(bad):
             bad = np.flatnonzero(arr <= 0)
             rule = "a voltage setpoint is > 0 p.u."
+        if group == "bus" and key == "vm_pu" and not len(bad):
+            bad = np.flatnonzero(arr < 0)
+            rule = "a voltage magnitude is >= 0 p.u."
         if key in _POWER_FIELDS.get(group, ()) and not len(bad):
             from gridphysics.ppc import MAX_POWER_MW
 

@@ -357,6 +357,12 @@ def from_ppc(
                 f"gen row {i + 1} is in service with VG = {gen[i, VG]:g}; a voltage "
                 "setpoint is > 0 p.u."
             )
+    low = np.flatnonzero(bus[:, VM] < 0) if bus.shape[1] > VM else []
+    if len(low):  # an AC start from it "converged" to a 180-degree-turned phasor
+        i = int(low[0])
+        raise CaseFormatError(
+            f"bus {bus_ids[i]} has VM = {bus[i, VM]:g}; a voltage magnitude is >= 0 p.u."
+        )
     _check_range(
         bus,
         "bus",

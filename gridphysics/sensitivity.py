@@ -243,8 +243,9 @@ def otdf(
     rows = np.unique(np.concatenate([mon, out]))
     h = ptdf(network, slack=slack, branches=rows)
     where = {int(r): i for i, r in enumerate(rows)}
-    h_mon = h[np.array([where[int(m)] for m in mon])]
-    h_out = h[np.array([where[int(k)] for k in out])]
+    # int64 also when a list is empty (an empty float array is no index)
+    h_mon = h[np.array([where[int(m)] for m in mon], dtype=np.int64)]
+    h_out = h[np.array([where[int(k)] for k in out], dtype=np.int64)]
     factors = lodf(network, outages=out, monitored=mon)  # (n_mon, n_out)
     return h_mon[None, :, :] + factors.T[:, :, None] * h_out[:, None, :]
 

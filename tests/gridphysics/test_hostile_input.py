@@ -365,3 +365,62 @@ def test_ptdf_columns_of_cut_off_buses_are_nan_and_a_cut_off_slack_is_refused(ie
     np.testing.assert_allclose(  # the other columns are the ones of the grid as it is
         np.delete(h, 7, axis=1), np.delete(np.asarray(gp.ptdf(cut, branches=range(20))), 7, 1)
     )
+
+
+# -- hostile rerun 8 ----------------------------------------------------------------------
+def test_a_negative_voltage_magnitude_is_refused_or_retried(case14):
+    """A stored VM of -1.036 'converged' in AC to the 180-degree-turned phasor (0.94,
+    0.81, -0.04 p.u. on the last buses, flows 140 MW off). The case file and
+    with_voltages refuse it; under jit (no check possible) that attempt fails and the
+    next start converges to PYPOWER's runpf answer."""
+    from pypower.api import ppoption, runpf
+
+    bad = copy.deepcopy(case14)
+    bad["bus"][13, BUS_VM] = -1.036
+    with pytest.raises(gp.CaseFormatError, match="bus 14 has VM = -1.036"):
+        gp.from_ppc(bad)
+    net = gp.from_ppc(case14)
+    vm = np.asarray(net.bus.vm_pu).copy()
+    vm[13] = -1.036
+    with pytest.raises(gp.InvalidValueError, match=r"bus 14 .*vm_pu = -1.036"):
+        net.with_voltages(vm_pu=vm)
+    solve = jax.jit(
+        lambda v: gp.solve(net.with_voltages(vm_pu=v), "ac", options=gp.SolveOptions(init="case"))
+    )
+    res = solve(jnp.asarray(vm))
+    ref, ok = runpf(copy.deepcopy(case14), ppoption(VERBOSE=0, OUT_ALL=0))
+    assert ok and bool(res.converged) and int(res.start) != 0
+    np.testing.assert_allclose(np.asarray(res.vm_pu), ref["bus"][:, BUS_VM], atol=1e-8)
+    np.testing.assert_allclose(np.asarray(res.p_from_mw), ref["branch"][:, 13], atol=1e-6)
+
+
+def test_otdf_with_no_outage_or_no_monitored_branch_is_empty():
+    """gp.otdf(net, []) raised a raw JAX TypeError (an empty float index)."""
+    net = gp.load_case("case14")
+    assert gp.otdf(net, []).shape == (0, net.n_branch, net.n_bus)
+    assert gp.otdf(net, [3], monitored=[]).shape == (1, 0, net.n_bus)
+
+
+def test_a_failed_dc_scenario_has_no_worst_loading():
+    """A DC scenario whose solve failed (a NaN load) reported a worst loading of 0.0 %
+    (the 0 MW of its outaged branch), which reads as secure; the others keep theirs."""
+    net = gp.load_case("case14")
+    p = np.tile(np.asarray(net.load.p_mw), (2, 1))
+    p[1, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = gp.contingencies(net, scenarios=gp.Scenarios(load_p_mw=p))
+        alone = gp.contingencies(net)
+    assert not both.converged[1].any() and np.isnan(both.max_loading_percent[1]).all()
+    assert (both.worst_branch[1] == -1).all()
+    np.testing.assert_allclose(both.max_loading_percent[0], alone.max_loading_percent)
+
+
+def test_scenarios_must_be_rows_of_the_network_s_elements():
+    """A 1-D array of the 11 loads became 11 scenarios of one scalar each."""
+    net = gp.load_case("case14")
+    p = np.asarray(net.load.p_mw)
+    for bad in (p, p[None, :5], np.zeros((2, net.n_gen + 1))):
+        field = "gen_p_mw" if bad.shape[-1] == net.n_gen + 1 else "load_p_mw"
+        with pytest.raises(gp.NetworkError, match=rf"scenarios.{field} has shape"):
+            gp.contingencies(net, scenarios=gp.Scenarios(**{field: bad}))
