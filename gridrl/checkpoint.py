@@ -166,11 +166,20 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
     return step, meta
 
 
-def restore(path: str | Path, target, step: int | None = None):
+def _same_options(a: dict, b: dict) -> bool:
+    """Two runs' options agree but for --total-steps (the one that may change)."""
+    return {**a, "total_steps": 0} == {**b, "total_steps": 0}
+
+
+def restore(path: str | Path, target, step: int | None = None, config: dict | None = None):
     """The train state saved at ``step`` (default: the latest intact one), shaped and
     sharded like ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``), and its
     metadata. Without ``step``, a damaged latest checkpoint falls back to the newest
-    earlier one that is intact (with a warning); with ``step``, it raises."""
+    earlier one that is intact (with a warning); with ``step``, it raises. With
+    ``config`` (the options ``target`` was built with, ``TrainConfig.to_dict()``), a
+    checkpoint saved with other options is no fallback: one copied in from another run
+    was set aside and a checkpoint of other options restored in its place (hostile
+    rerun 8)."""
     if step is not None:
         return _restore_step(path, target, step)
     directory = checkpoint_dir(path)
@@ -179,6 +188,13 @@ def restore(path: str | Path, target, step: int | None = None):
     first_error = None
     for s in [latest, *[s for s in steps if s != latest]]:
         try:
+            if config is not None:
+                _, meta = read_meta(directory, s)
+                if not _same_options(meta.get("config") or {}, config):
+                    raise CheckpointError(
+                        f"checkpoint {directory / str(s)} was saved with other options than "
+                        "the run's (checkpoints of two runs in one directory?)"
+                    )
             out = _restore_step(directory, target, s)
         except CheckpointError as exc:
             first_error = first_error or exc

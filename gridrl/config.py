@@ -30,6 +30,11 @@ class ConfigError(GridRLError, ValueError):
     """An invalid training configuration; the message names the flag."""
 
 
+#: The range of --init-log-std: the actions are tanh-squashed Gaussians, so a standard
+#: deviation of e^2 (7.4) before tanh already saturates them, and e^-10 is no exploration.
+MIN_INIT_LOG_STD, MAX_INIT_LOG_STD = -10.0, 2.0
+
+
 @dataclass(frozen=True)
 class ScaleDefaults:
     """The batch shape a backend trains with when the user sets none.
@@ -247,6 +252,12 @@ class TrainConfig:
             need(0 <= v < math.inf, name, f"must be a finite number >= 0, got {v}")
         need(  # inf: no clipping
             self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}"
+        )
+        need(  # NaN or 1e10 trained, then diverged with a message about the learning rate
+            MIN_INIT_LOG_STD <= self.init_log_std <= MAX_INIT_LOG_STD,
+            "init_log_std",
+            f"must be a number in {MIN_INIT_LOG_STD:g}..{MAX_INIT_LOG_STD:g}, got "
+            f"{self.init_log_std}",
         )
         from gridrl.env import MAX_REPLAY_NOISE
 

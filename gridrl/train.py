@@ -24,6 +24,7 @@ import math
 import os
 import signal
 import sys
+import warnings
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -175,13 +176,20 @@ def run_training(
                 f"--resume: the checkpoint was trained with other options {diff} "
                 f"(saved, given); only --total-steps may change on resume"
             )
-        state, meta = ckpt.restore(checkpoint_dir, state)  # falls back past damaged ones
+        with warnings.catch_warnings(record=True) as caught:  # shown, not filtered away
+            warnings.simplefilter("always")
+            # falls back past damaged ones, never to one saved with other options
+            state, meta = ckpt.restore(checkpoint_dir, state, config=saved.to_dict())
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
         start = int(_host(state.shared.update))
         if main_process:  # damaged newer checkpoints are set aside, never deleted
             cdir = ckpt.checkpoint_dir(checkpoint_dir)
             for s in ckpt.manager(cdir, read_only=True).all_steps():
                 if s > int(meta["update"]):
-                    (cdir / str(s)).rename(cdir / f"{s}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+                    aside = cdir / f"{s}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                    (cdir / str(s)).rename(aside)
+                    print(f"checkpoint {cdir / str(s)} set aside as {aside}", file=sys.stderr)
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")

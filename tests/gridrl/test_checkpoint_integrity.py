@@ -52,6 +52,24 @@ def test_a_flipped_byte_is_caught_and_resume_falls_back(tmp_path):
     assert any("using checkpoint" in str(w.message) for w in caught)
 
 
+def test_no_fallback_to_a_checkpoint_of_other_options(tmp_path):
+    """A newest checkpoint copied in from another run (other options) that fails to
+    read made resume set it aside and restore an older one of this run's options under
+    the other run's config.json, silently (hostile rerun 8). With the options given,
+    a checkpoint saved with others is never the fallback; --total-steps may differ."""
+    directory = _save_two(tmp_path / "checkpoints")
+    other = TrainConfig(hidden=32, n_areas=2).to_dict()
+    ckpt.save(ckpt.manager(directory, keep=3), 3, _state(3.0), {"config": other, "update": 3})
+    _flip_a_byte(directory / "3")
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints/3"):
+        ckpt.restore(directory, _state(0.0), config=other)
+    # the run's own options (and another --total-steps) fall back past the foreign one
+    mine = TrainConfig(total_steps=10**6).to_dict()
+    with pytest.warns(UserWarning, match="using checkpoint"):
+        state, meta = ckpt.restore(directory, _state(0.0), config=mine)
+    assert meta["update"] == 2 and float(state["b"][0]) == 2.0
+
+
 @pytest.mark.parametrize("edit", ["removed", "null"])
 def test_a_checksum_removed_from_the_metadata_is_refused(tmp_path, edit):
     """With its digest deleted or set to null the damaged state loaded unchecked

@@ -328,6 +328,9 @@ def test_strategic_schedule_binds_and_shedding_is_per_load():
         ({"shed_steps": 10**9}, "shed_steps"),
         ({"n_areas": 15}, "n_areas"),  # was a raw ValueError
         ({"episode_steps": 10**6}, "episode_steps"),  # a million-step constant to compile
+        # 100 % and 0 min passed the check and raised a bare ValueError in protection.py
+        ({"emergency_percent": 100.0}, r"emergency_percent must be finite, in \(100, inf\)"),
+        ({"emergency_minutes": 0}, r"emergency_minutes must be finite, in \(0, inf\)"),
     ],
 )
 def test_bad_make_options_raise_a_typed_error_naming_the_option(options, match):

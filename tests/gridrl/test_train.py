@@ -510,6 +510,8 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
         (["--process-id", "5"], "--process-id"),  # silently ignored (hostile rerun 5)
         (["--checkpoint-dir", "/proc/x"], "--checkpoint-dir"),  # a traceback after training
         (["--replay-noise", "0.5"], "--replay-noise"),  # recorded days only
+        (["--init-log-std", "nan"], "--init-log-std"),  # trained, then 'diverged' (rerun 8)
+        (["--init-log-std", "1e10"], "--init-log-std"),
     ],
 )
 def test_bad_flags_fail_before_compiling_and_name_the_flag(argv, flag, capsys, tmp_path):
