@@ -24,8 +24,8 @@ import math
 import os
 import signal
 import sys
-import warnings
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 

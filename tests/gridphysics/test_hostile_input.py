@@ -377,7 +377,7 @@ def test_a_negative_voltage_magnitude_is_refused_or_retried(case14):
 
     bad = copy.deepcopy(case14)
     bad["bus"][13, BUS_VM] = -1.036
-    with pytest.raises(gp.CaseFormatError, match="bus 14 has VM = -1.036"):
+    with pytest.raises(gp.CaseFormatError, match=r"bus 14 has VM = -1\.036"):
         gp.from_ppc(bad)
     net = gp.from_ppc(case14)
     vm = np.asarray(net.bus.vm_pu).copy()
