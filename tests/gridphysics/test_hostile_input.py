@@ -170,11 +170,21 @@ def test_fractional_boolean_and_non_numeric_indices_are_refused(ieee14, call):
         (gp.SolveOptions(max_iterations=2.5), "max_iterations"),
         (gp.SolveOptions(max_iterations=10**7), "max_iterations"),
         (gp.SolveOptions(enforce_q_lims="yes"), "enforce_q_lims"),
+        # below rounding: 8.4e-15 p.u. was left and the warning blamed the load (rerun 8)
+        (gp.SolveOptions(tolerance=1e-300), "below what float64 arithmetic resolves"),
+        (gp.SolveOptions(tolerance=1e-15), "below what float64 arithmetic resolves"),
     ],
 )
 def test_solve_options_out_of_range_are_refused(ieee14, options, match):
     with pytest.raises(gp.UnsupportedError, match=match):
         gp.solve(ieee14, "ac", options=options)
+
+
+def test_a_tolerance_float32_cannot_resolve_is_refused_a_reachable_one_converges(ieee14):
+    with pytest.raises(gp.UnsupportedError, match=r"float32 arithmetic resolves .*6e-06"):
+        gp.solve(ieee14.astype(jnp.float32), "ac", options=gp.SolveOptions(tolerance=1e-9))
+    res = gp.solve(ieee14, "ac", options=gp.SolveOptions(tolerance=2e-14))
+    assert bool(res.converged) and float(res.max_mismatch_pu) < 2e-14
 
 
 def test_arguments_of_the_wrong_kind_raise_typed_errors(ieee14, tmp_path):
