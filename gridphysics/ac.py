@@ -254,7 +254,7 @@ class _Model:
             jnp.max(jnp.where(r.p_active, jnp.abs(mis.real), 0.0)),
             jnp.max(jnp.where(r.q_active, jnp.abs(mis.imag), 0.0)),
         )
-        return jnp.where(_physical(x, n, r.reach), worst, jnp.inf)
+        return jnp.where(jnp.all(jnp.isfinite(x)), worst, jnp.inf)
 
     def jacobian(self, x: jax.Array) -> jax.Array:
         """Values of dF/dx on :attr:`ACStructure.jacobian`'s pattern."""
@@ -387,6 +387,20 @@ def _iterate(model: _Model, settings: ACSettings, first, step, usable, start_at)
     tol = settings.tolerance_for(model.network.dtype)
     k = usable.shape[0]
     index = jnp.arange(k)
+    first_raw, step_raw = first, step
+
+    def stop_only_if_physical(x, err):
+        # a solution with a negative magnitude is no solution: that attempt fails at
+        # once (an iterate may pass through one on its way, so only the stop is checked)
+        return jnp.where((err < tol) & ~_physical(x, model.n, model.roles.reach), jnp.inf, err)
+
+    def first(x):
+        aux, err = first_raw(x)
+        return aux, stop_only_if_physical(x, err)
+
+    def step(x, aux):
+        x, aux, err = step_raw(x, aux)
+        return x, aux, stop_only_if_physical(x, err)
 
     def next_usable(i):
         return jnp.min(jnp.where(usable & (index > i), index, k))
@@ -462,7 +476,7 @@ def _fast_decoupled(model: _Model, settings: ACSettings, usable, start_at):
             jnp.max(jnp.where(r.p_active, jnp.abs(mis.real), 0.0)),
             jnp.max(jnp.where(r.q_active, jnp.abs(mis.imag), 0.0)),
         )
-        return jnp.where(_physical(x, n, r.reach), err, jnp.inf)
+        return jnp.where(jnp.all(jnp.isfinite(x)), err, jnp.inf)
 
     def first(x):
         mis = mismatch(x)
