@@ -396,6 +396,8 @@ def contingencies(
         raise InputTypeError(
             f"scenarios must be a gridphysics Scenarios object, got {type(scenarios).__name__}"
         )
+    if not isinstance(keep_flows, bool | np.bool_):  # 'no' was taken as True
+        raise InputTypeError(f"keep_flows must be True or False, got {keep_flows!r}")
     network, ratings = fill_missing_ratings(network, rating_rule)
     sets = _outage_sets(network, outages)
     islanding = _islanding(network, sets)

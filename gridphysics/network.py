@@ -411,6 +411,12 @@ class Network:
         if group == "gen" and key == "vm_pu" and not len(bad):
             bad = np.flatnonzero(arr <= 0)
             rule = "a voltage setpoint is > 0 p.u."
+        if group == "gen" and key == "slack_weight" and not len(bad):
+            arr = np.broadcast_to(arr, (self.n_gen,))
+            bad = np.flatnonzero(arr < 0) if (arr < 0).any() else []
+            rule = "a slack weight is >= 0, and some unit's > 0 (the one that balances)"
+            if not len(bad) and not (arr > 0).any():
+                bad = [0]  # a DC solve failed as 'singular' (hostile rerun 8)
         if group == "bus" and key == "vm_pu" and not len(bad):
             bad = np.flatnonzero(arr < 0)
             rule = "a voltage magnitude is >= 0 p.u."
@@ -542,6 +548,23 @@ class Network:
                         f"{id_of[group](i)} has {group}.{key} = {arr[i]}{more}; "
                         "injections, impedances and statuses must be finite numbers"
                     )
+        weight = np.asarray(self.gen.slack_weight)
+        if self.n_gen and ((weight < 0).any() or not (weight > 0).any()):
+            i = int(np.argmin(weight))
+            raise InvalidValueError(
+                f"{id_of['gen'](i)} has gen.slack_weight = {weight[i]:g}; slack weights are "
+                ">= 0 and some unit's is > 0 (no unit would balance the system)"
+            )
+        topo = self.topology
+        gen_bus = np.asarray(topo.gen_bus)
+        for r in np.flatnonzero(np.asarray(topo.bus_type) == 3):
+            units = np.flatnonzero(gen_bus == r)
+            if units.size and not (weight[units] > 0).any():
+                raise InvalidValueError(
+                    f"reference bus {topo.bus_ids[r]}: none of its units has a slack weight "
+                    f"> 0 (generators {units.tolist()}); a reference bus's imbalance goes to "
+                    "its own units, in proportion to gen.slack_weight"
+                )
         x = np.asarray(self.branch.x_pu)
         status = np.asarray(self.branch.status)
         tap = np.asarray(self.branch.tap)

@@ -188,8 +188,8 @@ def solve(
 def _failure_message(network: Network, method: Method, options: SolveOptions, result) -> str:
     if method == "dc":
         return (
-            f"DC power flow of {network.name} failed (singular or non-finite system); "
-            "every result is NaN"
+            f"DC power flow of {network.name} failed (singular or non-finite system, or a "
+            "reference bus with no in-service slack unit); every result is NaN"
         )
     settings = options.ac_settings()
     mismatch = float(result.max_mismatch_pu)

@@ -434,3 +434,24 @@ def test_scenarios_must_be_rows_of_the_network_s_elements():
         field = "gen_p_mw" if bad.shape[-1] == net.n_gen + 1 else "load_p_mw"
         with pytest.raises(gp.NetworkError, match=rf"scenarios.{field} has shape"):
             gp.contingencies(net, scenarios=gp.Scenarios(**{field: bad}))
+
+
+def test_slack_weights_that_balance_nothing_are_refused_by_name():
+    """with_gens(slack_weight=0) (or -1) was accepted and the DC solve failed as
+    'singular'; a weight only on a unit away from the reference bus too."""
+    net = gp.load_case("case14")
+    for weight in (0.0, -1.0):
+        with pytest.raises(gp.InvalidValueError, match="slack_weight"):
+            net.with_gens(slack_weight=weight)
+    away = np.zeros(net.n_gen)
+    away[1] = 1.0  # the unit at bus 2; the reference bus is bus 1
+    with pytest.raises(gp.InvalidValueError, match="reference bus 1: none of its units"):
+        gp.solve(net.with_gens(slack_weight=away))
+    both = away.copy()
+    both[0] = 1.0  # with the reference unit too, it solves: 259 MW of load is met
+    assert abs(float(gp.solve(net.with_gens(slack_weight=both)).gen_p_mw.sum()) - 259.0) < 1e-9
+
+
+def test_keep_flows_must_be_a_bool():
+    with pytest.raises(gp.InputTypeError, match="keep_flows"):
+        gp.contingencies(gp.load_case("case14"), keep_flows="no")
