@@ -816,6 +816,15 @@ def load_case(spec: str) -> Grid2OpCase:
             f"{path / 'config.py'}: names_chronics_to_grid is not a literal dict of "
             "{'loads'|'prods'|'lines': {chronic column: grid name}}"
         )
+    for kind, mapping in rename.items():  # was blamed on the CSV's columns (rerun 8)
+        targets = list(mapping.values())
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            sources = [k for k, t in mapping.items() if t == twice[0]]
+            raise EnvOptionError(
+                f"{path / 'config.py'}: names_chronics_to_grid[{kind!r}] maps {sources} to "
+                f"one element, {twice[0]!r}; each element takes one chronic column"
+            )
 
     # the chronics (read before the grid is converted: they decide which buses carry load)
     folders = sorted(p for p in (path / "chronics").iterdir() if p.is_dir())

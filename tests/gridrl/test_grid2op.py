@@ -396,6 +396,11 @@ def test_prods_charac_and_config_py_faults_are_typed_and_values_checked(pristine
         "a 400-digit limit": (f"config = {{'thermal_limits': [{'9' * 400}] + {amps[1:]}}}", ""),
         "too few": ("config = {'thermal_limits': " + str(amps[1:]) + "}", f"{n - 1} thermal"),
         "not UTF-8": (b"config = {'thermal_limits': [1.0]} # \xff\xfe", "UTF-8"),
+        # was blamed on the CSV: "columns ['load_2_1'] occur twice" (hostile rerun 8)
+        "two columns, one load": (
+            "config = {'names_chronics_to_grid': {'loads': {'a': 'load_2_1', 'b': 'load_2_1'}}}",
+            r"names_chronics_to_grid\['loads'\] maps \['a', 'b'\] to one element",
+        ),
     }
     for what, (text, message) in bad_config.items():
         restore = _altered(pristine, "config.py", text)
