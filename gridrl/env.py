@@ -405,6 +405,22 @@ class GridEnv:
                 raise EnvInputError(  # a NaN capacity gave a NaN reward
                     f"params.{name} holds NaN or Inf; params come from make()"
                 )
+            if (
+                name in ("ramp_mw", "capacity_mw")
+                and not isinstance(value, jax.core.Tracer)
+                and (np.asarray(value) < 0).any()
+            ):  # a ramp of -1e30 MW gave a reward of -inf
+                raise EnvInputError(
+                    f"params.{name} holds a negative value; params come from make()"
+                )
+        load = params.network.load
+        if params.replay is None and not isinstance(load.p_mw, jax.core.Tracer):
+            demand = float(np.sum(np.asarray(load.p_mw) * np.asarray(load.status)))
+            if not demand > 0:  # NaN observations (make() refuses such a case too)
+                raise EnvInputError(
+                    f"params.network's loads sum to {demand:g} MW; the environment needs a "
+                    "demand > 0 (params come from make())"
+                )
         level = params.level
         if not isinstance(level, jax.core.Tracer):  # under jit its value is not known here
             lv = np.asarray(level)
@@ -522,10 +538,16 @@ class GridEnv:
         # of the nearest level are read (JAX clamps the index), flagged
         level_ok = (params.level >= 0) & (params.level <= scenarios.TOP_LEVEL)
         next_state, reward, done, info = self._step(k_step, state, actions, params)
+        # A finite but absurd state or params (gen_mw = -1e30, noise = 3e38, edited by
+        # hand) can still overflow in the step: its result never enters the state; the
+        # day ends, the reward is 0 and the step is flagged as an invalid state.
+        kept = _finite_state(next_state) & jnp.isfinite(reward)
+        reward = jnp.where(kept, reward, jnp.zeros_like(reward))
+        done = done | ~kept
         info = dict(
             info,
             invalid_actions=invalid,
-            invalid_state=(~sound).astype(jnp.int32),
+            invalid_state=(~(sound & kept)).astype(jnp.int32),
             invalid_params=(~level_ok).astype(jnp.int32),
         )
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, next_state)

@@ -439,6 +439,27 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
         4
     ]
     assert int(info["invalid_params"]) == 1 and int(ref_info["invalid_params"]) == 0
+    # hostile rerun 8: finite but absurd values overflowed inside the step (a NaN reward
+    # with invalid_state = 0, a reward of -inf); the result never enters the state, the
+    # day ends, reward 0, flagged. Params are checked too (a zero demand: NaN obs).
+    for absurd in (
+        replace(fresh, noise=jnp.full_like(fresh.noise, 3e38)),
+        replace(fresh, gen_mw=jnp.full_like(fresh.gen_mw, -1e30)),
+    ):
+        obs, after, reward, done, info = step(jax.random.key(1), absurd, _zero_actions(env), params)
+        assert int(info["invalid_state"]) == 1 and bool(done["__all__"])
+        assert float(reward["strategic"]) == 0.0
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves((obs, after)))
+    with pytest.raises(EnvInputError, match="ramp_mw holds a negative"):
+        env.step(
+            jax.random.key(1),
+            fresh,
+            _zero_actions(env),
+            replace(params, ramp_mw=-params.ramp_mw - 1),
+        )
+    no_load = params.network.with_loads(p_mw=jnp.zeros_like(params.network.load.p_mw))
+    with pytest.raises(EnvInputError, match="loads sum to 0 MW"):
+        env.step(jax.random.key(1), fresh, _zero_actions(env), replace(params, network=no_load))
 
 
 def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():
