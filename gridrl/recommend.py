@@ -180,9 +180,16 @@ def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
         where = {k: i for i, k in enumerate(ks)}
         missing = [k for k in kt if k not in where]
         if missing or len(ks) != len(kt):
+            what = {"branch": "branches"}.get(name, name + "s")
+            extra = [k for k in ks if k not in set(kt)]
+            detail = (
+                f"first missing (bus positions): {missing[:3]}"
+                if missing
+                else f"first extra (bus positions): {extra[:3]}"
+            )
             raise SnapshotError(
-                f"the snapshot's {name}s do not match the training grid's ({len(ks)} vs {len(kt)}; "
-                f"first missing (bus positions): {missing[:3]})"
+                f"the snapshot's {what} do not match the training grid's ({len(ks)} vs "
+                f"{len(kt)}; {detail})"
             )
         out[name] = np.array([where[k] for k in kt])
     return out
@@ -417,11 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ac", action="store_true", help="also check the recommendation with an AC power flow"
     )
-    parser.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--json",
+        dest="json_out",
+        help="also write the numbers to this JSON file ('-': to standard output, after the text)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.hour < 24:
         parser.error("--hour must be in [0, 24)")
-    if args.json_out:
+    if args.json_out and args.json_out != "-":
         try:  # before the work, not after it
             writable_file(args.json_out, "--json")
         except GridRLError as exc:
@@ -441,10 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_recommendation(result))
     if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(
-                {k: v if k == "warnings" else np.asarray(v).tolist() for k, v in result.items()}, fh
-            )
+        numbers = {k: v if k == "warnings" else np.asarray(v).tolist() for k, v in result.items()}
+        if args.json_out == "-":  # a file named '-' was written (hostile rerun 8)
+            json.dump(numbers, sys.stdout)
+            print()
+        else:
+            with open(args.json_out, "w") as fh:
+                json.dump(numbers, fh)
     return 0
 
 

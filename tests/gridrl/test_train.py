@@ -440,11 +440,14 @@ def test_recommend_cli_on_a_pandapower_snapshot(tiny_run, tmp_path, capsys):
     high = pn.case14()
     high.gen.loc[0, "p_mw"] = float(high.gen.loc[0, "max_p_mw"]) + 50
     pp.to_json(high, str(tmp_path / "high.json"))
-    assert (
-        recommend_main(["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "high.json")])
-        == 0
-    )
-    assert "above its Pmax" in capsys.readouterr().out
+    high_args = ["--checkpoint", str(tiny_run[0]), "--net", str(tmp_path / "high.json")]
+    assert recommend_main([*high_args, "--json", "-"]) == 0
+    printed = capsys.readouterr().out
+    assert "above its Pmax" in printed
+    # --json - prints the numbers (a file named '-' was written; hostile rerun 8)
+    numbers = json.loads(printed[printed.index('{"warnings"') :])
+    assert len(numbers["gen_after_mw"]) == net.gen.shape[0] + net.ext_grid.shape[0]
+    assert not Path("-").exists()
     # hostile rerun 3: the snapshot's own unit limits, ratings and phase shifts count
     from gridrl.policy import load_policy
     from gridrl.recommend import SnapshotError, read_snapshot, recommend
