@@ -502,9 +502,13 @@ class Network:
         except TypeError:
             raise InvalidValueError(f"astype needs a floating dtype, got {dtype!r}") from None
         if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
+            why = (
+                "half precision cannot resolve power flows"
+                if jnp.issubdtype(dtype, jnp.floating)
+                else "values and results are real numbers"
+            )
             raise InvalidValueError(
-                f"astype needs a floating dtype of 32 or 64 bits, got {dtype} (half precision "
-                "cannot resolve power flows)"
+                f"astype needs a floating dtype of 32 or 64 bits, got {dtype} ({why})"
             )
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             from gridphysics.precision import require_x64

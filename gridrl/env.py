@@ -491,6 +491,11 @@ class GridEnv:
             )
         for agent in self.agents:  # shapes are static: this holds under jit and vmap too
             value = actions[agent]
+            if value is None or isinstance(value, str | bytes | Mapping):  # not a shape issue
+                raise ActionError(
+                    f"action of agent {agent!r} must be an array of real numbers, got "
+                    f"{type(value).__name__}"
+                )
             try:  # lists too (jnp.shape of a list is deprecated in JAX)
                 shape = tuple(value.shape if hasattr(value, "shape") else np.shape(value))
             except ValueError as exc:  # ragged nesting

@@ -294,11 +294,15 @@ def _start(folder: Path) -> dt.datetime:
     text = _read_info(info)
     if text is None:
         return dt.datetime(2000, 1, 1)
+    why = ""
     for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d"):  # Grid2Op's two formats
         try:
             return dt.datetime.strptime(text, fmt)
-        except ValueError:
-            continue
+        except ValueError as exc:
+            # the right format but no such date (2019-02-29) says so
+            why = why or (str(exc) if "out of range" in str(exc) else "")
+    if why:
+        raise EnvOptionError(f"{info}: {text[:40]!r} is no date ({why})")
     raise EnvOptionError(f"{info}: expected 'YYYY-MM-DD HH:MM', got {text[:40]!r}")
 
 

@@ -455,3 +455,13 @@ def test_slack_weights_that_balance_nothing_are_refused_by_name():
 def test_keep_flows_must_be_a_bool():
     with pytest.raises(gp.InputTypeError, match="keep_flows"):
         gp.contingencies(gp.load_case("case14"), keep_flows="no")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "why"),
+    [(jnp.float16, "half precision"), (jnp.int32, "real numbers"), ("complex64", "real numbers")],
+)
+def test_astype_refuses_what_no_solve_can_use_and_says_why(dtype, why):
+    """int32 was refused with a message about half precision (hostile rerun 8)."""
+    with pytest.raises(gp.InvalidValueError, match=why):
+        gp.load_case("case14").astype(dtype)

@@ -409,6 +409,9 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
     words = {a: np.full(env.action_space(a).shape, "x") for a in env.agents}
     with pytest.raises(ActionError, match="real numbers"):
         env.step(jax.random.key(1), state, words, params)
+    for odd in (None, "abc", {"x": 1}):  # were reported as a wrong shape (hostile rerun 8)
+        with pytest.raises(ActionError, match=f"real numbers, got {type(odd).__name__}"):
+            env.step(jax.random.key(1), state, {**_zero_actions(env), "safety": odd}, params)
     with pytest.raises(EnvInputError, match="EnvState"):
         env.step(jax.random.key(1), {"t": 0}, _zero_actions(env), params)
     # under jit it cannot be refused: the step starts from a fresh day, flagged

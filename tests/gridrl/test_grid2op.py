@@ -782,6 +782,11 @@ def test_rerun_6_grid2op_faults_are_typed_or_read_as_grid2op_reads(pristine, tmp
     with pytest.raises(EnvOptionError, match="YYYY-MM-DD HH:MM"):
         load_case(spec)
     restore()
+    # the right format but no such day was reported as the wrong format (hostile rerun 8)
+    restore = _altered(pristine, "chronics/0000/start_datetime.info", "2019-02-29 00:00")
+    with pytest.raises(EnvOptionError, match=r"'2019-02-29 00:00' is no date .*out of range"):
+        load_case(spec)
+    restore()
     # a corrupt gzip chronic (read when there is no .csv or .csv.bz2)
     (folder / "load_p.csv.bz2").rename(tmp_path / "load_p.csv.bz2")
     corrupt = bytearray(gzip.compress(("\n".join(loads) + "\n").encode()))
