@@ -42,7 +42,7 @@ import numpy as np
 from jax.custom_batching import custom_vmap
 
 from gridphysics.errors import NetworkError
-from gridphysics.network import Network, require_network
+from gridphysics.network import Network, as_indices, require_network
 from gridphysics.sensitivity import ptdf as _ptdf
 
 # Pivots of M lie in [0, 1]; below this (relative to the dtype's rounding) an outage set
@@ -262,7 +262,10 @@ class OutageFlows:
         of its from-end flow per MW injected at each bus and taken at the reference
         bus, in ``system``'s grid; (n_bus,), or (len(buses),) at ``buses`` only (e.g. the
         generators' buses, cheaper). 0 for cut-off buses and for a branch that is out or
-        cut off; NaN when ``system`` is not exact."""
+        cut off; NaN when ``system`` is not exact. A concrete index out of range is a
+        NetworkError (20 on a 20-branch grid read a clamped, finite row)."""
+        branch = _checked(branch, self.n_branch, "branch")
+        buses = None if buses is None else _checked(buses, self.ptdf.shape[1], "bus")
         cols = self.ptdf if buses is None else self.ptdf[:, buses]
         if self.max_outages:
             # flows = P x + H_K S(P_K x) with S the (linear) skipped-direction solve, so
@@ -285,7 +288,10 @@ class OutageFlows:
         are fine): the difference of two post-outage PTDF columns, without a product
         with the whole PTDF (cheaper than two :meth:`apply` for a move between two
         buses). 0 on branches that carry nothing, and for a bus that is cut off (its
-        injection is dropped); NaN when ``system`` is not exact."""
+        injection is dropped); NaN when ``system`` is not exact. Concrete indices out
+        of range are a NetworkError (bus 99 of 14 read as bus 13)."""
+        to_bus = _checked(to_bus, self.ptdf.shape[1], "to_bus")
+        from_bus = _checked(from_bus, self.ptdf.shape[1], "from_bus")
         cols = self.ptdf.T
         change = jnp.where(system.isolated[to_bus], 0.0, cols[to_bus]) - jnp.where(
             system.isolated[from_bus], 0.0, cols[from_bus]
@@ -304,6 +310,15 @@ class OutageFlows:
             return f0
         z = _solve_system(system, jnp.where(system.used, f0[system.slots], 0.0))
         return f0 + self.transfer @ _scatter(z, system.slots, system.used, self.n_branch)
+
+
+def _checked(index, size: int, what: str):
+    """A concrete index (or array of them) checked by :func:`as_indices`, in its own
+    shape; a traced one as it is (JAX clamps it; its range cannot be known here)."""
+    if isinstance(index, jax.core.Tracer):
+        return index
+    shape = np.shape(index)
+    return jnp.asarray(as_indices(index, size, what).reshape(shape))
 
 
 @jax.tree_util.register_dataclass

@@ -26,6 +26,7 @@ import numpy as np
 from gridphysics.errors import (
     CaseFormatError,
     DuplicateBusError,
+    InvalidValueError,
     NoSlackError,
     ReferenceMovedWarning,
     UnknownBusError,
@@ -512,10 +513,22 @@ def to_ppc(network: Network) -> dict[str, Any]:
     """A PYPOWER / MATPOWER case dict (version 2 columns) describing ``network``.
 
     Loads and shunts are summed per bus into ``PD``/``QD``/``GS``/``BS`` (times their
-    status); branch status is written as 1 where ``status > 0``.
+    status). A generator or branch status between 0 and 1 has no MATPOWER form and is
+    an :class:`InvalidValueError` (it was written as 1: flows 20 MW off after a round
+    trip). An infinite or missing rating is written as 0, MATPOWER's "unlimited".
     """
     t = network.topology
     n = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    for group in ("gen", "branch"):
+        status = n(getattr(network, group).status)
+        odd = np.flatnonzero((status != 0) & (status != 1))
+        if odd.size:
+            i = int(odd[0])
+            raise InvalidValueError(
+                f"{network.element_name(group, i)} has status {status[i]:g}; MATPOWER's "
+                f"{group} status is 0 or 1, so it cannot be written (set it first with "
+                f"{ {'gen': 'with_gens', 'branch': 'with_branches'}[group] }(status=...))"
+            )
     bus = np.zeros((t.n_bus, 13))
     bus[:, BUS_I] = t.bus_ids
     bus[:, BUS_TYPE] = t.bus_type
@@ -555,7 +568,7 @@ def to_ppc(network: Network) -> dict[str, Any]:
     branch[:, BR_X] = n(b.x_pu)
     branch[:, BR_B] = n(b.b_pu)
     for col, arr in ((RATE_A, b.rate_a_mva), (RATE_B, b.rate_b_mva), (RATE_C, b.rate_c_mva)):
-        branch[:, col] = np.nan_to_num(n(arr), nan=0.0)
+        branch[:, col] = np.nan_to_num(n(arr), nan=0.0, posinf=0.0)
     tap = n(b.tap)
     branch[:, TAP] = np.where(t.branch_is_transformer, tap, np.where(tap == 1.0, 0.0, tap))
     branch[:, SHIFT] = np.rad2deg(n(b.shift_rad))

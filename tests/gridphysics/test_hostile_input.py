@@ -465,3 +465,41 @@ def test_astype_refuses_what_no_solve_can_use_and_says_why(dtype, why):
     """int32 was refused with a message about half precision (hostile rerun 8)."""
     with pytest.raises(gp.InvalidValueError, match=why):
         gp.load_case("case14").astype(dtype)
+
+
+# -- hostile rerun 9 ----------------------------------------------------------------------
+def test_outage_flow_indices_out_of_range_are_refused():
+    """sensitivity(s, 20) on a 20-branch grid returned a clamped, finite row;
+    transfer_flows(s, 99, 0) equalled transfer_flows(s, 13, 0); 2.5 was a raw TypeError."""
+    net = gp.load_case("case14")
+    engine = gp.OutageFlows.build(net, max_outages=2)
+    system = engine.system(jnp.ones(net.n_branch))
+    for call, match in (
+        (lambda: engine.sensitivity(system, 20), "branch index 20 is out of range 0..19"),
+        (lambda: engine.sensitivity(system, 2.5), "not an integer"),
+        (lambda: engine.sensitivity(system, 3, buses=[0, 14]), "bus index 14"),
+        (lambda: engine.transfer_flows(system, 99, 0), "to_bus index 99"),
+    ):
+        with pytest.raises(gp.NetworkError, match=match):
+            call()
+    # in range, it is the PTDF row: a hand check against ptdf()
+    np.testing.assert_allclose(engine.sensitivity(system, 3), gp.ptdf(net)[3], atol=1e-12)
+
+
+def test_to_ppc_refuses_fractional_statuses_and_writes_unlimited_as_0(tmp_path):
+    """A status of 0.5 was written as 1 (flows 20 MW off after the round trip) and an
+    infinite rating as 1.797e308, read back as a finite rating."""
+    net = gp.load_case("case14")
+    with pytest.raises(gp.InvalidValueError, match=r"generator 1 at bus 2 has status 0\.5"):
+        gp.to_ppc(net.with_gens(status=jnp.ones(net.n_gen).at[1].set(0.5)))
+    with pytest.raises(gp.InvalidValueError, match=r"branch 3 .* status 0.5.*with_branches"):
+        gp.save_matpower(
+            net.with_branches(status=jnp.ones(net.n_branch).at[3].set(0.5)), tmp_path / "x.m"
+        )
+    gp.save_matpower(
+        net.with_branches(rate_a_mva=jnp.full(net.n_branch, jnp.inf)), tmp_path / "u.m"
+    )
+    assert (
+        gp.to_ppc(gp.load_matpower(tmp_path / "u.m"))["branch"][:, BR_RATE_A].tolist() == [0.0] * 20
+    )
+    assert np.isnan(np.asarray(gp.load_matpower(tmp_path / "u.m").branch.rate_a_mva)).all()
