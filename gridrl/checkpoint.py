@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -91,7 +92,20 @@ def meta_digest(meta: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
 
+def _is_empty(leaf) -> bool:
+    return hasattr(leaf, "shape") and 0 in tuple(leaf.shape)
+
+
+def _stored(state):
+    """``state`` as orbax stores it: orbax cannot save an array with no elements (a
+    grid without renewable units has an empty wind state; training crashed at its first
+    checkpoint, hostile rerun 9), so each becomes a 1-element placeholder, and
+    :func:`_restore_step` gives back an empty array of the target's shape."""
+    return jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if _is_empty(x) else x, state)
+
+
 def save(mgr, update: int, state, meta: dict) -> None:
+    state = _stored(state)
     found = digest(state)
     meta = {"format": FORMAT, **meta, "digest": found}
     if found is None:  # restore accepts a missing checksum only with this reason
@@ -211,7 +225,11 @@ def _restore_step(path: str | Path, target, step: int):
     directory = checkpoint_dir(path)
     step, meta = read_meta(directory, step)
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        lambda x: (
+            jax.ShapeDtypeStruct((1,), x.dtype)
+            if _is_empty(x)
+            else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+        ),
         target,
     )
     try:
@@ -238,4 +256,7 @@ def _restore_step(path: str | Path, target, step: int):
                 f"checkpoint {directory / str(step)}: the state read from {directory / str(step) / 'state'} "
                 "does not match the checksum written when it was saved (a damaged or changed file)"
             )
-    return restored["state"], meta
+    state = jax.tree.map(
+        lambda r, t: jnp.zeros(t.shape, t.dtype) if _is_empty(t) else r, restored["state"], target
+    )
+    return state, meta

@@ -174,3 +174,15 @@ def test_metadata_that_is_no_file_or_names_no_level_is_a_checkpoint_error(tmp_pa
         meta_file.write_text(json.dumps({**meta, "level": "x"}))
     with pytest.raises(ckpt.CheckpointError, match="checkpoints/2"):
         ckpt.read_meta(directory, 2)
+
+
+def test_a_state_with_empty_arrays_saves_and_restores(tmp_path):
+    """A grid without renewable units has an empty wind state: orbax refused to save it
+    and training died at its first checkpoint (hostile rerun 9)."""
+    state = {"w": jnp.arange(6.0), "wind": jnp.zeros((16, 0), jnp.float32)}
+    ckpt.save(ckpt.manager(tmp_path / "c", keep=2), 1, state, {"config": {}, "update": 1})
+    back, meta = ckpt.restore(
+        tmp_path / "c", {"w": jnp.zeros(6), "wind": jnp.ones((16, 0), jnp.float32)}
+    )
+    assert meta["update"] == 1 and back["wind"].shape == (16, 0)
+    np.testing.assert_array_equal(np.asarray(back["w"]), np.arange(6.0))
