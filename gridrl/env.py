@@ -949,7 +949,11 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
     )
     # the size of a step's cost: negative marginal costs (market bids) must neither flip
     # the reward's sign nor drop its scale to the $1 floor
-    normalizer = max(float(np.sum(np.abs(cost[~env.renewable]))) * DT_HOURS, 1.0)
+    normalizer = float(np.sum(np.abs(cost[~env.renewable]))) * DT_HOURS
+    if not normalizer > 0:  # no fuel costs: the dispatch's energy at a reference price
+        energy = float(np.sum(np.abs(base))) * DT_HOURS
+        normalizer = energy * rewards.REFERENCE_ENERGY_PER_MWH
+    normalizer = max(normalizer, 1.0)
     p_max = np.asarray(gen.p_max_mw)
     capacity = np.where(env.renewable, np.minimum(p_max, 2 * np.maximum(base, 0.05 * p_max)), p_max)
     replay = None

@@ -482,3 +482,16 @@ def test_bad_actions_wrong_shape_raises_non_finite_is_flagged_and_replaced():
     for a, b in zip(jax.tree.leaves(s_nan), jax.tree.leaves(s_zero), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert float(r_nan["strategic"]) == float(r_zero["strategic"])
+
+
+def test_a_case_without_fuel_costs_scales_its_reward_by_a_reference_price(tmp_path):
+    """Without gencost the reward's scale fell to $1 a step (shedding 2.5 MWh scored
+    -22,512; hostile rerun 9): it is the dispatch's energy at the reference price, by
+    hand 259 MW x 0.25 h x 50 $/MWh for case14."""
+    from gridrl.reward import REFERENCE_ENERGY_PER_MWH
+
+    text = (gp.cases.cases_dir() / "matpower/case14.m").read_text()
+    (tmp_path / "nocost.m").write_text(text[: text.index("mpc.gencost")])
+    _, params = make(str(tmp_path / "nocost.m"))
+    assert REFERENCE_ENERGY_PER_MWH == 50.0
+    assert float(params.reward.normalizer) == pytest.approx(259.0 * 0.25 * 50.0, rel=1e-6)
