@@ -86,6 +86,11 @@ def load_case(name_or_path: str | os.PathLike) -> Network:
             f"load_case expects a case name or a path, got {type(name_or_path).__name__}"
         )
     text = os.fspath(name_or_path)
+    if not text.strip():  # Path('') is '.', reported as a directory (hostile rerun 9)
+        raise UnknownCaseError(
+            f"load_case needs a case name or a path, got {text!r}. Named cases: "
+            f"{', '.join(case_names())}"
+        )
     case = _resolve_name(text)
     if case is not None:
         return _load_named(case)

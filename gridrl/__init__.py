@@ -8,7 +8,7 @@
 """
 
 from gridrl.config import TrainConfig
-from gridrl.env import EnvConfig, EnvParams, EnvState, GridEnv, make
+from gridrl.env import EnvConfig, EnvParams, EnvState, GridEnv, evaluation_params, make
 from gridrl.mappo import make_train
 from gridrl.policy import load_policy
 
@@ -19,6 +19,7 @@ __all__ = [
     "GridEnv",
     "TrainConfig",
     "evaluate_baselines",
+    "evaluation_params",
     "load_policy",
     "make",
     "make_train",

@@ -476,6 +476,8 @@ def check_day_flags(parser, args) -> tuple[str, ...]:
     if not 0 <= args.seed < 2**32:  # a JAX key takes an unsigned 32-bit seed
         parser.error(f"--seed must be an integer in 0..{2**32 - 1}, got {args.seed}")
     names = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
+    if not names and parser.prog.endswith("gridrl.baselines"):  # an empty table, exit 0
+        parser.error(f"--baselines: name at least one of {', '.join(BASELINES)}")
     bad = [n for n in names if n not in BASELINES]
     if bad:
         parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")

@@ -987,6 +987,10 @@ def make(case: str = "ieee118", **options) -> tuple[GridEnv, EnvParams]:
 def evaluation_params(params: EnvParams) -> EnvParams:
     """``params`` whose episodes draw only the held-out recorded days (Grid2Op cases:
     the evaluation chronics); synthetic days are already held out by their seeds."""
+    if not isinstance(params, EnvParams):  # None was a raw AttributeError
+        raise EnvInputError(
+            f"evaluation_params needs the EnvParams of gridrl.make(), got {type(params).__name__}"
+        )
     if params.replay is None:
         return params
     r = params.replay

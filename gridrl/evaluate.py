@@ -415,7 +415,12 @@ def write_report(
             f"{m.interventions:.1f} | {m.survival:.1%} | {m.blackout_free_days:.0%} |"
         )
     beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
-    if np.isnan(score["policy"]):
+    if "do_nothing" not in results or REFERENCE not in results:  # --baselines left them out
+        verdict = (
+            f"No normalized score: it needs do_nothing and {REFERENCE}, which were not run "
+            "(--baselines); compare costs instead."
+        )
+    elif np.isnan(score["policy"]):
         verdict = (
             "Normalized scores are undefined here: the day-ahead reference was not cheaper than "
             "do-nothing on these days (compare costs instead)."

@@ -123,3 +123,22 @@ def test_greedy_relieves_a_line_overloaded_by_an_outage():
     after = abs(float(np.asarray(moved.p_from_mw)[line]))
     assert after < flow[line] - 0.05 * rate[line], (after, flow[line], rate[line])
     assert abs(p.sum() - float(np.sum(state.gen_mw))) < 1e-3  # power moved, not created
+
+
+def test_an_empty_baseline_list_and_bad_inputs_are_refused(capsys):
+    """--baselines '' printed an empty table and exited 0; evaluation_params(None) was a
+    raw AttributeError; load_case('') said '.' is a directory (hostile rerun 9)."""
+    import gridphysics as gp
+    import gridrl
+    from gridrl.baselines import main as baselines_main
+    from gridrl.errors import EnvInputError
+
+    for empty in ("", ","):
+        with pytest.raises(SystemExit) as exc:
+            baselines_main(["--baselines", empty])
+        assert exc.value.code == 2
+        assert "--baselines: name at least one" in capsys.readouterr().err
+    with pytest.raises(EnvInputError, match="got NoneType"):
+        gridrl.evaluation_params(None)
+    with pytest.raises(gp.UnknownCaseError, match="needs a case name or a path, got ''"):
+        gp.load_case("")
