@@ -318,6 +318,10 @@ def rollout(
             k_step, local.env_state, actions, env_params
         )
         r = reward["strategic"].astype(jnp.float32)
+        # a step the env had to replace (its result was not finite: NaN params) is
+        # divergence for training, not a reward of 0 to learn from: NaN, so the loss and
+        # the trainer's guard see it
+        r = jnp.where(info["invalid_state"] > 0, jnp.nan, r)
         d = done["__all__"]
         ep_ret = local.episode_return + r
         ep_cost = local.episode_cost + info["total_cost"].astype(jnp.float32)

@@ -129,8 +129,8 @@ ENV_INFO_FIELDS: tuple[InfoField, ...] = (
     InfoField(
         "invalid_state",
         "1 when the state passed to step held NaN or Inf or a step or day out of range (edited "
-        "or damaged): the step started "
-        "from a fresh day instead",
+        "or damaged): the step started from a fresh day instead; or when the step's own "
+        "result was not finite (absurd state or params): the day ended with a reward of 0",
         "0/1",
     ),
     InfoField(

@@ -249,8 +249,9 @@ def run_training(
                     else "no checkpoint was saved before it"
                 )
                 raise TrainingDiverged(
-                    f"training diverged at update {update + int(bad[0]) + 1}: non-finite loss "
-                    f"or parameters (policy loss {metrics['policy_loss'][bad[0]]}, value loss "
+                    f"training diverged at update {update + int(bad[0]) + 1}: non-finite loss, "
+                    "parameters or environment steps (info['invalid_state']; policy loss "
+                    f"{metrics['policy_loss'][bad[0]]}, value loss "
                     f"{metrics['value_loss'][bad[0]]}); nothing after update {update} was kept; "
                     f"{where}. Try a lower --learning-rate or check the case data."
                 )
