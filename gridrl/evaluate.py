@@ -31,7 +31,7 @@ from gridrl.baselines import (
     run_episodes,
 )
 from gridrl.env import MAX_SHED_STEPS, evaluation_params
-from gridrl.errors import writable_dir
+from gridrl.errors import GridRLError, writable_dir
 from gridrl.metrics import metric
 
 #: The baselines of the report by default (``mpc`` and ``dc_opf`` plan every step outside
@@ -121,6 +121,38 @@ def evaluate(
     for name in baselines:
         results[name] = run_baseline(env, params, name, episodes=episodes, seed=seed)
     return results
+
+
+def _same_case(given: str, trained: str) -> bool:
+    """Whether ``--case given`` is the grid the policy was trained on: the same
+    catalogued case under any of its names (``case14`` is ``ieee14``), the same Grid2Op
+    environment, or a file whose grid equals it (buses, branches, impedances). The file
+    name alone decided before: ``case14`` was refused and another grid in a file named
+    ``ieee14.m`` accepted (hostile rerun 9)."""
+    import gridphysics as gp
+    from gridphysics.cases import _resolve_name
+    from gridrl import grid2op_data
+
+    if grid2op_data.is_grid2op(given) or grid2op_data.is_grid2op(trained):
+        try:
+            return grid2op_data.find_env(given) == grid2op_data.find_env(trained)
+        except GridRLError:
+            return False
+    a, b = _resolve_name(given), _resolve_name(trained)
+    if a is not None and b is not None:
+        return a == b
+    try:
+        x, y = gp.load_case(given), gp.load_case(trained)
+    except gp.GridPhysicsError:
+        return False
+    tx, ty = x.topology, y.topology
+    return (
+        (tx.n_bus, tx.n_branch, tx.n_gen, tx.n_load) == (ty.n_bus, ty.n_branch, ty.n_gen, ty.n_load)
+        and np.array_equal(tx.bus_ids, ty.bus_ids)
+        and np.array_equal(tx.branch_from, ty.branch_from)
+        and np.array_equal(tx.branch_to, ty.branch_to)
+        and np.allclose(np.asarray(x.branch.x_pu), np.asarray(y.branch.x_pu), rtol=1e-9)
+    )
 
 
 def scores(results: dict[str, EpisodeMetrics]) -> dict[str, float]:
@@ -330,7 +362,7 @@ def write_report(
 
     t0 = time.time()
     policy = load_policy(checkpoint)
-    if case is not None and Path(case).stem != Path(policy.config.case).stem:
+    if case is not None and not _same_case(case, policy.config.case):
         raise ValueError(
             f"--case {case!r}: the checkpoint's policy was trained on {policy.config.case!r}; "
             "its observation and action sizes belong to that grid"

@@ -142,3 +142,19 @@ def test_an_empty_baseline_list_and_bad_inputs_are_refused(capsys):
         gridrl.evaluation_params(None)
     with pytest.raises(gp.UnknownCaseError, match="needs a case name or a path, got ''"):
         gp.load_case("")
+
+
+def test_evaluate_case_check_compares_grids_not_file_names(tmp_path):
+    """--case case14 was refused for a policy trained on ieee14 (the same grid), and a
+    file named ieee14.m holding another grid was accepted (hostile rerun 9)."""
+    import shutil
+
+    from gridphysics.cases import cases_dir
+    from gridrl.evaluate import _same_case
+
+    shutil.copy(cases_dir() / "matpower/case14.m", tmp_path / "copy.m")
+    (tmp_path / "ieee14.m").write_text((cases_dir() / "matpower/case30.m").read_text())
+    assert _same_case("case14", "ieee14") and _same_case(str(tmp_path / "copy.m"), "ieee14")
+    assert not _same_case(str(tmp_path / "ieee14.m"), "ieee14")
+    assert not _same_case("ieee30", "ieee14")
+    assert not _same_case("grid2op:l2rpn_case14_sandbox", "ieee14")
