@@ -338,9 +338,29 @@ def _run(args, parser, out: Path) -> int:
         score = l2rpn_score(
             Path(g2o.get_path_env()), [names[c] for c in chronics], make_agents, args.max_steps
         )
+    # a chronic split by day (an environment with one chronic) holds training days too:
+    # Grid2Op replays it from its start, so the run is not all held out (it was labelled
+    # so; hostile rerun 9)
+    mixed = {
+        name: int(
+            sum(
+                1
+                for c, e in zip(rec.day_chronic, rec.eval_days, strict=True)
+                if c == name and not e
+            )
+        )
+        for name in (names[c] for c in chronics)
+    }
+    mixed = {name: n for name, n in mixed.items() if n and name in set(rec.day_chronic)}
+    label = args.chronics
+    if mixed:
+        label += "; " + ", ".join(
+            f"chronic {name} also holds {n} training day(s), which Grid2Op replays first"
+            for name, n in mixed.items()
+        )
     note = (
         f"Grid2Op's Runner on chronic(s) {', '.join(names[c] for c in chronics)} "
-        f"({args.chronics}); {g2o.delta_time_seconds / 60:g}-minute steps. Operational "
+        f"({label}); {g2o.delta_time_seconds / 60:g}-minute steps. Operational "
         "cost: the units' output at their marginal cost (prods_charac.csv) over the steps "
         "survived. Illegal/ambiguous: actions Grid2Op refused. "
         + ("Assumed: " + "; ".join(rec.assumed) + "." if rec.assumed else "")
@@ -351,6 +371,7 @@ def _run(args, parser, out: Path) -> int:
             {
                 "env": spec,
                 "chronics": chronics,
+                "training_days_in_chronics": mixed,
                 "results": results,
                 "score": None if score is None else {"name": score[0], "per_agent": score[1]},
             },

@@ -925,3 +925,26 @@ def test_rerun_7_make_and_cli_refuse_what_would_run_wrong(pristine, tmp_path, ca
     argv = ["--case", "grid2op:rte_case5_example", "--n-areas", "1", "--episodes", "1"]
     assert baselines_main([*argv, "--baselines", "do_nothing"]) == 0
     assert "do_nothing" in capsys.readouterr().out
+
+
+def test_grid2op_eval_says_when_a_held_out_chronic_holds_training_days(tmp_path):
+    """With one chronic gridrl holds out its last days, but Grid2Op replays the chronic
+    from its start: the report said '(held-out)' (hostile rerun 9). It now names the
+    training days the run replays first."""
+    import json
+
+    from gridrl.grid2op_eval import main
+
+    one = tmp_path / "one"
+    shutil.copytree(
+        find_env(SMALL), one, ignore=shutil.ignore_patterns("__pycache__", "0001", "0002")
+    )
+    rec = load_case(f"grid2op:{one}")
+    training = int((~rec.eval_days).sum())
+    assert set(rec.day_chronic) == {"0000"} and training >= 1
+    args = ["--env", str(one), "--max-steps", "2", "--baselines", "", "--no-score"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    out = json.loads((tmp_path / "out" / "grid2op_eval.json").read_text())
+    assert out["training_days_in_chronics"] == {"0000": training}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"chronic 0000 also holds {training} training day(s)" in report
