@@ -200,6 +200,11 @@ def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
 IMPEDANCE_RTOL = 1e-3
 
 
+#: A snapshot rating this many times the training grid's stands for "no limit" (pandapower
+#: cases carry max_i_ka = 9999), so the training grid's rating is used instead.
+PLACEHOLDER_FACTOR = 10.0
+
+
 #: How far a snapshot's phase shifts may differ from the training grid's (radians).
 SHIFT_ATOL_RAD = 1e-3
 
@@ -271,11 +276,13 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
     gen_status = np.asarray(snapshot.gen.status)[idx["gen"]]
     p_set = np.asarray(snapshot.gen.p_mw)[idx["gen"]]
     # the snapshot's ratings where it has them (a halved rating was ignored), else the
-    # training grid's; they go into the network so DC and AC loadings use the same ones
+    # training grid's; they go into the network so DC and AC loadings use the same ones.
+    # A rating PLACEHOLDER_FACTOR times the training grid's is a placeholder for "no
+    # limit" (pandapower's case14 rates every line 9,900 MVA), not a limit to judge by.
     own = np.asarray(snapshot.branch.rate_a_mva, np.float64)[idx["branch"]]
-    rate = np.where(
-        np.isfinite(own) & (own > 0), own, np.asarray(train.branch.rate_a_mva, np.float64)
-    )
+    trained = np.asarray(train.branch.rate_a_mva, np.float64)
+    placeholder = np.isfinite(own) & (own > PLACEHOLDER_FACTOR * trained)
+    rate = np.where(np.isfinite(own) & (own > 0) & ~placeholder, own, trained)
     net = (
         train.astype(jnp.float64)
         .with_loads(
@@ -351,6 +358,12 @@ def recommend(policy, snapshot: gp.Network, hour: float = 12.0, ac: bool = False
             (gen_status > 0) & ((p_set > p_max + 1e-6) | (p_set < p_min - 1e-6))
         )
     ]
+    if placeholder.any():
+        warnings_out.append(
+            f"{int(placeholder.sum())} of the snapshot's branch ratings are more than "
+            f"{PLACEHOLDER_FACTOR:g} times the training grid's (placeholders for no limit, "
+            "e.g. pandapower's max_i_ka = 9999): the training grid's ratings are used for them"
+        )
     out = {
         "warnings": warnings_out,
         "gen_before_mw": gen_now,
