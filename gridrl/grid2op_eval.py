@@ -351,7 +351,7 @@ def _run(args, parser, out: Path) -> int:
         )
         for name in (names[c] for c in chronics)
     }
-    mixed = {name: n for name, n in mixed.items() if n and name in set(rec.day_chronic)}
+    mixed = {name: n for name, n in mixed.items() if n}
     label = args.chronics
     if mixed:
         label += "; " + ", ".join(
