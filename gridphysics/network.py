@@ -561,7 +561,7 @@ class Network:
             )
         topo = self.topology
         gen_bus = np.asarray(topo.gen_bus)
-        for r in np.flatnonzero(np.asarray(topo.bus_type) == 3):
+        for r in np.flatnonzero(np.asarray(topo.bus_type) == REF):
             units = np.flatnonzero(gen_bus == r)
             if units.size and not (weight[units] > 0).any():
                 raise InvalidValueError(

@@ -180,7 +180,7 @@ def read_meta(path: str | Path, step: int | None = None) -> tuple[int, dict]:
     return step, meta
 
 
-def _same_options(a: dict, b: dict) -> bool:
+def same_options(a: dict, b: dict) -> bool:
     """Two runs' options agree but for --total-steps (the one that may change)."""
     return {**a, "total_steps": 0} == {**b, "total_steps": 0}
 
@@ -204,7 +204,7 @@ def restore(path: str | Path, target, step: int | None = None, config: dict | No
         try:
             if config is not None:
                 _, meta = read_meta(directory, s)
-                if not _same_options(meta.get("config") or {}, config):
+                if not same_options(meta.get("config") or {}, config):
                     raise CheckpointError(
                         f"checkpoint {directory / str(s)} was saved with other options than "
                         "the run's (checkpoints of two runs in one directory?)"

@@ -166,7 +166,7 @@ def run_training(
     if resume:
         _, meta = ckpt.read_meta(checkpoint_dir)
         saved = TrainConfig.from_dict(meta["config"])
-        if saved.to_dict() | {"total_steps": 0} != c.to_dict() | {"total_steps": 0}:
+        if not ckpt.same_options(saved.to_dict(), c.to_dict()):
             diff = {
                 k: (v, c.to_dict()[k])
                 for k, v in saved.to_dict().items()
