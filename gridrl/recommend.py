@@ -152,6 +152,28 @@ def _keys(pairs):
     return out
 
 
+def check_bus_count(train: gp.Network, snap: gp.Network, table_buses: int) -> None:
+    """Refuse a snapshot whose converted grid has another number of buses than the
+    training grid, saying when pandapower's conversion made the difference: its bus
+    table has ``table_buses`` (the count of a 14-bus snapshot with an open line switch
+    read "15 buses", with no word of where the 15th came from)."""
+    n_train, n_snap = train.topology.n_bus, snap.topology.n_bus
+    if n_snap == n_train:
+        return
+    if table_buses == n_train:
+        raise SnapshotError(
+            f"the snapshot's bus table has {table_buses} buses, as the training grid, but "
+            f"pandapower's conversion of it gives {n_snap}: it adds a bus at each open line "
+            "or transformer switch and at branches that end on an out-of-service bus. "
+            "Take such a line out of service (in_service=False) instead of opening its "
+            "switch, and keep every bus in service"
+        )
+    raise SnapshotError(
+        f"the snapshot has {n_snap} buses ({table_buses} in its bus table); the policy was "
+        f"trained on a grid with {n_train}"
+    )
+
+
 def match(train: gp.Network, snap: gp.Network) -> dict[str, np.ndarray]:
     """Index arrays mapping the training grid's elements to the snapshot's
     (``snap_values[idx]`` is in training order)."""
@@ -454,8 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     from gridrl.policy import load_policy
 
     try:
-        snapshot = gp.from_pandapower(read_snapshot(args.net))
+        table = read_snapshot(args.net)
+        snapshot = gp.from_pandapower(table)
         policy = load_policy(args.checkpoint)
+        check_bus_count(policy.env_params.network, snapshot, len(table.bus))
         result = recommend(policy, snapshot, hour=args.hour, ac=args.ac)
     except (CheckpointError, SnapshotError) as exc:
         print(f"error: {exc}", file=sys.stderr)

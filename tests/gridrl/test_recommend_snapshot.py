@@ -180,3 +180,31 @@ def test_a_snapshot_saved_on_another_base_mva_is_the_same_grid():
         changed = gp.from_pandapower(net)
     with pytest.raises(SnapshotError, match="x_pu"):
         check_impedances(train, changed, match(train, changed))
+
+
+def test_a_bus_count_changed_by_pandapower_s_conversion_is_explained():
+    """A 14-bus snapshot with an open line switch converts to 15 buses (pandapower adds
+    one at the open end); recommend said "the snapshot has 15 buses" of a 14-bus table
+    (hostile rerun 9). The message now says the conversion added it and what to do. A
+    grid that really has other buses keeps the plain message."""
+    import warnings
+
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    import gridphysics as gp
+    from gridrl.recommend import check_bus_count
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = gp.from_pandapower(pn.case14())
+        net = pn.case14()
+        pp.create_switch(net, bus=1, element=0, et="l", closed=False)
+        opened = gp.from_pandapower(net)
+        other = gp.from_pandapower(pn.case30())
+    check_bus_count(train, train, 14)  # no error
+    assert opened.topology.n_bus == 15  # the premise: the conversion adds a bus
+    with pytest.raises(SnapshotError, match=r"bus table has 14 buses.* gives 15.*open line"):
+        check_bus_count(train, opened, 14)
+    with pytest.raises(SnapshotError, match=r"has 30 buses \(30 in its bus table\).*with 14"):
+        check_bus_count(train, other, 30)
