@@ -281,7 +281,9 @@ def _interval_minutes(folder: Path) -> int:
     if match is None:
         raise EnvOptionError(f"{info}: expected HH:MM, got {text[:40]!r}")
     step = 60 * int(match[1]) + int(match[2])
-    if step <= 0 or scenarios.STEP_MINUTES % step:
+    if step <= 0:  # it got the "does not divide" message
+        raise EnvOptionError(f"{info}: a step of {text!r} is no time; a step must be positive")
+    if scenarios.STEP_MINUTES % step:
         raise EnvOptionError(
             f"{info}: a step of {step} min does not divide the environment's "
             f"{scenarios.STEP_MINUTES} min step"

@@ -314,6 +314,9 @@ def _run(args, parser, out: Path) -> int:
         bad = [c for c in chronics if not 0 <= c < len(names)]
         if bad:
             parser.error(f"--chronics: {bad} out of range 0..{len(names) - 1}")
+        twice = sorted({c for c in chronics if chronics.count(c) > 1})
+        if twice:  # '0,0' ran chronic 0 twice and counted it twice in the averages
+            parser.error(f"--chronics: {twice} given more than once")
     baselines = {}
     for name in [b for b in args.baselines.split(",") if b]:
         try:

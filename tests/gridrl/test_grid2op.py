@@ -476,6 +476,7 @@ def test_chronic_and_grid_faults_are_typed_and_maintenance_is_matched_by_name(pr
         (f"{folder}/time_interval.info", "+0:05", "HH:MM"),
         (f"{folder}/time_interval.info", "00:05:30", "HH:MM"),
         (f"{folder}/time_interval.info", "0_0:5", "HH:MM"),
+        (f"{folder}/time_interval.info", "00:00", "no time"),  # was "does not divide"
     ):
         restore = _altered(pristine, relative, content)
         with pytest.raises(EnvOptionError, match=message):
@@ -739,6 +740,9 @@ def test_rerun_5_agent_and_grid2op_eval_misuse_is_typed(pristine, tmp_path, caps
     with pytest.raises(SystemExit):
         main(["--env", SMALL, "--out", str(blocker)])
     assert "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ran chronic 0 twice (hostile rerun 9)
+        main(["--env", SMALL, "--chronics", "1,0,1", "--out", str(tmp_path / "twice")])
+    assert "[1] given more than once" in capsys.readouterr().err
     restore = _altered(pristine, "config.py", "config = {\n")  # Grid2Op's SyntaxError
     try:
         assert main(["--env", str(pristine), "--out", str(tmp_path / "o")]) == 1
