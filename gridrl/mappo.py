@@ -26,6 +26,7 @@ every environment), so the same global batch gives the same result on 1 or N dev
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -695,31 +696,55 @@ class Trainer:
         self.shardings = TrainState(
             shared=NamedSharding(self.mesh, P()), local=NamedSharding(self.mesh, P(AXIS))
         )
-        self.init = jax.jit(self._init, out_shardings=self.shardings)
+        # The environment's parameters are an argument of the compiled functions, not
+        # constants baked into them: trainers on other parameters (a level's, a grid's
+        # ratings, a test's) reuse the compiled program (XLA's compilation cache keys on
+        # the program), and nothing of the grid is constant-folded at every compile.
+        # They go in as host (numpy) arrays, which jit places replicated on the mesh,
+        # under jax.distributed too.
+        self._host_params = jax.tree.map(np.asarray, self.env_params)
+        replicated = NamedSharding(self.mesh, P())
+        self._init_jit = jax.jit(
+            self._init, in_shardings=(replicated, replicated), out_shardings=self.shardings
+        )
         self._runners = {}
 
     _cache: ClassVar[dict] = {}
 
     @classmethod
     def cached(cls, config: TrainConfig, env_params: EnvParams | None = None, devices=None):
-        """A trainer for ``config`` shared with earlier calls in this process (its
-        compiled functions are reused); built fresh when ``env_params`` is given."""
-        if env_params is not None:
-            return cls(config, env_params, devices)
+        """A trainer for ``config`` whose compiled functions are shared with earlier
+        calls in this process; with ``env_params``, a trainer on them that shares the
+        compiled functions too (the parameters are an argument of the compiled
+        program; parameters of other shapes compile anew)."""
         devices = default_devices(config) if devices is None else devices
         config = config.for_backend(devices[0].platform)
         key = (config, tuple(d.id for d in devices))
         if key not in cls._cache:
             cls._cache[key] = cls(config, None, devices)
-        return cls._cache[key]
+        base = cls._cache[key]
+        return base if env_params is None else base.on_params(env_params)
+
+    def on_params(self, env_params: EnvParams) -> Trainer:
+        """This trainer on other environment parameters (of this trainer's environment),
+        sharing its compiled functions."""
+        other = copy.copy(self)  # the compiled functions and their cache are shared
+        other.env_params = replace(env_params, learned_safety=self.env_params.learned_safety)
+        other._host_params = jax.tree.map(np.asarray, other.env_params)
+        return other
 
     # -- init --------------------------------------------------------------------------
-    def _init(self, key) -> TrainState:
+    def init(self, key) -> TrainState:
+        """The training state before the first update: fresh agents and environments at
+        ``config.start_level``, from ``key``."""
+        return self._init_jit(key, self._host_params)
+
+    def _init(self, key, env_params: EnvParams) -> TrainState:
         c = self.config
         k_params, k_env, k_run = jax.random.split(key, 3)
         params = self.agents.init(k_params)
         env_keys = jax.random.split(k_env, c.num_envs)
-        env_params = self._params_at(jnp.int32(c.start_level))
+        env_params = _at_level(env_params, jnp.int32(c.start_level))
         reset_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(env_keys)
         obs, env_state = jax.vmap(self.env.reset, in_axes=(0, None))(reset_keys, env_params)
         zeros = jnp.zeros(c.num_envs, jnp.float32)
@@ -742,11 +767,10 @@ class Trainer:
         )
         return TrainState(shared, local)
 
-    def _params_at(self, level) -> EnvParams:
-        return replace(self.env_params, level=jnp.asarray(level, jnp.int32))
-
     # -- one update, per device ----------------------------------------------------------
-    def _update(self, shared: Shared, local: Local) -> tuple[Shared, Local, dict]:
+    def _update(
+        self, shared: Shared, local: Local, env_params: EnvParams
+    ) -> tuple[Shared, Local, dict]:
         """Rollout, GAE, PPO epochs, metrics and curriculum: the module's functions,
         wired (inside ``shard_map``: ``local`` holds this device's environments)."""
         c, agents = self.config, self.agents
@@ -754,7 +778,7 @@ class Trainer:
         local, transition = rollout(
             agents,
             self.env,
-            self._params_at(shared.level),
+            _at_level(env_params, shared.level),
             shared.params,
             shared.level,
             local,
@@ -817,10 +841,10 @@ class Trainer:
 
     # -- chunks of updates ---------------------------------------------------------------
     def _chunk(self, n: int):
-        def per_device(shared, local):
+        def per_device(shared, local, env_params):
             def body(carry, _):
                 shared, local = carry
-                shared, local, metrics = self._update(shared, local)
+                shared, local, metrics = self._update(shared, local, env_params)
                 return (shared, local), metrics
 
             (shared, local), metrics = jax.lax.scan(body, (shared, local), None, n)
@@ -829,13 +853,13 @@ class Trainer:
         mapped = jax.shard_map(
             per_device,
             mesh=self.mesh,
-            in_specs=(P(), P(AXIS)),
+            in_specs=(P(), P(AXIS), P()),
             out_specs=(P(), P(AXIS), P()),
             check_vma=False,
         )
 
-        def run(state: TrainState):
-            shared, local, metrics = mapped(state.shared, state.local)
+        def run(state: TrainState, env_params: EnvParams):
+            shared, local, metrics = mapped(state.shared, state.local, env_params)
             return TrainState(shared, local), metrics
 
         return run
@@ -845,10 +869,14 @@ class Trainer:
         if n not in self._runners:
             self._runners[n] = jax.jit(
                 self._chunk(n),
-                in_shardings=(self.shardings,),
+                in_shardings=(self.shardings, NamedSharding(self.mesh, P())),
                 out_shardings=(self.shardings, NamedSharding(self.mesh, P())),
             )
-        return self._runners[n](state)
+        return self._runners[n](state, self._host_params)
+
+
+def _at_level(env_params: EnvParams, level) -> EnvParams:
+    return replace(env_params, level=jnp.asarray(level, jnp.int32))
 
 
 def default_devices(config: TrainConfig):
