@@ -124,9 +124,16 @@ class TrainConfig:
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> TrainConfig:
+        if not isinstance(values, dict):  # a list or a number raised AttributeError
+            raise ConfigError(
+                f"{source}: options must be a table of names and values, got "
+                f"{type(values).__name__}"
+            )
         known = {f.name: f for f in fields(cls)}
         out = {}
         for name, value in values.items():
+            if not isinstance(name, str):  # YAML '1: 2' raised AttributeError
+                raise ConfigError(f"{source}: option names must be strings, got {name!r}")
             key = name.replace("-", "_")
             if key not in known:
                 raise ConfigError(
@@ -170,6 +177,8 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"--config: {path} must hold a table of options")
         data = data.get("train", data)
+        if not isinstance(data, dict):  # 'train = 5' raised AttributeError
+            raise ConfigError(f"--config: {path}: 'train' must be a table of options")
         return cls.from_dict(data, source=str(path))
 
     from_toml = from_file
@@ -378,13 +387,16 @@ def _coerce(name, value, annotation, source):
         raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(value, str) and kind is not str:
-        try:
+    try:  # OverflowError: a float from a 400-digit int, an int from '1e400'
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, str) and kind is not str:
             value = kind(float(value)) if kind is int and "e" in value.lower() else kind(value)
-        except ValueError:
-            raise ConfigError(f"{source}: {name} must be {kind.__name__}, got {value!r}") from None
+    except (ValueError, OverflowError):
+        shown = value if len(str(value)) <= 40 else f"{str(value)[:37]}..."
+        raise ConfigError(
+            f"{source}: {name} must be a finite {kind.__name__}, got {shown!r}"
+        ) from None
     if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
         raise ConfigError(f"{source}: {name} must be {kind.__name__}, got {value!r}")
     return value

@@ -490,9 +490,11 @@ def _no_checkpoint_yet(checkpoint_dir, run_dir: Path) -> TrainConfig | None:
     if _has_checkpoint(cdir) or not saved.exists():
         return None
     try:
-        return TrainConfig.from_dict(json.loads(saved.read_text()), str(saved))
-    except json.JSONDecodeError as exc:
+        data = json.loads(saved.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # a directory, a stray byte or a cut file raised raw errors (hostile rerun 10)
         raise ConfigError(f"{saved}: not readable JSON ({exc})") from None
+    return TrainConfig.from_dict(data, str(saved))  # a list or a number: a ConfigError
 
 
 def _warn_if_config_file_differs(saved: Path, config: TrainConfig) -> None:

@@ -186,3 +186,27 @@ def test_a_state_with_empty_arrays_saves_and_restores(tmp_path):
     )
     assert meta["update"] == 1 and back["wind"].shape == (16, 0)
     np.testing.assert_array_equal(np.asarray(back["w"]), np.arange(6.0))
+
+
+def test_a_damaged_config_json_of_a_run_without_checkpoint_is_a_config_error(tmp_path):
+    """Hostile rerun 10: restarting a run that died before its first checkpoint read
+    any JSON value as options (a list or a number raised AttributeError) and let
+    UnicodeDecodeError and IsADirectoryError through."""
+    from gridrl.config import ConfigError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for content, message in (
+        (b"[]", "table of names and values, got list"),
+        (b"5", "got int"),
+        (b"null", "got NoneType"),
+        (b"\xff", "not readable JSON"),
+        (b'{"case": "ieee14", "seed": 1e400}', "seed must be int, got inf"),
+    ):
+        (run / "config.json").write_bytes(content)
+        with pytest.raises(ConfigError, match=message):
+            _no_checkpoint_yet(None, run)
+    (run / "config.json").unlink()
+    (run / "config.json").mkdir()
+    with pytest.raises(ConfigError, match="not readable JSON"):
+        _no_checkpoint_yet(None, run)

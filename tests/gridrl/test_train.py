@@ -589,6 +589,19 @@ def test_config_file_and_flags(tmp_path):
             TrainConfig.from_file(special)
     with pytest.raises(ConfigError, match=r"--num-envs: .*split evenly over 3"):
         TrainConfig(num_envs=16).validate(3)
+    # hostile rerun 10: these raised AttributeError or OverflowError
+    for name, text, message in (
+        ("a.toml", "train = 5\n", "'train' must be a table"),
+        ("b.toml", 'total_steps = "1e400"\n', "total_steps must be a finite int"),
+        ("c.toml", "learning_rate = " + "9" * 400 + "\n", "learning_rate must be a finite float"),
+        ("d.yaml", "train:\n", "'train' must be a table"),
+        ("e.yaml", "1: 2\n", "option names must be strings, got 1"),
+    ):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_file(tmp_path / name)
+    with pytest.raises(ConfigError, match="--total-steps: total_steps must be a finite int"):
+        config_from_args(build_parser().parse_args(["--total-steps", "1e400"]))
 
 
 def test_a_bad_value_from_the_config_file_names_the_file(tmp_path, capsys):
