@@ -351,6 +351,29 @@ def training_summary(
     }
 
 
+def _verdict(results: dict, score: dict) -> str:
+    """The report's one-line verdict on the policy's normalized score."""
+    beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
+    missing = [b for b in ("do_nothing", REFERENCE) if b not in results]
+    if missing:  # --baselines left them out; name only those (it named a baseline that ran)
+        verdict = (
+            f"No normalized score: it needs do_nothing and {REFERENCE}; "
+            f"{' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not run "
+            "(--baselines); compare costs instead."
+        )
+    elif np.isnan(score["policy"]):
+        verdict = (
+            "Normalized scores are undefined here: the day-ahead reference was not cheaper than "
+            "do-nothing on these days (compare costs instead)."
+        )
+    else:
+        verdict = (
+            f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
+            "(on the normalized score)."
+        )
+    return verdict
+
+
 def write_report(
     checkpoint,
     *,
@@ -454,22 +477,7 @@ def write_report(
             f"{m.trips:.2f} | "
             f"{m.interventions:.1f} | {m.survival:.1%} | {m.blackout_free_days:.0%} |"
         )
-    beaten = [b for b in ("do_nothing", "greedy") if b in score and score["policy"] > score[b]]
-    if "do_nothing" not in results or REFERENCE not in results:  # --baselines left them out
-        verdict = (
-            f"No normalized score: it needs do_nothing and {REFERENCE}, which were not run "
-            "(--baselines); compare costs instead."
-        )
-    elif np.isnan(score["policy"]):
-        verdict = (
-            "Normalized scores are undefined here: the day-ahead reference was not cheaper than "
-            "do-nothing on these days (compare costs instead)."
-        )
-    else:
-        verdict = (
-            f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
-            "(on the normalized score)."
-        )
+    verdict = _verdict(results, score)
     if any(np.isnan(interval[k]).any() for k in results if not np.isnan(score[k])):
         verdict += (
             " Some score intervals are undefined: in more than 2.5 % of the bootstrap "

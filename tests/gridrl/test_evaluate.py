@@ -96,3 +96,19 @@ def test_training_summary_says_when_the_curriculum_stalled():
     assert (
         "the violation rate never fell far enough to advance (last update: 25.0 %" in high["text"]
     )
+
+
+def test_the_verdict_names_only_the_baselines_that_were_not_run():
+    """Hostile rerun 10: with --baselines do_nothing the report said it needs
+    do_nothing and day_ahead, 'which were not run', though do_nothing ran."""
+    from gridrl.evaluate import _verdict
+
+    one = _verdict({"policy": 0, "do_nothing": 0}, {"policy": np.nan, "do_nothing": 0.0})
+    assert "day_ahead was not run" in one and "do_nothing was" not in one
+    both = _verdict({"policy": 0}, {"policy": np.nan})
+    assert "do_nothing and day_ahead were not run" in both
+    ran = _verdict(
+        {"policy": 0, "do_nothing": 0, "greedy": 0, "day_ahead": 0},
+        {"policy": 50.0, "do_nothing": 0.0, "greedy": 60.0, "day_ahead": 100.0},
+    )
+    assert ran == "The trained policy beats: do_nothing (on the normalized score)."
