@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -127,6 +128,44 @@ class MetricsLog:
         self.writer.close()
 
 
+#: The file a training holds locked in its run directory while it runs.
+LOCK_NAME = ".training.lock"
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold ``run_dir`` for one training: an exclusive lock on its :data:`LOCK_NAME`
+    file, released when the returned file is closed or the process ends (however it
+    ends: a killed run leaves no stale lock). Two trainings started on one directory
+    both ran and mixed their logs and checkpoints; the second is now an
+    :class:`OutputPathError` naming the process that holds it. None where the system
+    has no ``fcntl`` (no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
+    except OSError as exc:
+        raise OutputPathError(f"--run-dir {run_dir}: cannot write there ({exc})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read(200).strip() or "another process"
+        handle.close()
+        raise OutputPathError(
+            f"{run_dir} is in use by another training ({holder}); wait for it to end, "
+            "or choose another --run-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
 def run_training(
     config: TrainConfig,
     run_dir: str | Path,
@@ -144,9 +183,53 @@ def run_training(
     ``max_updates`` stops this session after that many updates (a checkpoint is saved
     there; ``resume=True`` continues exactly as if it had not stopped).
 
+    The run directory is held for this training (:func:`lock_run_dir`): another
+    training on it, started or resumed, is an :class:`OutputPathError`, and so is a
+    fresh start (``resume=False``) in a directory whose checkpoints another run wrote.
+
     Raises :class:`TrainingDiverged` (after keeping the last good checkpoint) when a
     loss or parameter turns non-finite.
     """
+    import jax
+
+    run_dir = Path(run_dir)
+    lock = lock_run_dir(run_dir) if jax.process_index() == 0 else None
+    try:
+        cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
+        if not resume and _has_checkpoint(cdir):  # written since the caller looked
+            raise OutputPathError(
+                f"{run_dir} already holds a run with checkpoints; resume it or choose "
+                "another --run-dir"
+            )
+        return _run_training(
+            config,
+            run_dir,
+            resume=resume,
+            log_dir=log_dir,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+            report=report,
+            env_params=env_params,
+            max_updates=max_updates,
+        )
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_training(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    log_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+    env_params=None,
+    max_updates: int | None = None,
+):
+    """:func:`run_training` once its run directory is held."""
     import jax
     import numpy as np
     from tqdm.auto import tqdm

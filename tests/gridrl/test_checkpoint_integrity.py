@@ -210,3 +210,49 @@ def test_a_damaged_config_json_of_a_run_without_checkpoint_is_a_config_error(tmp
     (run / "config.json").mkdir()
     with pytest.raises(ConfigError, match="not readable JSON"):
         _no_checkpoint_yet(None, run)
+
+
+def test_one_training_at_a_time_holds_a_run_directory(tmp_path):
+    """Hostile rerun 10: two trainings started on one --run-dir both ran, interleaved
+    their metrics logs and kept the second one's checkpoints. A training holds the
+    directory locked; another is refused with the holder's process id, before anything
+    is compiled or written; the lock goes with its holder, also when the holder is
+    killed; and a fresh start refuses a directory whose checkpoints another run wrote."""
+    import signal
+    import subprocess
+    import sys
+
+    from gridrl.errors import OutputPathError
+    from gridrl.train import LOCK_NAME, lock_run_dir, run_training
+
+    run = tmp_path / "run"
+    held = lock_run_dir(run)
+    try:
+        with pytest.raises(
+            OutputPathError, match=rf"in use by another training \(process {os.getpid()}"
+        ):
+            lock_run_dir(run)
+        with pytest.raises(OutputPathError, match="in use by another training"):
+            run_training(TrainConfig(case="ieee14"), run, progress=False, report=False)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing written
+    finally:
+        held.close()
+    lock_run_dir(run).close()  # free again
+
+    code = (
+        "import sys, time; from gridrl.train import lock_run_dir; "
+        f"h = lock_run_dir({str(run)!r}); print('held', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(OutputPathError, match=f"process {child.pid}"):
+            lock_run_dir(run)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    lock_run_dir(run).close()  # a killed holder leaves no stale lock
+
+    _save_two(run / "checkpoints")
+    with pytest.raises(OutputPathError, match="already holds a run with checkpoints"):
+        run_training(TrainConfig(case="ieee14"), run, progress=False, report=False)
