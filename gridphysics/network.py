@@ -15,6 +15,7 @@ with ``vmap`` and differentiated.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -628,6 +629,35 @@ def require_network(network: Any, where: str) -> None:
             f"{where} needs a gridphysics.Network, got {type(network).__name__}; build one "
             "with gridphysics.load_case(), from_ppc() or from_pandapower()"
         )
+
+
+def check_leaf_shapes(network: Network, where: str) -> None:
+    """Every numeric field of ``network`` an array of one value per element of its table
+    (``(n_load,)`` for the loads, ...), else an :class:`~gridphysics.errors.InputTypeError`
+    (not an array) or a :class:`~gridphysics.errors.NetworkError` (another shape) naming
+    the field. ``Network.replace`` builds any pytree; a (3,) load vector of an 11-load
+    grid reached the solve as a raw broadcasting TypeError. Shapes are static, so this
+    holds under ``jit`` and inside ``vmap`` (which sees one scenario's shapes)."""
+    sizes = {
+        "bus": network.n_bus,
+        "branch": network.n_branch,
+        "gen": network.n_gen,
+        "load": network.n_load,
+        "shunt": network.topology.n_shunt,
+    }
+    for group, n in sizes.items():
+        table = getattr(network, group)
+        for field in dataclasses.fields(table):
+            value = getattr(table, field.name)
+            if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+                raise InputTypeError(
+                    f"{where}: {group}.{field.name} must be an array, got {type(value).__name__}"
+                )
+            if tuple(value.shape) != (n,):
+                raise NetworkError(
+                    f"{where}: {group}.{field.name} has shape {tuple(value.shape)}, the grid has "
+                    f"{n} {group} element(s): ({n},) expected (batch scenarios with jax.vmap)"
+                )
 
 
 def as_indices(values: Any, size: int, what: str) -> np.ndarray:

@@ -503,3 +503,36 @@ def test_to_ppc_refuses_fractional_statuses_and_writes_unlimited_as_0(tmp_path):
         gp.to_ppc(gp.load_matpower(tmp_path / "u.m"))["branch"][:, BR_RATE_A].tolist() == [0.0] * 20
     )
     assert np.isnan(np.asarray(gp.load_matpower(tmp_path / "u.m").branch.rate_a_mva)).all()
+
+
+def test_a_network_with_leaves_of_another_shape_is_refused_by_solve():
+    """Hostile rerun 10: Network.replace builds any pytree; a load vector of the wrong
+    length, a batch of loads outside vmap, a list or None reached the solve as raw
+    TypeError/ValueError from broadcasting. Inside vmap the one-scenario shapes pass."""
+    import jax
+    import jax.numpy as jnp
+
+    import gridphysics as gp
+    from gridphysics.errors import InputTypeError, NetworkError
+
+    net = gp.load_case("ieee14")
+    for value, error, message in (
+        (jnp.ones(3), NetworkError, r"load.p_mw has shape \(3,\).*\(11,\) expected"),
+        (jnp.ones((2, 11)), NetworkError, r"load.p_mw has shape \(2, 11\)"),
+        ([1.0] * 11, InputTypeError, "load.p_mw must be an array, got list"),
+        (None, InputTypeError, "load.p_mw must be an array, got NoneType"),
+    ):
+        bad = net.replace(load=net.load.replace(p_mw=value))
+        for method in ("dc", "ac"):
+            with pytest.raises(error, match=message):
+                gp.solve(bad, method)
+    short = net.replace(branch=net.branch.replace(x_pu=net.branch.x_pu[:-1]))
+    with pytest.raises(NetworkError, match=r"branch.x_pu has shape \(19,\)"):
+        jax.jit(gp.solve)(short)
+    batch = jnp.stack([net.load.p_mw, 2 * net.load.p_mw])
+    flows = jax.vmap(lambda p: gp.solve(net.with_loads(p_mw=p)).p_from_mw)(batch)
+    np.testing.assert_allclose(
+        flows[1],
+        2 * flows[0] - gp.solve(net.with_loads(p_mw=0.0 * net.load.p_mw)).p_from_mw,
+        atol=1e-9,
+    )
