@@ -98,6 +98,8 @@ class OutageFlows:
         unreached: (n_bus,) bool, buses without a path to a reference bus even in the
             intact grid (always cut off).
         max_outages: static number of outage slots.
+        source: (4,) uint32 digest of the branch model it was built from (ends,
+            reactances, taps, shifts, statuses, reference buses; see :meth:`built_from`).
     """
 
     ptdf: jax.Array
@@ -108,6 +110,7 @@ class OutageFlows:
     branch_to: jax.Array
     unreached: jax.Array
     max_outages: int
+    source: jax.Array
 
     @staticmethod
     def build(network: Network, max_outages: int = 16, dtype=None) -> OutageFlows:
@@ -153,7 +156,15 @@ class OutageFlows:
             branch_to=jnp.asarray(topo.branch_to, jnp.int32),
             unreached=jnp.asarray(~reach),
             max_outages=int(min(max_outages, topo.n_branch)),
+            source=jnp.asarray(_branch_digest(network)),
         )
+
+    def built_from(self, network: Network) -> bool:
+        """Whether this engine was built from a network with ``network``'s branch model
+        (ends, reactances, taps, shifts, statuses, reference buses; to float32 rounding,
+        so a float32 copy of the network is the same): the engine's flows are that
+        network's. Concrete networks only (outside ``jit``)."""
+        return bool(np.array_equal(np.asarray(self.source), _branch_digest(network)))
 
     @property
     def n_branch(self) -> int:
@@ -360,9 +371,23 @@ jax.tree_util.register_dataclass(
         "branch_from",
         "branch_to",
         "unreached",
+        "source",
     ],
     meta_fields=["max_outages"],
 )
+
+
+def _branch_digest(network: Network) -> np.ndarray:
+    """A digest of what the engine's sensitivities depend on (see :meth:`OutageFlows.built_from`)."""
+    import hashlib
+
+    topo, br = network.topology, network.branch
+    h = hashlib.blake2b(digest_size=16)
+    for part in (topo.branch_from, topo.branch_to, topo.bus_type):
+        h.update(np.asarray(part, np.int64).tobytes())
+    for part in (br.x_pu, br.tap, br.shift_rad, br.status):
+        h.update(np.asarray(part, np.float32).tobytes())
+    return np.frombuffer(h.digest(), np.uint32).copy()
 
 
 def zero_injection_solve(network: Network):

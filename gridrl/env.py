@@ -413,6 +413,17 @@ class GridEnv:
                 raise EnvInputError(
                     f"params.{name} holds a negative value; params come from make()"
                 )
+        branch = params.network.branch
+        if not isinstance(branch.x_pu, jax.core.Tracer) and not params.grid.built_from(
+            params.network
+        ):  # the DC flows and the filter kept the old branches' (hostile rerun 10)
+            raise EnvInputError(
+                "params.network's branches (reactances, taps, shifts or statuses) differ "
+                "from those params.grid was built from, and the flows come from params.grid; "
+                "rebuild it with the network: dataclasses.replace(params, network=net, "
+                "grid=gridphysics.OutageFlows.build(net, max_outages, dtype)) with "
+                "params.grid.max_outages and the env's dtype"
+            )
         load = params.network.load
         if params.replay is None and not isinstance(load.p_mw, jax.core.Tracer):
             demand = float(np.sum(np.asarray(load.p_mw) * np.asarray(load.status)))

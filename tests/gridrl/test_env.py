@@ -495,3 +495,43 @@ def test_a_case_without_fuel_costs_scales_its_reward_by_a_reference_price(tmp_pa
     _, params = make(str(tmp_path / "nocost.m"))
     assert REFERENCE_ENERGY_PER_MWH == 50.0
     assert float(params.reward.normalizer) == pytest.approx(259.0 * 0.25 * 50.0, rel=1e-6)
+
+
+def test_a_network_edited_without_its_outage_engine_is_refused():
+    """Hostile rerun 10: the DC flows come from params.grid (built by make()), so a
+    reactance or status edited in params.network was ignored without a word (line 0
+    out of service still carried 46 %). Such params are refused outside jit; rebuilt
+    with the network, the flows are the edited grid's, equal to gridphysics.solve."""
+    env, params = _env("ieee14", n_areas=2)
+    _, state = env.reset(jax.random.key(0), params)
+    acts = _zero_actions(env)
+    status = np.ones(params.network.n_branch)
+    status[0] = 0.0
+    x = np.asarray(params.network.branch.x_pu).copy()
+    x[0] *= 20
+    for net in (
+        params.network.with_branches(status=status),
+        params.network.with_branches(x_pu=x),
+    ):
+        with pytest.raises(EnvInputError, match=r"differ from those params\.grid was built from"):
+            env.step(jax.random.key(1), state, acts, replace(params, network=net))
+    # ratings are read from params.network: no engine to rebuild for them
+    rated = params.network.with_branches(rate_a_mva=2 * params.network.branch.rate_a_mva)
+    env.step(jax.random.key(1), state, acts, replace(params, network=rated))
+
+    net = params.network.with_branches(x_pu=x)
+    grid = gp.OutageFlows.build(net, params.grid.max_outages, env.dtype)
+    rebuilt = replace(params, network=net, grid=grid)
+    _, after, _, _, _ = env.step(jax.random.key(1), state, acts, rebuilt)
+    alive = np.asarray(after.branch_on) > 0
+    solved = gp.solve(
+        net.with_loads(p_mw=after.served_mw)
+        .with_gens(p_mw=after.gen_mw)
+        .with_branches(status=after.branch_on)
+    )
+    np.testing.assert_allclose(
+        np.asarray(after.loading)[alive],
+        np.asarray(solved.loading_percent)[alive],
+        rtol=1e-3,
+        atol=1e-2,
+    )
