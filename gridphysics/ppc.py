@@ -118,6 +118,24 @@ def _check_finite(arr: np.ndarray, table: str, cols: dict[str, int]) -> None:
             )
 
 
+def to_degrees(rad: np.ndarray) -> np.ndarray:
+    """``rad`` in degrees, each the float within a few ulps of ``np.rad2deg`` that
+    ``np.deg2rad`` (how cases are read) turns back into exactly ``rad`` where there is
+    one: a network saved and read again then has the same angles bit for bit (they
+    were 1 ulp off on most buses of ieee14 to pegase13659; hostile rerun 10)."""
+    rad = np.asarray(rad, np.float64)
+    deg = np.rad2deg(rad)
+    exact = np.deg2rad(deg) == rad
+    up, down = deg.copy(), deg.copy()
+    for _ in range(4):
+        up, down = np.nextafter(up, np.inf), np.nextafter(down, -np.inf)
+        for candidate in (up, down):
+            hit = ~exact & (np.deg2rad(candidate) == rad)
+            deg[hit] = candidate[hit]
+            exact |= hit
+    return deg
+
+
 def _check_power(arr: np.ndarray, table: str, cols: dict[str, int]) -> None:
     """Powers (MW, MVAr) beyond :data:`MAX_POWER_MW` are corrupt; NaN is left to the
     finiteness checks. Columns the table does not have are skipped."""
@@ -540,7 +558,7 @@ def to_ppc(network: Network) -> dict[str, Any]:
     np.add.at(bus[:, BS], t.shunt_bus, n(network.shunt.b_mvar) * shunt_scale)
     bus[:, BUS_AREA] = t.bus_area
     bus[:, VM] = n(network.bus.vm_pu)
-    bus[:, VA] = np.rad2deg(n(network.bus.va_rad))
+    bus[:, VA] = to_degrees(n(network.bus.va_rad))
     bus[:, BASE_KV] = n(network.bus.base_kv)
     bus[:, ZONE] = t.bus_zone
     bus[:, VMAX] = n(network.bus.vmax_pu)
@@ -571,7 +589,7 @@ def to_ppc(network: Network) -> dict[str, Any]:
         branch[:, col] = np.nan_to_num(n(arr), nan=0.0, posinf=0.0)
     tap = n(b.tap)
     branch[:, TAP] = np.where(t.branch_is_transformer, tap, np.where(tap == 1.0, 0.0, tap))
-    branch[:, SHIFT] = np.rad2deg(n(b.shift_rad))
+    branch[:, SHIFT] = to_degrees(n(b.shift_rad))
     branch[:, BR_STATUS] = (n(b.status) > 0).astype(float)
     branch[:, 11] = -360.0
     branch[:, 12] = 360.0
