@@ -19,6 +19,8 @@ split over every device of every process.
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import math
 import os
@@ -166,6 +168,37 @@ def lock_run_dir(run_dir: Path):
     return handle
 
 
+def _holds_run_dir(train):
+    """``train`` (:func:`run_training`) run while its run directory is held
+    (:func:`lock_run_dir`, by the first process), after refusing a fresh start in a
+    directory whose checkpoints another run wrote since the caller looked."""
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def held(*args, **kwargs):
+        import jax
+
+        given = signature.bind(*args, **kwargs)
+        given.apply_defaults()
+        run_dir = Path(given.arguments["run_dir"])
+        checkpoint_dir = given.arguments["checkpoint_dir"]
+        lock = lock_run_dir(run_dir) if jax.process_index() == 0 else None
+        try:
+            cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
+            if not given.arguments["resume"] and _has_checkpoint(cdir):
+                raise OutputPathError(
+                    f"{run_dir} already holds a run with checkpoints; resume it or choose "
+                    "another --run-dir"
+                )
+            return train(*args, **kwargs)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    return held
+
+
+@_holds_run_dir
 def run_training(
     config: TrainConfig,
     run_dir: str | Path,
@@ -190,46 +223,6 @@ def run_training(
     Raises :class:`TrainingDiverged` (after keeping the last good checkpoint) when a
     loss or parameter turns non-finite.
     """
-    import jax
-
-    run_dir = Path(run_dir)
-    lock = lock_run_dir(run_dir) if jax.process_index() == 0 else None
-    try:
-        cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
-        if not resume and _has_checkpoint(cdir):  # written since the caller looked
-            raise OutputPathError(
-                f"{run_dir} already holds a run with checkpoints; resume it or choose "
-                "another --run-dir"
-            )
-        return _run_training(
-            config,
-            run_dir,
-            resume=resume,
-            log_dir=log_dir,
-            checkpoint_dir=checkpoint_dir,
-            progress=progress,
-            report=report,
-            env_params=env_params,
-            max_updates=max_updates,
-        )
-    finally:
-        if lock is not None:
-            lock.close()
-
-
-def _run_training(
-    config: TrainConfig,
-    run_dir: str | Path,
-    *,
-    resume: bool = False,
-    log_dir: str | Path | None = None,
-    checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
-    report: bool = True,
-    env_params=None,
-    max_updates: int | None = None,
-):
-    """:func:`run_training` once its run directory is held."""
     import jax
     import numpy as np
     from tqdm.auto import tqdm
