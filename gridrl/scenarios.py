@@ -63,7 +63,11 @@ class LevelSettings:
         return settings
 
     def at(self, level: jax.Array) -> LevelSettings:
-        """The settings of one level (a traced integer is fine)."""
+        """The settings of one level (a traced integer is fine). A level outside the
+        levels reads the nearest one (indexing wrapped -1 to the top level and -3 to
+        level 2; hostile rerun 10); env.step flags it in ``info["invalid_params"]``."""
+        top = getattr(self, fields(self)[0].name).shape[0] - 1
+        level = jnp.clip(level, 0, top)
         return LevelSettings(**{f.name: getattr(self, f.name)[level] for f in fields(self)})
 
 

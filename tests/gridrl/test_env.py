@@ -442,6 +442,15 @@ def test_unknown_agents_keys_and_actions_of_the_wrong_kind_raise_typed_errors():
         4
     ]
     assert int(info["invalid_params"]) == 1 and int(ref_info["invalid_params"]) == 0
+    # hostile rerun 10: a negative level wrapped (-1 read level 4, -3 level 2) where
+    # invalid_params says the nearest level is read
+    from gridrl.scenarios import TOP_LEVEL, LevelSettings
+
+    levels = LevelSettings.default()
+    for outside, nearest in ((-1, 0), (-3, 0), (99, TOP_LEVEL), (2**30, TOP_LEVEL)):
+        got, want = levels.at(jnp.int32(outside)), levels.at(nearest)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # hostile rerun 8: finite but absurd values overflowed inside the step (a NaN reward
     # with invalid_state = 0, a reward of -inf); the result never enters the state, the
     # day ends, reward 0, flagged. Params are checked too (a zero demand: NaN obs).
