@@ -19,6 +19,7 @@ split over every device of every process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -26,6 +27,7 @@ import math
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 import warnings
@@ -130,36 +132,49 @@ class MetricsLog:
         self.writer.close()
 
 
-#: The file a training holds locked in its run directory while it runs.
+#: The file a training holds locked in each of its directories while it runs.
 LOCK_NAME = ".training.lock"
 
+#: The directories this process holds: real path -> [lock file, holders].
+_HELD: dict[str, list] = {}
 
-def lock_run_dir(run_dir: Path):
-    """Hold ``run_dir`` for one training: an exclusive lock on its :data:`LOCK_NAME`
+
+def lock_run_dir(directory, flag: str = "--run-dir"):
+    """Hold ``directory`` for one training: an exclusive lock on its :data:`LOCK_NAME`
     file, released when the returned file is closed or the process ends (however it
     ends: a killed run leaves no stale lock). Two trainings started on one directory
     both ran and mixed their logs and checkpoints; the second is now an
-    :class:`OutputPathError` naming the process that holds it. None where the system
-    has no ``fcntl`` (no lock)."""
+    :class:`OutputPathError` naming the process that holds it. The lock file is opened
+    without following links and must be a file of its own (a link to a user's file was
+    truncated). None where the system has no ``fcntl`` (no lock)."""
     try:
         import fcntl
     except ImportError:  # not POSIX
         return None
-    path = Path(run_dir) / LOCK_NAME
     try:
+        path = Path(directory) / LOCK_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
-    except OSError as exc:
-        raise OutputPathError(f"--run-dir {run_dir}: cannot write there ({exc})") from None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte; ELOOP: a link
+        raise OutputPathError(
+            f"{flag} {directory}: cannot hold its lock file {LOCK_NAME} ({exc})"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise OutputPathError(
+            f"{flag} {directory}: {LOCK_NAME} is not a file of its own (a hard link or "
+            "a special file); remove it"
+        )
+    handle = os.fdopen(fd, "r+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.seek(0)
         holder = handle.read(200).strip() or "another process"
         handle.close()
         raise OutputPathError(
-            f"{run_dir} is in use by another training ({holder}); wait for it to end, "
-            "or choose another --run-dir"
+            f"{flag} {directory} is in use by another training ({holder}); wait for it to "
+            "end, or choose another directory"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -168,32 +183,71 @@ def lock_run_dir(run_dir: Path):
     return handle
 
 
+@contextlib.contextmanager
+def holding(*directories):
+    """Hold each of ``directories`` (``(path, flag)`` pairs; the same directory once,
+    in a fixed order) for as long as the block runs, by the first process only:
+    :func:`lock_run_dir`, re-entrant within this process (the CLI holds them before
+    it touches a log; :func:`run_training` then holds them again)."""
+    import jax
+
+    if jax.process_index() != 0:
+        yield
+        return
+    wanted = {}
+    for directory, flag in directories:
+        try:  # nothing is made before the first lock is held (sorted: parents first)
+            key = os.path.realpath(directory)
+        except (OSError, ValueError) as exc:
+            raise OutputPathError(f"{flag} {directory}: cannot write there ({exc})") from None
+        wanted.setdefault(key, (directory, flag))
+    taken = []
+    try:
+        for key in sorted(wanted):
+            if key in _HELD:
+                _HELD[key][1] += 1
+            else:
+                _HELD[key] = [lock_run_dir(*wanted[key]), 1]
+            taken.append(key)
+        yield
+    finally:
+        for key in reversed(taken):
+            _HELD[key][1] -= 1
+            if _HELD[key][1] == 0:
+                handle = _HELD.pop(key)[0]
+                if handle is not None:
+                    handle.close()
+
+
+def _directories(run_dir, log_dir, checkpoint_dir) -> tuple:
+    """The directories a training writes, with the flag that names each."""
+    run_dir = Path(run_dir)
+    return (
+        (run_dir, "--run-dir"),
+        (Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints", "--checkpoint-dir"),
+        (Path(log_dir) if log_dir else run_dir / "logs", "--log-dir"),
+    )
+
+
 def _holds_run_dir(train):
-    """``train`` (:func:`run_training`) run while its run directory is held
-    (:func:`lock_run_dir`, by the first process), after refusing a fresh start in a
-    directory whose checkpoints another run wrote since the caller looked."""
+    """``train`` (:func:`run_training`) run while its run, checkpoint and log directories
+    are held (:func:`holding`), after refusing a fresh start in a checkpoint directory
+    that another run filled since the caller looked."""
     signature = inspect.signature(train)
 
     @functools.wraps(train)
     def held(*args, **kwargs):
-        import jax
-
         given = signature.bind(*args, **kwargs)
         given.apply_defaults()
-        run_dir = Path(given.arguments["run_dir"])
-        checkpoint_dir = given.arguments["checkpoint_dir"]
-        lock = lock_run_dir(run_dir) if jax.process_index() == 0 else None
-        try:
-            cdir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
-            if not given.arguments["resume"] and _has_checkpoint(cdir):
+        a = given.arguments
+        dirs = _directories(a["run_dir"], a["log_dir"], a["checkpoint_dir"])
+        with holding(*dirs):
+            if not a["resume"] and _has_checkpoint(dirs[1][0]):
                 raise OutputPathError(
-                    f"{run_dir} already holds a run with checkpoints; resume it or choose "
-                    "another --run-dir"
+                    f"{dirs[1][0]} already holds a run's checkpoints; resume it or choose "
+                    "another directory"
                 )
             return train(*args, **kwargs)
-        finally:
-            if lock is not None:
-                lock.close()
 
     return held
 
@@ -662,11 +716,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
             restart = None
         config.validate()
-        if restart is not None or not args.resume:
-            _set_aside_stale_logs(
-                Path(args.log_dir) if args.log_dir else run_dir / "logs",
-                Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints",
-            )
         from gridphysics.cases import _resolve_name, case_names
         from gridrl import grid2op_data
 
@@ -697,15 +746,21 @@ def main(argv: list[str] | None = None) -> int:
 
         # the backend exists only now (jax.distributed must come before it)
         config = config.for_backend(jax.default_backend()).validate()
-        run_training(
-            config,
-            run_dir,
-            resume=bool(args.resume) and restart is None,
-            log_dir=args.log_dir,
-            checkpoint_dir=checkpoint_dir,
-            progress=not args.no_progress,
-            report=not args.no_report,
-        )
+        # held before a log is set aside: a second command refused by the lock renamed
+        # the running training's metrics.jsonl first (hostile rerun 11)
+        dirs = _directories(run_dir, args.log_dir, checkpoint_dir)
+        with holding(*dirs):
+            if (restart is not None or not args.resume) and jax.process_index() == 0:
+                _set_aside_stale_logs(dirs[2][0], dirs[1][0])
+            run_training(
+                config,
+                run_dir,
+                resume=bool(args.resume) and restart is None,
+                log_dir=args.log_dir,
+                checkpoint_dir=checkpoint_dir,
+                progress=not args.no_progress,
+                report=not args.no_report,
+            )
     except (ConfigError, EnvOptionError, OutputPathError) as exc:
         parser.error(_blame(str(exc), args))
     except TrainingDiverged as exc:

@@ -254,5 +254,58 @@ def test_one_training_at_a_time_holds_a_run_directory(tmp_path):
     lock_run_dir(run).close()  # a killed holder leaves no stale lock
 
     _save_two(run / "checkpoints")
-    with pytest.raises(OutputPathError, match="already holds a run with checkpoints"):
+    with pytest.raises(OutputPathError, match=r"already holds a run.s checkpoints"):
         run_training(TrainConfig(case="ieee14"), run, progress=False, report=False)
+
+
+def test_a_refused_training_touches_nothing_and_the_lock_follows_no_link(tmp_path, capsys):
+    """Hostile rerun 11: a second command on a held run directory renamed the running
+    training's metrics.jsonl before the lock refused it; a checkpoint or log directory
+    shared by two runs was not held at all; a .training.lock linked to a user's file
+    truncated that file; a NUL byte in the path was a bare ValueError."""
+    from gridrl.errors import OutputPathError
+    from gridrl.train import LOCK_NAME, lock_run_dir, main, run_training
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.jsonl").write_text('{"update": 1}\n')
+    held = lock_run_dir(run)
+    try:
+        for argv in (["--case", "ieee14", "--run-dir", str(run)], ["--resume", str(run)]):
+            (run / "config.json").write_text(json.dumps(TrainConfig(case="ieee14").to_dict()))
+            with pytest.raises(SystemExit):
+                main([*argv, "--no-progress"] if argv[0] == "--case" else argv)
+            assert "in use by another training" in capsys.readouterr().err
+            assert (run / "logs" / "metrics.jsonl").read_text() == '{"update": 1}\n'
+    finally:
+        held.close()
+
+    shared = tmp_path / "shared-checkpoints"
+    held = lock_run_dir(shared, "--checkpoint-dir")
+    try:
+        with pytest.raises(OutputPathError, match=r"--checkpoint-dir .* in use by another"):
+            run_training(
+                TrainConfig(case="ieee14"),
+                tmp_path / "other",
+                checkpoint_dir=shared,
+                progress=False,
+                report=False,
+            )
+    finally:
+        held.close()
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(OutputPathError, match="cannot hold its lock file"):
+        lock_run_dir(linked)
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    os.link(victim, hard / LOCK_NAME)
+    with pytest.raises(OutputPathError, match="not a file of its own"):
+        lock_run_dir(hard)
+    assert victim.read_text() == "precious\n"
+    with pytest.raises(OutputPathError, match="cannot hold its lock file"):
+        lock_run_dir(str(tmp_path / "a\x00b"))
