@@ -676,7 +676,7 @@ class Trainer:
             replay_noise=config.replay_noise,
         )
         if env_params is not None:
-            params = env_params
+            params = _checked_params(self.env, env_params, config.start_level)
         self.env_params = replace(
             params,
             learned_safety=jnp.asarray(1.0 if config.learned_safety else 0.0, self.env.dtype),
@@ -728,6 +728,7 @@ class Trainer:
     def on_params(self, env_params: EnvParams) -> Trainer:
         """This trainer on other environment parameters (of this trainer's environment),
         sharing its compiled functions."""
+        env_params = _checked_params(self.env, env_params, self.config.start_level)
         other = copy.copy(self)  # the compiled functions and their cache are shared
         other.env_params = replace(env_params, learned_safety=self.env_params.learned_safety)
         other._host_params = jax.tree.map(np.asarray, other.env_params)
@@ -873,6 +874,21 @@ class Trainer:
                 out_shardings=(self.shardings, NamedSharding(self.mesh, P())),
             )
         return self._runners[n](state, self._host_params)
+
+
+def _checked_params(env: GridEnv, env_params, level: int) -> EnvParams:
+    """``env_params`` checked as ``env.reset`` checks them (the compiled trainer takes
+    them as an argument, where nothing concrete can be checked: params whose network was
+    edited without its outage engine trained on the old flows; hostile rerun 11). Their
+    level is the trainer's to set."""
+    if not isinstance(env_params, EnvParams):
+        from gridrl.errors import EnvInputError
+
+        raise EnvInputError(
+            f"env_params must be the EnvParams of gridrl.make(), got {type(env_params).__name__}"
+        )
+    env._check_params(replace(env_params, level=jnp.asarray(level, jnp.int32)))
+    return env_params
 
 
 def _at_level(env_params: EnvParams, level) -> EnvParams:

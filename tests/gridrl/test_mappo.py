@@ -300,3 +300,34 @@ def test_curriculum_needs_the_ema_strictly_under_the_threshold():
 def test_curriculum_step_does_nothing_but_track_when_switched_off():
     off = CURRICULUM.replace(curriculum=False)
     assert _curriculum(1, 5, 0.0, 0.0, off) == (1, 6, 0.0)
+
+
+def test_a_trainer_checks_the_env_params_it_is_given():
+    """Hostile rerun 11: the trainer takes env params as an argument of its compiled
+    program, where nothing concrete is checked; params whose network was edited without
+    its outage engine trained on the old flows, and a string or a dict raised a bare
+    TypeError. They are checked as env.reset checks them; the level is the trainer's."""
+    from dataclasses import replace
+
+    from gridrl.env import make
+    from gridrl.errors import EnvInputError
+    from gridrl.mappo import Trainer
+
+    config = TrainConfig(case="ieee14", num_envs=4, rollout_steps=8, num_minibatches=1)
+    _, params = make("ieee14")
+    branch = params.network.branch
+    edited = replace(
+        params,
+        network=params.network.replace(branch=branch.replace(x_pu=branch.x_pu * 2)),
+    )
+    for bad, message in (
+        (edited, r"differ from those params\.grid was built from"),
+        ("garbage", "must be the EnvParams of gridrl.make"),
+        ({}, "must be the EnvParams of gridrl.make"),
+    ):
+        with pytest.raises(EnvInputError, match=message):
+            Trainer(config, env_params=bad)
+        with pytest.raises(EnvInputError, match=message):
+            Trainer.cached(config, env_params=bad)
+    shared = Trainer.cached(config, env_params=replace(params, level=jnp.int32(99)))
+    assert shared._runners is Trainer.cached(config)._runners  # one compiled trainer
