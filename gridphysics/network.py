@@ -623,12 +623,14 @@ def _known(method: str, changes: dict[str, Any], unknown: dict[str, Any]) -> dic
 
 
 def require_network(network: Any, where: str) -> None:
-    """An :class:`~gridphysics.errors.InputTypeError` unless ``network`` is a Network."""
+    """An :class:`~gridphysics.errors.InputTypeError` unless ``network`` is a Network
+    whose leaves pass :func:`check_leaf_shapes`."""
     if not isinstance(network, Network):
         raise InputTypeError(
             f"{where} needs a gridphysics.Network, got {type(network).__name__}; build one "
             "with gridphysics.load_case(), from_ppc() or from_pandapower()"
         )
+    check_leaf_shapes(network, where)
 
 
 def check_leaf_shapes(network: Network, where: str) -> None:
@@ -658,6 +660,15 @@ def check_leaf_shapes(network: Network, where: str) -> None:
                     f"{where}: {group}.{field.name} has shape {tuple(value.shape)}, the grid has "
                     f"{n} {group} element(s): ({n},) expected (batch scenarios with jax.vmap)"
                 )
+            if np.dtype(value.dtype).kind not in "fiub":  # complex DC dropped the imaginary
+                raise InputTypeError(  # part; object leaves crashed inside JAX
+                    f"{where}: {group}.{field.name} must be real numbers, got {value.dtype}"
+                )
+    if np.dtype(network.dtype).kind != "f":  # integer reactances: NaN cast to int crashed
+        raise InputTypeError(
+            f"{where}: branch.x_pu sets the network's dtype and must be floating-point, got "
+            f"{network.dtype} (Network.astype converts a network)"
+        )
 
 
 def as_indices(values: Any, size: int, what: str) -> np.ndarray:

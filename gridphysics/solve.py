@@ -14,7 +14,7 @@ import numpy as np
 
 from gridphysics import ac, dc, linalg
 from gridphysics.errors import ConvergenceWarning, InputTypeError, UnsupportedError
-from gridphysics.network import Network, check_leaf_shapes, require_network
+from gridphysics.network import Network, require_network
 from gridphysics.results import PowerFlowResult
 
 Method = Literal["dc", "ac"]
@@ -166,7 +166,6 @@ def solve(
         raise UnsupportedError(f"method must be 'dc' or 'ac', got {method!r}")
     _check_options(options)
     require_network(network, "solve()")
-    check_leaf_shapes(network, "solve()")
     if method == "ac" and options.tolerance is not None:
         floor = RESOLVABLE_EPS * float(np.finfo(network.dtype).eps)
         if options.tolerance < floor:  # 1e-300 failed, blamed on the load (rerun 8)

@@ -536,3 +536,34 @@ def test_a_network_with_leaves_of_another_shape_is_refused_by_solve():
         2 * flows[0] - gp.solve(net.with_loads(p_mw=0.0 * net.load.p_mw)).p_from_mw,
         atol=1e-9,
     )
+
+
+def test_leaves_that_are_not_real_numbers_are_refused_everywhere_a_network_goes_in():
+    """Hostile rerun 11: complex loads gave a 'converged' DC solve with the imaginary
+    part dropped and a complex PTDF; object leaves and integer reactances crashed inside
+    JAX. Bool or integer leaves of the right shape stay accepted."""
+    import gridphysics as gp
+    from gridphysics.errors import InputTypeError
+
+    net = gp.load_case("ieee14")
+    x = np.asarray(net.branch.x_pu)
+    complex_x = net.replace(branch=net.branch.replace(x_pu=x.astype(complex)))
+    complex_load = net.replace(load=net.load.replace(p_mw=np.asarray(net.load.p_mw) + 1j))
+    object_load = net.replace(load=net.load.replace(p_mw=np.asarray(net.load.p_mw, object)))
+    int_x = net.replace(branch=net.branch.replace(x_pu=np.ones(net.n_branch, np.uint8)))
+    for bad, message in (
+        (complex_load, "load.p_mw must be real numbers, got complex128"),
+        (object_load, "load.p_mw must be real numbers, got object"),
+        (complex_x, "branch.x_pu must be real numbers"),
+        (int_x, "branch.x_pu sets the network's dtype and must be floating-point, got uint8"),
+    ):
+        for call in (
+            lambda n: gp.solve(n, "dc"),
+            lambda n: gp.solve(n, "ac"),
+            gp.ptdf,
+            lambda n: gp.OutageFlows.build(n),
+        ):
+            with pytest.raises(InputTypeError, match=message):
+                call(bad)
+    on = net.replace(load=net.load.replace(status=np.ones(net.n_load, bool)))
+    np.testing.assert_allclose(gp.solve(on).p_from_mw, gp.solve(net).p_from_mw, atol=1e-12)
