@@ -62,9 +62,24 @@ def load_matpower(path: str | os.PathLike, *, name: str | None = None) -> Networ
 
 
 def save_matpower(network: Network, path: str | os.PathLike) -> None:
-    """Write ``network`` as a MATPOWER version-2 ``.m`` file."""
+    """Write ``network`` as a MATPOWER version-2 ``.m`` file.
+
+    The text is read back (as :func:`load_matpower` reads it) before anything is
+    written: a network the readers would refuse (NaN voltage angles after writing a
+    failed AC solve into it, say) is a :class:`~gridphysics.errors.CaseFormatError`
+    naming the value, and a good file at ``path`` is not overwritten by it."""
     path = Path(path)
-    write_matpower(to_ppc(network), path)
+    case = to_ppc(network)
+    from gridphysics.errors import CaseFormatError
+    from gridphysics.matpower import format_matpower, parse_matpower
+
+    try:
+        from_ppc(parse_matpower(format_matpower(case, "case")), name="case")
+    except CaseFormatError as exc:
+        raise CaseFormatError(
+            f"save_matpower: nothing written to {path}; the case would not read back: {exc}"
+        ) from None
+    write_matpower(case, path)
 
 
 @functools.lru_cache(maxsize=16)

@@ -124,7 +124,8 @@ def to_degrees(rad: np.ndarray) -> np.ndarray:
     one: a network saved and read again then has the same angles bit for bit (they
     were 1 ulp off on most buses of ieee14 to pegase13659; hostile rerun 10)."""
     rad = np.asarray(rad, np.float64)
-    deg = np.rad2deg(rad)
+    with np.errstate(over="ignore"):  # beyond 1.8e306 rad: inf degrees, refused on reading
+        deg = np.rad2deg(rad)
     exact = np.deg2rad(deg) == rad
     up, down = deg.copy(), deg.copy()
     for _ in range(4):

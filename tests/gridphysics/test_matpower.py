@@ -1015,3 +1015,21 @@ def test_degrees_read_back_as_the_same_radians_wherever_some_float_does():
         for _ in range(64):
             lo, hi = np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf)
             assert np.deg2rad(lo) != r and np.deg2rad(hi) != r
+
+
+def test_a_network_the_readers_would_refuse_is_not_saved(tmp_path):
+    """Hostile rerun 11: a network with a NaN voltage angle (a failed AC solve written
+    back into it) was saved over a good file, which load_matpower then refused."""
+    import gridphysics as gp
+    from gridphysics.errors import CaseFormatError
+
+    net = gp.load_case("ieee14")
+    path = tmp_path / "case.m"
+    gp.save_matpower(net, path)
+    good = path.read_text()
+    for value in (np.nan, np.inf, 1e308):
+        va = np.asarray(net.bus.va_rad).copy()
+        va[3] = value
+        with pytest.raises(CaseFormatError, match=r"nothing written .* bus row 4 has VA"):
+            gp.save_matpower(net.replace(bus=net.bus.replace(va_rad=va)), path)
+        assert path.read_text() == good
