@@ -386,7 +386,8 @@ def _branch_digest(network: Network) -> np.ndarray:
     for part in (topo.branch_from, topo.branch_to, topo.bus_type):
         h.update(np.asarray(part, np.int64).tobytes())
     for part in (br.x_pu, br.tap, br.shift_rad, br.status):
-        h.update(np.asarray(part, np.float32).tobytes())
+        # + 0.0 turns -0.0 into 0.0: the same model (a shift of -0 was read as an edit)
+        h.update((np.asarray(part, np.float32) + np.float32(0.0)).tobytes())
     return np.frombuffer(h.digest(), np.uint32).copy()
 
 

@@ -524,6 +524,9 @@ def test_a_network_edited_without_its_outage_engine_is_refused():
     ):
         with pytest.raises(EnvInputError, match=r"differ from those params\.grid was built from"):
             env.step(jax.random.key(1), state, acts, replace(params, network=net))
+    # a shift of -0.0 is the same model (it was refused: hostile rerun 11)
+    signed_zero = params.network.with_branches(shift_rad=-0.0 * params.network.branch.shift_rad)
+    assert params.grid.built_from(signed_zero)
     # ratings are read from params.network: no engine to rebuild for them
     rated = params.network.with_branches(rate_a_mva=2 * params.network.branch.rate_a_mva)
     env._check_params(replace(params, network=rated))
