@@ -366,9 +366,10 @@ def _verdict(results: dict, score: dict) -> str:
             "Normalized scores are undefined here: the day-ahead reference was not cheaper than "
             "do-nothing on these days (compare costs instead)."
         )
-    else:
+    else:  # name only the baselines that ran (greedy was named when it had not)
+        ran = [b for b in ("do_nothing", "greedy") if b in score]
         verdict = (
-            f"The trained policy beats: {', '.join(beaten) if beaten else 'none of do_nothing, greedy'} "
+            f"The trained policy beats: {', '.join(beaten) if beaten else 'none of ' + ', '.join(ran)} "
             "(on the normalized score)."
         )
     return verdict

@@ -112,3 +112,13 @@ def test_the_verdict_names_only_the_baselines_that_were_not_run():
         {"policy": 50.0, "do_nothing": 0.0, "greedy": 60.0, "day_ahead": 100.0},
     )
     assert ran == "The trained policy beats: do_nothing (on the normalized score)."
+
+
+def test_a_verdict_of_no_win_names_only_the_baselines_that_ran():
+    """Hostile rerun 11: with --baselines do_nothing,day_ahead a losing policy was told
+    it beat 'none of do_nothing, greedy', though greedy never ran."""
+    from gridrl.evaluate import _verdict
+
+    results = {"policy": 0, "do_nothing": 0, "day_ahead": 0}
+    got = _verdict(results, {"policy": -5.0, "do_nothing": 0.0, "day_ahead": 100.0})
+    assert got == "The trained policy beats: none of do_nothing (on the normalized score)."
