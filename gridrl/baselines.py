@@ -481,6 +481,9 @@ def check_day_flags(parser, args) -> tuple[str, ...]:
     bad = [n for n in names if n not in BASELINES]
     if bad:
         parser.error(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # 'greedy,greedy' ran greedy twice for one row
+        parser.error(f"--baselines: {', '.join(twice)} given more than once")
     return names
 
 

@@ -186,7 +186,16 @@ class Grid2OpAgent(BaseAgent):
         self._check_observation(obs)
         env, dtype = self.env, self.env.dtype
         steps_per_day = scenarios.STEPS_PER_DAY
-        t = (int(obs.hour_of_day) * 60 + int(obs.minute_of_hour)) // scenarios.STEP_MINUTES
+        clock = []
+        for name in ("hour_of_day", "minute_of_hour"):
+            try:
+                clock.append(int(getattr(obs, name)))
+            except (TypeError, ValueError, OverflowError):  # NaN was a bare ValueError
+                raise EnvInputError(
+                    f"the observation's {name} must be a whole number, got "
+                    f"{getattr(obs, name, None)!r}"
+                ) from None
+        t = (clock[0] * 60 + clock[1]) // scenarios.STEP_MINUTES
         cap = self.p_max
         before = getattr(obs, "gen_p_before_curtail", None)
         produced = np.asarray(obs.gen_p, float)

@@ -138,6 +138,9 @@ def test_an_empty_baseline_list_and_bad_inputs_are_refused(capsys):
             baselines_main(["--baselines", empty])
         assert exc.value.code == 2
         assert "--baselines: name at least one" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # greedy ran twice for one row (hostile rerun 11)
+        baselines_main(["--baselines", "greedy,do_nothing,greedy"])
+    assert "--baselines: greedy given more than once" in capsys.readouterr().err
     with pytest.raises(EnvInputError, match="got NoneType"):
         gridrl.evaluation_params(None)
     with pytest.raises(gp.UnknownCaseError, match="needs a case name or a path, got ''"):

@@ -734,6 +734,10 @@ def test_rerun_5_agent_and_grid2op_eval_misuse_is_typed(pristine, tmp_path, caps
     for obs in (None, "obs", _grid2op_env("rte_case5_example").reset()):
         with pytest.raises(EnvInputError, match="a Grid2Op observation of this grid"):
             agent.act(obs, 0.0, False)
+    odd = g2o.reset()
+    odd.hour_of_day = float("nan")  # a bare ValueError (hostile rerun 11)
+    with pytest.raises(EnvInputError, match="hour_of_day must be a whole number, got nan"):
+        agent.act(odd, 0.0, False)
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -743,6 +747,9 @@ def test_rerun_5_agent_and_grid2op_eval_misuse_is_typed(pristine, tmp_path, caps
     with pytest.raises(SystemExit):  # ran chronic 0 twice (hostile rerun 9)
         main(["--env", SMALL, "--chronics", "1,0,1", "--out", str(tmp_path / "twice")])
     assert "[1] given more than once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ran the baseline twice for one row (hostile rerun 11)
+        main(["--env", SMALL, "--baselines", "greedy,do_nothing,greedy", "--out", str(tmp_path)])
+    assert "--baselines: greedy given more than once" in capsys.readouterr().err
     restore = _altered(pristine, "config.py", "config = {\n")  # Grid2Op's SyntaxError
     try:
         assert main(["--env", str(pristine), "--out", str(tmp_path / "o")]) == 1
