@@ -318,11 +318,11 @@ def _run(args, parser, out: Path) -> int:
         if twice:  # '0,0' ran chronic 0 twice and counted it twice in the averages
             parser.error(f"--chronics: {twice} given more than once")
     baselines = {}
-    names = [b for b in args.baselines.split(",") if b]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    wanted = [b for b in args.baselines.split(",") if b]
+    twice = sorted({n for n in wanted if wanted.count(n) > 1})
     if twice:  # ran the baseline twice, shown as one row
         parser.error(f"--baselines: {', '.join(twice)} given more than once")
-    for name in names:
+    for name in wanted:
         try:
             baselines[f"gridrl {name}"] = make_policy(name, env)
         except ValueError as exc:
