@@ -201,22 +201,36 @@ def holding(*directories):
         except (OSError, ValueError) as exc:
             raise OutputPathError(f"{flag} {directory}: cannot write there ({exc})") from None
         wanted.setdefault(key, (directory, flag))
-    taken = []
+    taken, made = [], set()
     try:
         for key in sorted(wanted):
             if key in _HELD:
                 _HELD[key][1] += 1
             else:
+                if not os.path.exists(key):
+                    made.add(key)
                 _HELD[key] = [lock_run_dir(*wanted[key]), 1]
             taken.append(key)
         yield
     finally:
-        for key in reversed(taken):
+        for key in reversed(taken):  # children first
             _HELD[key][1] -= 1
             if _HELD[key][1] == 0:
                 handle = _HELD.pop(key)[0]
                 if handle is not None:
                     handle.close()
+                if key in made:  # a run refused before writing leaves no directory behind
+                    _remove_if_only_lock(Path(key))
+
+
+def _remove_if_only_lock(directory: Path) -> None:
+    """Remove ``directory`` (made for a lock) when it holds nothing but its lock file."""
+    try:
+        if [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+            (directory / LOCK_NAME).unlink()
+            directory.rmdir()
+    except OSError:  # another process wrote there meanwhile: keep it
+        pass
 
 
 def _directories(run_dir, log_dir, checkpoint_dir) -> tuple:
@@ -237,12 +251,16 @@ def _holds_run_dir(train):
 
     @functools.wraps(train)
     def held(*args, **kwargs):
+        import jax
+
         given = signature.bind(*args, **kwargs)
         given.apply_defaults()
         a = given.arguments
         dirs = _directories(a["run_dir"], a["log_dir"], a["checkpoint_dir"])
         with holding(*dirs):
-            if not a["resume"] and _has_checkpoint(dirs[1][0]):
+            # one process (several would each open an orbax manager, which synchronizes
+            # all processes: a collective that only some of them reach)
+            if jax.process_count() == 1 and not a["resume"] and _has_checkpoint(dirs[1][0]):
                 raise OutputPathError(
                     f"{dirs[1][0]} already holds a run's checkpoints; resume it or choose "
                     "another directory"
