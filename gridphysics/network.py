@@ -622,15 +622,17 @@ def _known(method: str, changes: dict[str, Any], unknown: dict[str, Any]) -> dic
     return changes
 
 
-def require_network(network: Any, where: str) -> None:
+def require_network(network: Any, where: str, leaves: bool = True) -> None:
     """An :class:`~gridphysics.errors.InputTypeError` unless ``network`` is a Network
-    whose leaves pass :func:`check_leaf_shapes`."""
+    whose leaves pass :func:`check_leaf_shapes` (``leaves=False``: the caller checks
+    them where it costs nothing, e.g. when a solve traces)."""
     if not isinstance(network, Network):
         raise InputTypeError(
             f"{where} needs a gridphysics.Network, got {type(network).__name__}; build one "
             "with gridphysics.load_case(), from_ppc() or from_pandapower()"
         )
-    check_leaf_shapes(network, where)
+    if leaves:
+        check_leaf_shapes(network, where)
 
 
 def check_leaf_shapes(network: Network, where: str) -> None:
