@@ -68,18 +68,20 @@ def save_matpower(network: Network, path: str | os.PathLike) -> None:
     written: a network the readers would refuse (NaN voltage angles after writing a
     failed AC solve into it, say) is a :class:`~gridphysics.errors.CaseFormatError`
     naming the value, and a good file at ``path`` is not overwritten by it."""
-    path = Path(path)
-    case = to_ppc(network)
     from gridphysics.errors import CaseFormatError
-    from gridphysics.matpower import format_matpower, parse_matpower
+    from gridphysics.matpower import parse_matpower
 
-    try:
-        from_ppc(parse_matpower(format_matpower(case, "case")), name="case")
-    except CaseFormatError as exc:
-        raise CaseFormatError(
-            f"save_matpower: nothing written to {path}; the case would not read back: {exc}"
-        ) from None
-    write_matpower(case, path)
+    path = Path(path)
+
+    def reads_back(text: str) -> None:
+        try:
+            from_ppc(parse_matpower(text), name="case")
+        except CaseFormatError as exc:
+            raise CaseFormatError(
+                f"save_matpower: nothing written to {path}; the case would not read back: {exc}"
+            ) from None
+
+    write_matpower(to_ppc(network), path, check=reads_back)
 
 
 @functools.lru_cache(maxsize=16)

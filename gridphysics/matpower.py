@@ -21,6 +21,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -1007,11 +1008,19 @@ def format_matpower(case: dict[str, Any], name: str = "case") -> str:
     return "\n".join(out) + "\n"
 
 
-def write_matpower(case: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write ``case`` to ``path`` as a MATPOWER file named after the file's stem."""
+def write_matpower(
+    case: dict[str, Any],
+    path: str | os.PathLike[str],
+    check: Callable[[str], None] | None = None,
+) -> None:
+    """Write ``case`` to ``path`` as a MATPOWER file named after the file's stem;
+    ``check`` sees the text first and may refuse it (raise) before the file is opened."""
     stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     name = re.sub(r"\W", "_", stem, flags=re.ASCII)
     if _IDENT.fullmatch(name) is None:
         name = "case_" + name
+    text = format_matpower(case, name)
+    if check is not None:
+        check(text)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(format_matpower(case, name))
+        f.write(text)
