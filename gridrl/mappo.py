@@ -697,9 +697,8 @@ class Trainer:
             shared=NamedSharding(self.mesh, P()), local=NamedSharding(self.mesh, P(AXIS))
         )
         # The environment's parameters are an argument of the compiled functions, not
-        # constants baked into them: trainers on other parameters (a level's, a grid's
-        # ratings, a test's) reuse the compiled program (XLA's compilation cache keys on
-        # the program), and nothing of the grid is constant-folded at every compile.
+        # constants baked into them: a trainer on other parameters of the same shapes
+        # (on_params, Trainer.cached) calls the same jitted functions without compiling.
         # They go in as host (numpy) arrays, which jit places replicated on the mesh,
         # under jax.distributed too.
         self._host_params = jax.tree.map(np.asarray, self.env_params)
